@@ -1,0 +1,39 @@
+# Every target creates the environment it needs (scripts/bootstrap.sh is a no-op when .venv matches the lock).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help env run data test lint lock bench clean
+
+help:
+	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
+	@echo "make test   - set up .venv if needed, run the whole test suite (PYTEST_ARGS='-k name' to narrow)"
+	@echo "make lint   - ruff check"
+	@echo "make lock   - regenerate requirements.lock from requirements.txt"
+	@echo "make bench  - end-to-end benchmark against TFX's own taxi example"
+	@echo "make env    - only create/update .venv"
+
+env:
+	@VENV=$(VENV) bash scripts/bootstrap.sh
+
+data: env
+	$(PY) -m data.bundled materialize
+
+run: data
+	$(PY) local_runner.py $(ARGS)
+
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+
+lock:
+	@VENV=$(VENV) bash scripts/bootstrap.sh --lock
+
+bench: data
+	$(PY) benchmarks/e2e_vs_tfx_example.py $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache
