@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""This project's default local run vs TFX's own taxi native-Keras example, side by side.
+
+Both run on the same bundled CSV, on this machine, one after the other, each in a fresh
+process (so start-up and imports count, as they do for a user). Printed and written as
+JSON: wall time and ratio, per-component times from MLMD, peak RSS, a fully cached rerun
+of ours, and both models' AUC and accuracy on the rows that *both* pipelines held out.
+
+    python benchmarks/e2e_vs_tfx_example.py [--out outputs/bench/e2e] [--skip-reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
+
+REFERENCE_NAME = "chicago_taxi_native_keras"
+
+
+def peak_rss_mib() -> float:
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(self_kib, children_kib) / 1024
+
+
+# ---------------------------------------------------------------- one side, in its own process
+
+
+def run_reference(out: Path, data_root: str) -> dict:
+    """TFX's example exactly as shipped (its module file, steps, Beam args, BeamDagRunner)."""
+    import tfx.examples.chicago_taxi_pipeline as example_pkg
+    from tfx.examples.chicago_taxi_pipeline import taxi_pipeline_native_keras as example
+    from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner
+
+    module_file = str(Path(example_pkg.__file__).parent / "taxi_utils_native_keras.py")
+    BeamDagRunner().run(example._create_pipeline(
+        pipeline_name=REFERENCE_NAME,
+        pipeline_root=str(out / "pipelines" / REFERENCE_NAME),
+        data_root=data_root,
+        module_file=module_file,
+        serving_model_dir=str(out / "serving" / REFERENCE_NAME),
+        metadata_path=str(out / "metadata" / f"{REFERENCE_NAME}.db"),
+        beam_pipeline_args=example._beam_pipeline_args,
+    ))
+    return {"metadata_path": str(out / "metadata" / f"{REFERENCE_NAME}.db"),
+            "pipeline_name": REFERENCE_NAME, "serving_dir": str(out / "serving" / REFERENCE_NAME)}
+
+
+def run_ours(out: Path, data_root: str) -> dict:
+    import local_runner
+    from pipeline import configs
+
+    config = configs.load(data_root=data_root, output_root=str(out))
+    local_runner.run(config)
+    return {"metadata_path": config.metadata_path, "pipeline_name": config.pipeline_name,
+            "serving_dir": config.serving_dir}
+
+
+def side_main(side: str, out: Path, data_root: str) -> None:
+    start = time.monotonic()
+    info = (run_reference if side == "reference" else run_ours)(out, data_root)
+    info["inner_seconds"] = time.monotonic() - start
+    info["peak_rss_mib"] = peak_rss_mib()
+    print("BENCH-RESULT " + json.dumps(info), flush=True)
+
+
+def run_side(side: str, out: Path, data_root: str) -> dict:
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, __file__, "--side", side, "--out", str(out), "--data-root", data_root],
+        capture_output=True, text=True, cwd=ROOT)
+    wall = time.monotonic() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-5000:])
+        raise SystemExit(f"{side} run failed (exit {proc.returncode})")
+    info = json.loads(lines[-1].removeprefix("BENCH-RESULT "))
+    info["wall_seconds"] = wall
+    return info
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def component_times(info: dict) -> dict:
+    from pipeline import run_summary
+
+    summary = run_summary.summarize(info["metadata_path"], info["pipeline_name"])
+    return {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
+            for c in summary.components}
+
+
+def eval_split_records(info: dict) -> list[bytes]:
+    import tensorflow as tf
+
+    from pipeline import run_summary
+
+    store = run_summary.connect(info["metadata_path"])
+    uri = max((a for a in store.get_artifacts_by_type("Examples") if "/CsvExampleGen/" in a.uri),
+              key=lambda a: a.id).uri
+    files = sorted(tf.io.gfile.glob(f"{uri}/Split-eval/*"))
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def latest_model(serving_dir: str) -> str:
+    versions = sorted(os.listdir(serving_dir), key=int)
+    return os.path.join(serving_dir, versions[-1])
+
+
+def held_out_quality(ours: dict, reference: dict | None) -> dict:
+    """AUC and accuracy of both pushed models on rows neither trained on."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    from models import features as F
+
+    held_out = set(eval_split_records(ours))
+    if reference:
+        held_out &= set(eval_split_records(reference))
+    records = sorted(held_out)
+    labels = []
+    for record in records:
+        feature = tf.train.Example.FromString(record).features.feature
+        tips, fare = feature["tips"].float_list.value[0], feature["fare"].float_list.value[0]
+        labels.append(int(tips > F.TIP_FRACTION * fare))
+    batch = tf.constant(records)
+    result = {"held_out_rows": len(records), "positive_rate": float(np.mean(labels))}
+    ours_model = tf.saved_model.load(latest_model(ours["serving_dir"]))
+    p = ours_model.signatures["serving_examples"](examples=batch)["probabilities"].numpy()
+    result["ours"] = {"auc": roc_auc_score(labels, p), "accuracy": accuracy_score(labels, p > 0.5)}
+    if reference:
+        ref_model = tf.saved_model.load(latest_model(reference["serving_dir"]))
+        q = ref_model.signatures["serving_default"](examples=batch)["outputs"].numpy().reshape(-1)
+        result["reference"] = {"auc": roc_auc_score(labels, q),
+                               "accuracy": accuracy_score(labels, q > 0.5)}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "e2e")
+    parser.add_argument("--data-root", default=str(ROOT / "data" / "raw" / "chicago_taxi"))
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="only our pipeline (quicker; no ratio)")
+    parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        side_main(args.side, args.out / args.side, args.data_root)
+        return 0
+
+    from data import bundled
+
+    bundled.materialize()
+    if args.out.exists():
+        import shutil
+
+        shutil.rmtree(args.out)
+    results: dict = {"machine": {"cores": os.cpu_count()}}
+    reference = None
+    if not args.skip_reference:
+        print("[bench] running TFX's taxi native-Keras example ...", flush=True)
+        reference = run_side("reference", args.out, args.data_root)
+        reference["components"] = component_times(reference)
+        results["reference"] = reference
+    print("[bench] running this project's pipeline ...", flush=True)
+    ours = run_side("ours", args.out, args.data_root)
+    ours["components"] = component_times(ours)
+    results["ours"] = ours
+    print("[bench] rerunning ours with nothing new (cache) ...", flush=True)
+    cached = run_side("ours", args.out, args.data_root)
+    results["ours_cached"] = {"wall_seconds": cached["wall_seconds"],
+                              "components": component_times(cached)}
+    results["quality"] = held_out_quality(ours, reference)
+    if reference:
+        results["ratio"] = ours["wall_seconds"] / reference["wall_seconds"]
+
+    print()
+    print(f"{'':<26}{'ours':>12}{'TFX example':>14}")
+    ref_wall = f"{reference['wall_seconds']:.1f} s" if reference else "-"
+    print(f"{'wall time':<26}{ours['wall_seconds']:>10.1f} s{ref_wall:>14}")
+    if reference:
+        print(f"{'ratio ours / example':<26}{results['ratio']:>12.2f}")
+    ref_rss = f"{reference['peak_rss_mib']:.0f} MiB" if reference else "-"
+    print(f"{'peak RSS':<26}{ours['peak_rss_mib']:>8.0f} MiB{ref_rss:>14}")
+    print(f"{'cached rerun':<26}{cached['wall_seconds']:>10.1f} s")
+    q = results["quality"]
+    for metric in ("auc", "accuracy"):
+        ref_value = f"{q['reference'][metric]:.4f}" if reference else "-"
+        print(f"{'held-out ' + metric:<26}{q['ours'][metric]:>12.4f}{ref_value:>14}")
+    print(f"  (on {q['held_out_rows']} rows held out by both; {q['positive_rate']:.1%} positive)")
+    print("\nper component (seconds, from MLMD):")
+    names = list(ours["components"]) + [n for n in (reference or {}).get("components", {})
+                                        if n not in ours["components"]]
+    for name in names:
+        mine = ours["components"].get(name, {}).get("seconds", "-")
+        theirs = (reference or {}).get("components", {}).get(name, {}).get("seconds", "-")
+        print(f"  {name:<32}{mine!s:>8}{theirs!s:>14}")
+    path = args.out / "results.json"
+    path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"\n[bench] figures written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The Keras model, its tf.data input, run_fn for the Trainer, and the exported signatures.
+
+Every signature runs the Transform graph inside the SavedModel, so a served request goes
+through exactly the preprocessing that shaped the training data:
+  serving_default     raw feature values, one tensor per feature (TF Serving REST `instances`)
+  serving_examples    serialized tf.Example (gRPC Predict, TFMA, BulkInferrer)
+  transform_features  serialized tf.Example -> transformed features (Evaluator)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import features as F
+
+log = logging.getLogger(__name__)
+
+PROBABILITY = "probabilities"  # output key: P(big tipper), shape [batch]
+EXAMPLES_INPUT = "examples"
+
+DEFAULT_HPARAMS: dict[str, Any] = {
+    "learning_rate": 0.003,
+    "hidden_units": "128,64",
+    "dropout": 0.1,
+    "embedding_scale": 1.0,  # multiplies every feature's embedding_dim
+    "batch_size": 256,
+}
+
+
+def hparams(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults updated with `overrides`; unknown names are a mistake, so they raise."""
+    merged = dict(DEFAULT_HPARAMS)
+    for key, value in (overrides or {}).items():
+        if key not in merged:
+            raise ValueError(f"unknown hyperparameter {key!r}; known: {sorted(merged)}")
+        merged[key] = value
+    return merged
+
+
+# ---------------------------------------------------------------- input
+
+
+def transformed_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict:
+    return tf_transform_output.transformed_feature_spec()
+
+
+def input_fn(
+    file_patterns: list[str],
+    tf_transform_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle: bool = True,
+    repeat: bool = True,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """(features, label) batches from Transform's gzipped TFRecords.
+
+    Records are cached serialized (small), shuffled, batched, then parsed a batch at a
+    time: one vectorised parse per batch, on parallel threads, with prefetch.
+    """
+    files = tf.io.gfile.glob(file_patterns[0]) if len(file_patterns) == 1 else [
+        f for p in file_patterns for f in tf.io.gfile.glob(p)
+    ]
+    if not files:
+        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
+    spec = transformed_feature_spec(tf_transform_output)
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE).cache()
+    if shuffle:
+        ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=False)
+
+    def parse(serialized):
+        parsed = tf.io.parse_example(serialized, spec)
+        label = parsed.pop(F.LABEL_XF)
+        return {k: parsed[k] for k in model_input_names()}, label
+
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------- model
+
+
+def model_input_names() -> list[str]:
+    names = [f.transformed for f in F.FEATURES]
+    names += [f.bucket_name for f in F.by_kind(F.Kind.GEO)]
+    return names
+
+
+def build_model(hp: dict[str, Any]) -> tf.keras.Model:
+    """Embeddings for categorical and bucketed features, a ReLU MLP, a sigmoid output."""
+    inputs: dict[str, tf.keras.Input] = {}
+    parts = []
+    for feature in F.FEATURES:
+        if feature.categorical:
+            inputs[feature.transformed] = tf.keras.Input((), name=feature.transformed,
+                                                         dtype=tf.int64)
+            parts.append(_embed(inputs[feature.transformed], feature, hp))
+        else:
+            inputs[feature.transformed] = tf.keras.Input((), name=feature.transformed,
+                                                         dtype=tf.float32)
+            parts.append(tf.keras.layers.Reshape((1,))(inputs[feature.transformed]))
+        if feature.kind is F.Kind.GEO:
+            inputs[feature.bucket_name] = tf.keras.Input((), name=feature.bucket_name,
+                                                         dtype=tf.int64)
+            parts.append(_embed(inputs[feature.bucket_name], feature, hp))
+    x = tf.keras.layers.Concatenate()(parts)
+    for units in _units(hp["hidden_units"]):
+        x = tf.keras.layers.Dense(units, activation="relu")(x)
+        if hp["dropout"]:
+            x = tf.keras.layers.Dropout(hp["dropout"])(x)
+    logit = tf.keras.layers.Dense(1)(x)
+    probability = tf.keras.layers.Activation("sigmoid")(tf.keras.layers.Reshape(())(logit))
+    model = tf.keras.Model(inputs, probability, name="big_tipper")
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]),
+        loss=tf.keras.losses.BinaryCrossentropy(),
+        metrics=[tf.keras.metrics.AUC(name="auc"),
+                 tf.keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def _units(spec: str | list[int]) -> list[int]:
+    if isinstance(spec, str):
+        return [int(u) for u in spec.split(",") if u.strip()]
+    return list(spec)
+
+
+def _embed(x, feature: F.Feature, hp: dict[str, Any]):
+    dim = max(1, round(feature.embedding_dim * hp["embedding_scale"]))
+    return tf.keras.layers.Embedding(feature.cardinality, dim, name=f"{x.name}_embedding")(x)
+
+
+# ---------------------------------------------------------------- signatures
+
+
+def raw_serving_inputs() -> dict[str, tf.TensorSpec]:
+    """One [batch] tensor per raw feature: strings ('' = absent), numbers float64 (NaN = absent).
+
+    Numbers are float64 so one JSON number type serves int and float columns alike and NaN
+    can say "absent" for optional ones; ids up to 2**53 (census tracts) stay exact.
+    """
+    return {
+        f.name: tf.TensorSpec([None], tf.string if f.dtype == "string" else tf.float64, f.name)
+        for f in F.SERVING_FEATURES
+    }
+
+
+def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor | tf.SparseTensor]:
+    """Raw request tensors -> the structure tf.io.parse_example gives for `spec`."""
+    parsed = {}
+    for name, value in raw.items():
+        feature_spec = spec[name]
+        if feature_spec.dtype != value.dtype:
+            value = tf.cast(value, feature_spec.dtype)
+        if isinstance(feature_spec, tf.io.FixedLenFeature):
+            parsed[name] = tf.reshape(value, [-1, 1])
+            continue
+        raw_value = raw[name]
+        present = tf.not_equal(raw_value, "") if raw_value.dtype == tf.string else \
+            tf.logical_not(tf.math.is_nan(raw_value))
+        rows = tf.where(present)
+        parsed[name] = tf.SparseTensor(
+            indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
+            values=tf.gather_nd(value, rows),
+            dense_shape=tf.stack([tf.shape(value, out_type=tf.int64)[0], tf.constant(1, tf.int64)]),
+        )
+    return parsed
+
+
+class _ExportModule(tf.Module):
+    """Holds the model and the Transform layer so both are tracked in the SavedModel."""
+
+    def __init__(self, model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._serving_spec = F.raw_feature_spec("SERVING")
+        self._training_spec = tf_transform_output.raw_feature_spec()
+        self._input_names = model_input_names()
+
+    def _predict(self, parsed) -> dict[str, tf.Tensor]:
+        transformed = self.tft_layer(parsed)
+        features = {k: transformed[k] for k in self._input_names}
+        return {PROBABILITY: self.model(features, training=False)}
+
+    def signatures(self) -> dict[str, Any]:
+        @tf.function(input_signature=[raw_serving_inputs()])
+        def serve_raw(raw):
+            return self._predict(raw_to_parsed(raw, self._serving_spec))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        def serve_examples(examples):
+            return self._predict(tf.io.parse_example(examples, self._serving_spec))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+        def transform_features(examples):
+            return self.tft_layer(tf.io.parse_example(examples, self._training_spec))
+
+        return {
+            "serving_default": serve_raw.get_concrete_function(),
+            "serving_examples": serve_examples.get_concrete_function(),
+            "transform_features": transform_features.get_concrete_function(),
+        }
+
+
+def export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, path: str) -> None:
+    module = _ExportModule(model, tf_transform_output)
+    tf.saved_model.save(module, path, signatures=module.signatures())
+
+
+# ---------------------------------------------------------------- training
+
+
+def _hparams_from(fn_args) -> dict[str, Any]:
+    custom = dict(fn_args.custom_config or {})
+    hp = hparams(custom.get("hparams"))
+    if fn_args.hyperparameters:  # the Tuner's best, which win over the configured ones
+        values = fn_args.hyperparameters.get("values", fn_args.hyperparameters)
+        hp.update({k: v for k, v in values.items() if k in DEFAULT_HPARAMS})
+    return hp
+
+
+def run_fn(fn_args) -> None:
+    """Trainer entry point: fit on transformed train split, export with the Transform graph."""
+    hp = _hparams_from(fn_args)
+    custom = dict(fn_args.custom_config or {})
+    seed = custom.get("seed")
+    if seed is not None:
+        tf.keras.utils.set_random_seed(int(seed))
+    log.info("hyperparameters: %s", json.dumps(hp))
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = input_fn(fn_args.train_files, tf_transform_output, hp["batch_size"], seed=seed)
+    evaluation = input_fn(fn_args.eval_files, tf_transform_output, hp["batch_size"],
+                          shuffle=False, repeat=True)
+    model = build_model(hp)
+    rounds = max(1, min(int(custom.get("eval_rounds", 10)), fn_args.train_steps))
+    steps_per_round = math.ceil(fn_args.train_steps / rounds)
+    history = model.fit(
+        train,
+        epochs=rounds,
+        steps_per_epoch=steps_per_round,
+        validation_data=evaluation,
+        validation_steps=max(1, fn_args.eval_steps or 1),
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
+                                                  update_freq="epoch")],
+        verbose=2,
+    )
+    os.makedirs(fn_args.model_run_dir, exist_ok=True)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        json.dump({"hparams": hp, "steps_per_round": steps_per_round,
+                   "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}, f)
+    export(model, tf_transform_output, fn_args.serving_model_dir)

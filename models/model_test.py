@@ -1,0 +1,137 @@
+"""The model, its input pipeline and its exported signatures, on a real (tiny) Transform output."""
+
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+from models import features as F
+from models import model as M
+from models.preprocessing import preprocessing_fn
+from models.preprocessing_test import ROWS, raw_row
+
+
+@pytest.fixture(scope="module")
+def transform_dir(tmp_path_factory):
+    """A Transform output dir and gzipped transformed records, as the Transform component writes."""
+    root = tmp_path_factory.mktemp("transform")
+    rows = ROWS * 8  # enough for a couple of batches
+    metadata = dataset_metadata.DatasetMetadata(
+        schema_utils.schema_from_feature_spec(F.raw_feature_spec("TRAINING")))
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
+        raw = pipeline | beam.Create(rows)
+        (transformed, out_meta), transform_fn = (raw, metadata) | \
+            tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "graph"))
+        coder = tft.coders.ExampleProtoCoder(out_meta.dataset_metadata.schema)
+        _ = (transformed | beam.Map(coder.encode) | beam.io.WriteToTFRecord(
+            str(root / "examples" / "part"), file_name_suffix=".gz"))
+    # The Transform component also records the raw schema beside the graph.
+    raw_metadata_dir = root / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR
+    metadata_io.write_metadata(metadata, str(raw_metadata_dir))
+    return root
+
+
+@pytest.fixture(scope="module")
+def exported(transform_dir, tmp_path_factory):
+    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
+    hp = M.hparams({"batch_size": 16})
+    model = M.build_model(hp)
+    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, 16, seed=1)
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+    path = str(tmp_path_factory.mktemp("export") / "model")
+    M.export(model, tf_transform_output, path)
+    return tf.saved_model.load(path)
+
+
+def test_hparams_reject_unknown_names():
+    assert M.hparams({"learning_rate": 0.01})["learning_rate"] == 0.01
+    with pytest.raises(ValueError, match="unknown hyperparameter 'learnin_rate'"):
+        M.hparams({"learnin_rate": 0.01})
+
+
+def test_model_takes_every_transformed_feature_and_outputs_a_probability():
+    model = M.build_model(M.hparams())
+    assert set(model.input_names) == set(M.model_input_names())
+    assert model.output_shape == (None,)
+    assert [layer.units for layer in model.layers if isinstance(layer, tf.keras.layers.Dense)] \
+        == [128, 64, 1]
+
+
+def test_input_fn_batches_features_and_label(transform_dir):
+    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
+    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, 7,
+                      shuffle=False, repeat=False)
+    batches = list(data)
+    assert sum(int(label.shape[0]) for _, label in batches) == len(ROWS) * 8
+    features, label = batches[0]
+    assert set(features) == set(M.model_input_names())
+    assert features["fare_xf"].shape == (7,) and label.dtype == tf.int64
+
+
+def test_input_fn_names_the_pattern_when_nothing_matches(tmp_path, transform_dir):
+    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
+    with pytest.raises(FileNotFoundError, match="no transformed examples"):
+        M.input_fn([str(tmp_path / "nothing-*")], tf_transform_output, 4)
+
+
+def test_signatures_exist_with_the_documented_inputs(exported):
+    assert set(exported.signatures) == {"serving_default", "serving_examples", "transform_features"}
+    raw = exported.signatures["serving_default"].structured_input_signature[1]
+    assert set(raw) == {f.name for f in F.SERVING_FEATURES}
+    assert raw["company"].dtype == tf.string and raw["fare"].dtype == tf.float64
+    assert F.LABEL_SOURCE not in raw  # the tip is never a serving input
+    examples = exported.signatures["serving_examples"].structured_input_signature[1]
+    assert list(examples) == [M.EXAMPLES_INPUT]
+
+
+def _raw_batch(rows):
+    """Raw rows as a REST client sends them: NaN / '' for absent values, no tip."""
+    batch = {}
+    for f in F.SERVING_FEATURES:
+        values = [r[f.name][0] if r[f.name] else None for r in rows]
+        if f.dtype == "string":
+            batch[f.name] = tf.constant([v or b"" for v in values])
+        else:
+            batch[f.name] = tf.constant([math.nan if v is None else float(v) for v in values],
+                                        tf.float64)
+    return batch
+
+
+def _serialized(rows, with_label=False):
+    out = []
+    for r in rows:
+        example = tf.train.Example()
+        for name, values in r.items():
+            if (name == F.LABEL_SOURCE and not with_label) or not values:
+                continue
+            feature = example.features.feature[name]
+            if isinstance(values[0], bytes):
+                feature.bytes_list.value.extend(values)
+            elif isinstance(values[0], int):
+                feature.int64_list.value.extend(values)
+            else:
+                feature.float_list.value.extend(values)
+        out.append(example.SerializeToString())
+    return tf.constant(out)
+
+
+def test_raw_and_example_signatures_agree_and_give_probabilities(exported):
+    rows = ROWS + [raw_row(company=None, trip_seconds=None, dropoff_latitude=None)]
+    by_raw = exported.signatures["serving_default"](**_raw_batch(rows))[M.PROBABILITY].numpy()
+    by_example = exported.signatures["serving_examples"](
+        examples=_serialized(rows))[M.PROBABILITY].numpy()
+    assert by_raw.shape == (len(rows),)
+    assert np.all((by_raw >= 0) & (by_raw <= 1))
+    np.testing.assert_allclose(by_raw, by_example, atol=1e-6)
+
+
+def test_transform_features_signature_matches_the_model_inputs(exported):
+    out = exported.signatures["transform_features"](examples=_serialized(ROWS, with_label=True))
+    assert set(M.model_input_names()) | {F.LABEL_XF} <= set(out)
+    assert out[F.LABEL_XF].numpy().tolist() == [1, 0, 0, 1, 0]

@@ -1,0 +1,107 @@
+"""preprocessing_fn: the one tf.Transform graph, run by Transform and embedded in the model.
+
+Whatever shapes the training data here is exported inside the served model, so serving
+never re-implements it. Treatment follows each feature's Kind in models/features.py.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import features as F
+
+
+def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
+    """A rank-1 dense tensor; absent values (sparse optional features) become `default`."""
+    if isinstance(x, tf.SparseTensor):
+        x = tf.sparse.to_dense(
+            tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default
+        )
+    return tf.reshape(x, [-1])
+
+
+def _present(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """True where the example carries a value."""
+    if isinstance(x, tf.SparseTensor):
+        ones = tf.SparseTensor(x.indices, tf.ones_like(x.values, tf.bool), [x.dense_shape[0], 1])
+        return tf.reshape(tf.sparse.to_dense(ones, default_value=False), [-1])
+    return tf.ones_like(tf.reshape(x, [-1]), tf.bool)
+
+
+def _numeric(x, log: bool) -> tf.Tensor:
+    """log1p (heavy tails) then z-score; missing values take the training mean (z = 0)."""
+    present = _present(x)
+    values = tf.cast(_dense(x, 0), tf.float32)
+    if log:
+        values = tf.math.log1p(tf.maximum(values, 0.0))
+    mean = tft.mean(tf.boolean_mask(values, present))  # over observed values only
+    values = tf.where(present, values, mean)
+    return tft.scale_to_z_score(values)
+
+
+def _geo(x, buckets: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """Z-scored coordinate plus a quantile bucket; missing coordinates get bucket `buckets`."""
+    present = _present(x)
+    values = tf.cast(_dense(x, 0), tf.float32)
+    mean = tft.mean(tf.boolean_mask(values, present))
+    filled = tf.where(present, values, mean)
+    bucket = tft.bucketize(filled, buckets)
+    bucket = tf.where(present, bucket, tf.cast(buckets, tf.int64))
+    return tft.scale_to_z_score(filled), bucket
+
+
+def _int_category(x, size: int) -> tf.Tensor:
+    """Known small range 0..size-1; missing or out-of-range values map to index `size`."""
+    values = tf.cast(_dense(x, -1), tf.int64)
+    in_range = (values >= 0) & (values < size)
+    return tf.where(in_range, values, tf.constant(size, tf.int64))
+
+
+def _vocab(x, feature: F.Feature) -> tf.Tensor:
+    """Vocabulary of the `top_k` most frequent values plus OOV hash buckets.
+
+    Integer ids (census tracts) are turned into strings first so that missing ('') and
+    unseen ids land in OOV buckets rather than colliding with a real id.
+    """
+    if x.dtype != tf.string:
+        x = (
+            tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+            if isinstance(x, tf.SparseTensor)
+            else tf.strings.as_string(x)
+        )
+    values = _dense(x, "")
+    return tft.compute_and_apply_vocabulary(
+        values,
+        top_k=feature.top_k,
+        num_oov_buckets=feature.oov,
+        vocab_filename=feature.name,
+    )
+
+
+def big_tipper(tips: tf.Tensor, fare: tf.Tensor) -> tf.Tensor:
+    """The label: the tip exceeded TIP_FRACTION of the fare (0 when fare or tip is absent)."""
+    tips = tf.cast(_dense(tips, 0.0), tf.float32)
+    fare = tf.cast(_dense(fare, 0.0), tf.float32)
+    return tf.cast(tips > F.TIP_FRACTION * fare, tf.int64)
+
+
+def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str, tf.Tensor]:
+    outputs: dict[str, tf.Tensor] = {}
+    for feature in F.FEATURES:
+        x = inputs[feature.name]
+        if feature.kind is F.Kind.NUMERIC:
+            outputs[feature.transformed] = _numeric(x, feature.log)
+        elif feature.kind is F.Kind.GEO:
+            outputs[feature.transformed], outputs[feature.bucket_name] = _geo(x, feature.buckets)
+        elif feature.kind is F.Kind.INT_CATEGORY:
+            outputs[feature.transformed] = _int_category(x, feature.size)
+        elif feature.kind is F.Kind.VOCAB:
+            outputs[feature.transformed] = _vocab(x, feature)
+        else:  # pragma: no cover - a new Kind without a treatment
+            raise ValueError(f"no transform for {feature.kind} ({feature.name})")
+    # The label source is absent when serving; tf.Transform prunes this output then.
+    if F.LABEL_SOURCE in inputs:
+        outputs[F.LABEL_XF] = big_tipper(inputs[F.LABEL_SOURCE], inputs[F.FARE])
+    return outputs

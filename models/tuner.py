@@ -1,0 +1,81 @@
+"""tuner_fn: a KerasTuner search over the model's hyperparameters, for TFX's Tuner.
+
+KerasTuner 1.4 imports `keras` (Keras 3) whatever TF_USE_LEGACY_KERAS says, so its default
+trial loop (which hands Keras 3 callbacks to `fit`) would mix the two Kerases. Here each
+trial builds and fits the tf.keras (Keras 2) model itself and only reports the objective;
+KerasTuner keeps the search state and picks the best hyperparameters, which the Trainer
+then reads from the Tuner's `best_hyperparameters` output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras_tuner
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import model as M
+
+OBJECTIVE = "val_auc"
+
+
+def search_space(fixed: dict[str, Any] | None = None) -> keras_tuner.HyperParameters:
+    """The space searched; names match models.model.DEFAULT_HPARAMS."""
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("learning_rate", [0.001, 0.003, 0.01])
+    hp.Choice("hidden_units", ["64,32", "128,64", "256,128", "256,128,64"])
+    hp.Choice("dropout", [0.0, 0.1, 0.2])
+    hp.Choice("embedding_scale", [0.5, 1.0, 2.0])
+    for name, value in (fixed or {}).items():
+        hp.Fixed(name, value)
+    return hp
+
+
+class TrialTrainer(keras_tuner.Tuner):
+    """Trains one candidate per trial with the Trainer's own input and model code."""
+
+    def run_trial(self, trial, tf_transform_output, train_files, eval_files,  # noqa: D102
+                  steps: int, eval_steps: int, seed: int | None = None, **_):
+        hp = M.hparams({k: v for k, v in trial.hyperparameters.values.items()
+                        if k in M.DEFAULT_HPARAMS})
+        train = M.input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed)
+        evaluation = M.input_fn(eval_files, tf_transform_output, hp["batch_size"],
+                                shuffle=False, repeat=True)
+        model = M.build_model(hp)
+        rounds = max(1, min(5, steps))
+        history = model.fit(train, epochs=rounds, steps_per_epoch=math.ceil(steps / rounds),
+                            validation_data=evaluation, validation_steps=max(1, eval_steps),
+                            verbose=0)
+        return {OBJECTIVE: max(history.history[OBJECTIVE])}
+
+    def save_model(self, trial_id, model, step=0):  # noqa: D102 - models are not kept
+        pass
+
+
+def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+    custom = dict(fn_args.custom_config or {})
+    seed = custom.get("seed")
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective(OBJECTIVE, "max"),
+        max_trials=int(custom.get("trials", 6)),
+        hyperparameters=search_space({k: v for k, v in (custom.get("hparams") or {}).items()
+                                      if k not in ("learning_rate", "hidden_units", "dropout",
+                                                   "embedding_scale")}),
+        seed=seed,
+    )
+    tuner = TrialTrainer(oracle=oracle, directory=fn_args.working_dir, project_name="search",
+                         overwrite=True)
+    return tfx.components.TunerFnResult(
+        tuner=tuner,
+        fit_kwargs={
+            "tf_transform_output": tft.TFTransformOutput(fn_args.transform_graph_path),
+            "train_files": fn_args.train_files,
+            "eval_files": fn_args.eval_files,
+            "steps": fn_args.train_steps,
+            "eval_steps": fn_args.eval_steps,
+            "seed": seed,
+        },
+    )

@@ -1,0 +1,61 @@
+"""Infer a fresh schema with TFX's SchemaGen, for review against the curated one.
+
+The pipeline imports schema/schema.pbtxt (ImportSchemaGen); it never infers one. When the
+data changes shape, run this, diff its output with schema/schema.pbtxt, and carry over
+what should change by hand, with a comment saying why.
+
+    python -m pipeline.bootstrap_schema --data-root DIR --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
+from pipeline.configs import PROJECT_ROOT
+
+
+def infer(data_root: str, out_dir: Path) -> Path:
+    from tfx import v1 as tfx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        example_gen = tfx.components.CsvExampleGen(input_base=data_root)
+        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                              infer_feature_shape=True)
+        tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+            pipeline_name="bootstrap-schema", pipeline_root=f"{tmp}/root",
+            components=[example_gen, statistics_gen, schema_gen],
+            metadata_connection_config=tfx.orchestration.metadata
+            .sqlite_metadata_connection_config(f"{tmp}/metadata.db"),
+            beam_pipeline_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"]))
+        inferred = next(Path(tmp, "root").glob("SchemaGen/schema/*/schema.pbtxt"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(inferred, out_dir / "schema.pbtxt"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bootstrap_schema",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", default=str(PROJECT_ROOT / "data/raw/chicago_taxi"),
+                        help="directory of CSV files (default: the bundled sample)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="where to write schema.pbtxt (never the curated schema/ dir)")
+    args = parser.parse_args(argv)
+    if args.out.resolve() == (PROJECT_ROOT / "schema").resolve():
+        print("bootstrap_schema: refusing to overwrite the curated schema/; write elsewhere "
+              "and diff.", file=sys.stderr)
+        return 1
+    path = infer(args.data_root, args.out)
+    print(f"inferred schema written to {path}\n"
+          f"review it with: diff {PROJECT_ROOT / 'schema/schema.pbtxt'} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Settings: defaults, environment and flags, and clear errors."""
+
+import argparse
+
+import pytest
+
+from pipeline import configs
+
+
+def test_defaults_derive_paths_from_the_output_root():
+    config = configs.load(env={}, output_root="/x")
+    assert config.pipeline_root == "/x/pipelines/taxi-big-tipper"
+    assert config.metadata_path == "/x/metadata/taxi-big-tipper.db"
+    assert config.serving_dir == "/x/serving/taxi-big-tipper"
+
+
+def test_environment_then_flags_override_in_that_order():
+    env = {"TAXI_TRAIN_STEPS": "77", "TAXI_ENABLE_TUNING": "yes", "TAXI_SLICES": "company"}
+    config = configs.load(env=env)
+    assert (config.train_steps, config.enable_tuning, config.slices) == (77, True, ("company",))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--profile")
+    configs.add_arguments(parser)
+    args = parser.parse_args(["--train-steps", "5", "--no-enable-tuning", "--hparams",
+                              '{"learning_rate": 0.01}'])
+    config = configs.from_args(args, env=env)
+    assert (config.train_steps, config.enable_tuning) == (5, False)
+    assert config.hparams == {"learning_rate": 0.01}
+    assert config.slices == ("company",)  # untouched by flags: the environment's value stays
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"train_steps": "many"}, "train_steps: cannot read 'many' as int"),
+    ({"train_steps": 0}, "train_steps must be >= 1"),
+    ({"min_auc": 1.5}, "min_auc must be in"),
+    ({"beam_direct_running_mode": "fast"}, "beam_direct_running_mode must be"),
+    ({"hparams": "[1, 2]"}, "hparams: cannot read"),
+    ({"no_such_setting": 1}, "unknown setting 'no_such_setting'"),
+])
+def test_bad_settings_are_named(overrides, message):
+    with pytest.raises(configs.ConfigError, match=message):
+        configs.load(env={}, **overrides)
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(configs.ConfigError, match="known: local"):
+        configs.load("staging", env={})
+
+
+def test_beam_args_follow_the_running_mode():
+    assert "--direct_num_workers=1" in configs.load(env={}).beam_pipeline_args
+    multi = configs.load(env={}, beam_direct_running_mode="multi_processing", beam_num_workers=2)
+    assert "--direct_running_mode=multi_processing" in multi.beam_pipeline_args
+    assert "--direct_num_workers=2" in multi.beam_pipeline_args

@@ -1,0 +1,156 @@
+"""create_pipeline(config): the single DAG used by the local runner, Vertex and the notebook.
+
+CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomalyGate
+  -> Transform -> [Tuner] -> Trainer -> latest-blessed Resolver -> Evaluator -> Pusher
+
+Functions are referenced by dotted path (models.preprocessing.preprocessing_fn, ...), so
+the same code is imported from the project package locally and from the image on Vertex.
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+from models import features as F
+from models.model import PROBABILITY
+from pipeline.components.anomaly_gate import AnomalyGate
+from pipeline.components.pusher import Pusher
+from pipeline.configs import PipelineConfig
+
+PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
+RUN_FN = "models.model.run_fn"
+TUNER_FN = "models.tuner.tuner_fn"
+EVAL_SIGNATURE = "serving_examples"
+
+
+def output_config(config: PipelineConfig) -> example_gen_pb2.Output:
+    split = example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=config.train_buckets),
+        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=config.eval_buckets),
+    ])
+    if config.partition_feature:
+        split.partition_feature_name = config.partition_feature
+    return example_gen_pb2.Output(split_config=split)
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """AUC etc. overall and by slice; blessing = absolute AUC floor + no regression vs baseline."""
+    auc_threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_auc}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+            absolute={"value": -config.max_auc_drop - 1e-10},
+        ),
+    )
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=EVAL_SIGNATURE,
+            label_key=F.LABEL_XF,
+            prediction_key=PROBABILITY,
+            preprocessing_function_names=["transform_features"],
+        )],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices],
+        metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="ExampleCount"),
+            # Thresholds judge the overall slice only: small slices (a rare payment type,
+            # a quiet hour) are reported, but their noisy AUC must not veto a model.
+            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=[
+                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                             threshold=auc_threshold)]),
+            tfma.MetricConfig(class_name="AUCPrecisionRecall"),
+            tfma.MetricConfig(class_name="BinaryAccuracy"),
+            tfma.MetricConfig(class_name="Precision"),
+            tfma.MetricConfig(class_name="Recall"),
+            tfma.MetricConfig(class_name="Calibration"),
+            tfma.MetricConfig(class_name="MeanLabel"),
+            tfma.MetricConfig(class_name="MeanPrediction"),
+            tfma.MetricConfig(class_name="CalibrationPlot"),
+        ])],
+    )
+
+
+def create_components(config: PipelineConfig) -> list:
+    """The components in run order; `create_pipeline` wraps them, the notebook runs them."""
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=config.data_root, output_config=output_config(config))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=f"{config.schema_dir}/schema.pbtxt")
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomaly_gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        # Statistics of the transformed data are not used downstream; skipping them
+        # saves two full passes over the data.
+        disable_statistics=True,
+    )
+    transform.add_upstream_node(anomaly_gate)  # anomalies stop the run here
+
+    tuner = None
+    if config.enable_tuning:
+        tuner = tfx.components.Tuner(
+            tuner_fn=TUNER_FN,
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            train_args=tfx.proto.TrainArgs(num_steps=config.tuner_steps),
+            eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+            custom_config={"trials": config.tuner_trials, "seed": config.seed,
+                           "hparams": config.hparams},
+        )
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        custom_config={"hparams": config.hparams, "seed": config.seed},
+    )
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+    )
+
+    # Pusher checks the blessing itself: an unblessed model is recorded as not pushed.
+    # Ours also declines to copy a model that is already the newest served version.
+    pusher = Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)),
+    )
+
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
+                  transform, tuner, trainer, model_resolver, evaluator, pusher]
+    return [c for c in components if c is not None]
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None) -> tfx.dsl.Pipeline:
+    if metadata_connection_config is None and config.profile == "local":
+        metadata_connection_config = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path)
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=config.beam_pipeline_args,
+    )

@@ -1,0 +1,182 @@
+"""What a run did, read back from MLMD: the summary a person reads at the end of a run.
+
+Each component ran or was cached and how long it took, anomalies, metrics against the
+baseline, blessed or not, and which version was pushed where.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+log = logging.getLogger(__name__)
+
+STATE = {
+    metadata_store_pb2.Execution.COMPLETE: "ran",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "FAILED",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.NEW: "new",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+HEADLINE_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration",
+                    "example_count")
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    node_id: str
+    state: str
+    seconds: float
+    execution_id: int
+
+
+@dataclasses.dataclass
+class RunSummary:
+    pipeline_name: str
+    run_id: str
+    components: list[ComponentRun]
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    blessed: bool | None = None
+    validation_failures: list[str] = dataclasses.field(default_factory=list)
+    pushed: bool | None = None
+    pushed_destination: str = ""
+    evaluation_uri: str = ""
+
+    @property
+    def wall_seconds(self) -> float:
+        return sum(c.seconds for c in self.components)
+
+
+def connect(metadata_path: str) -> metadata_store.MetadataStore:
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def pipeline_runs(store: metadata_store.MetadataStore, pipeline_name: str) -> list:
+    """pipeline_run contexts of this pipeline, oldest first."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return []
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
+            if c.type == "pipeline_run"] or [
+        c for c in store.get_contexts_by_type("pipeline_run")]
+    return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
+def _node_id(store, execution_id: int, pipeline_name: str) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if context.type == "node":
+            return context.name.removeprefix(f"{pipeline_name}.")
+    return "?"
+
+
+def _artifacts_out(store, execution_id: int) -> list:
+    events = store.get_events_by_execution_ids([execution_id])
+    ids = [e.artifact_id for e in events if e.type in (metadata_store_pb2.Event.OUTPUT,)]
+    return store.get_artifacts_by_id(ids) if ids else []
+
+
+def _prop(artifact, name: str) -> Any:
+    if name in artifact.custom_properties:
+        value = artifact.custom_properties[name]
+        return value.string_value or value.int_value or value.double_value
+    return None
+
+
+def summarize(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> RunSummary:
+    store = connect(metadata_path)
+    runs = pipeline_runs(store, pipeline_name)
+    if not runs:
+        raise LookupError(f"no runs of pipeline {pipeline_name!r} in {metadata_path}")
+    run = next((r for r in runs if r.name == run_id), None) if run_id else runs[-1]
+    if run is None:
+        raise LookupError(f"no run {run_id!r} of {pipeline_name!r}; known: "
+                          + ", ".join(r.name for r in runs[-5:]))
+    executions = sorted(store.get_executions_by_context(run.id), key=lambda e: e.id)
+    summary = RunSummary(pipeline_name, run.name, [])
+    for execution in executions:
+        node = _node_id(store, execution.id, pipeline_name)
+        seconds = max(0.0, (execution.last_update_time_since_epoch
+                            - execution.create_time_since_epoch) / 1000.0)
+        summary.components.append(ComponentRun(
+            node, STATE.get(execution.last_known_state, "?"), seconds, execution.id))
+        for artifact in _artifacts_out(store, execution.id):
+            _read_outcome(summary, node, artifact)
+    return summary
+
+
+def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
+    if node == "Evaluator" and artifact.uri and artifact.type == "ModelEvaluation":
+        summary.evaluation_uri = artifact.uri
+        _read_metrics(summary, artifact.uri)
+    elif node == "Evaluator" and artifact.type == "ModelBlessing":
+        summary.blessed = bool(_prop(artifact, "blessed"))
+    elif node == "Pusher" and artifact.type == "PushedModel":
+        summary.pushed = bool(_prop(artifact, "pushed"))
+        summary.pushed_destination = _prop(artifact, "pushed_destination") or ""
+
+
+def _read_metrics(summary: RunSummary, uri: str) -> None:
+    import tensorflow_model_analysis as tfma
+
+    try:
+        for slice_metrics in tfma.load_metrics(uri):
+            if slice_metrics.slice_key.single_slice_keys:
+                continue  # overall slice only here; slices are in the report
+            for key_and_value in slice_metrics.metric_keys_and_values:
+                key, value = key_and_value.key, key_and_value.value
+                if not value.HasField("double_value"):
+                    continue
+                target = summary.baseline_metrics if key.model_name == "baseline" else \
+                    summary.metrics
+                if not key.is_diff:
+                    target[key.name] = value.double_value.value
+        result = tfma.load_validation_result(uri)
+        for per_slice in result.metric_validations_per_slice:
+            where = _slice_name(per_slice.slice_key)
+            for f in per_slice.failures:
+                what = "change vs baseline" if f.metric_key.is_diff else "value"
+                threshold = " ".join(str(f.metric_threshold).split())
+                summary.validation_failures.append(
+                    f"{f.metric_key.name} {what} {f.metric_value.double_value.value:+.4f} on "
+                    f"{where} fails {threshold}")
+    except Exception as e:  # noqa: BLE001 - a summary must not hide the run's own outcome
+        log.warning("could not read evaluation at %s: %s", uri, e)
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for k in slice_key.single_slice_keys:
+        value = k.bytes_value.decode() if k.bytes_value else k.int_value or k.float_value
+        parts.append(f"{k.column}={value}")
+    return ", ".join(parts) or "all data"
+
+
+def format_summary(summary: RunSummary) -> str:
+    lines = [f"Run {summary.run_id} of {summary.pipeline_name}"]
+    for c in summary.components:
+        lines.append(f"  {c.node_id:<32} {c.state:<7} {c.seconds:7.1f} s")
+    lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
+    if summary.metrics:
+        lines.append("Evaluation (eval split; candidate vs last blessed model):")
+        for name in HEADLINE_METRICS:
+            if name in summary.metrics:
+                base = summary.baseline_metrics.get(name)
+                base_text = f"{base:.4f}" if base is not None else "none yet"
+                lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")
+    if summary.blessed is not None:
+        lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
+        for failure in summary.validation_failures:
+            lines.append(f"  - {failure}")
+    if summary.pushed is not None:
+        lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
+                     else "Pushed: no (model not blessed)")
+    return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""The real DAG end to end on a sample: real Beam, real MLMD on SQLite, real TensorFlow.
+
+One pipeline root is shared by the tests of this module, in order: a first run that
+pushes, a cached rerun, a data set with an anomaly that the gate stops, and a weak
+candidate that is not blessed. Each test checks MLMD and the serving directory.
+"""
+
+import csv
+import glob
+import itertools
+import math
+import os
+from collections import defaultdict
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+import local_runner
+from data import bundled
+from models import features as F
+from models import model as M
+from pipeline import configs, run_summary
+
+SAMPLE_ROWS = 3000
+COMPONENTS = {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+              "AnomalyGate", "Transform", "Trainer", "latest_blessed_model_resolver",
+              "Evaluator", "Pusher"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    bundled.write_sample(bundled.materialize(), root / "data", SAMPLE_ROWS, seed=7)
+    return root
+
+
+def make_config(workdir, **overrides):
+    settings = dict(data_root=str(workdir / "data"), output_root=str(workdir / "out"),
+                    train_steps=400, min_auc=0.85)
+    settings.update(overrides)
+    return configs.load(env={}, **settings)
+
+
+@pytest.fixture(scope="module")
+def first_run(workdir):
+    config = make_config(workdir)
+    return config, local_runner.run(config)
+
+
+def versions(serving_dir):
+    return sorted(os.listdir(serving_dir)) if os.path.isdir(serving_dir) else []
+
+
+def snapshot(serving_dir):
+    """Every file under the serving dir with its size and mtime: what 'untouched' means."""
+    out = {}
+    for path in glob.glob(f"{serving_dir}/**", recursive=True):
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            out[path] = (stat.st_size, stat.st_mtime_ns)
+    return out
+
+
+def output_uri(config, node, artifact_type):
+    store = run_summary.connect(config.metadata_path)
+    artifacts = [a for a in store.get_artifacts_by_type(artifact_type)
+                 if f"/{node}/" in a.uri]
+    return max(artifacts, key=lambda a: a.id).uri
+
+
+def read_records(pattern):
+    files = sorted(glob.glob(pattern))
+    assert files, pattern
+    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+
+
+def test_first_run_executes_every_component_blesses_and_pushes(first_run):
+    config, summary = first_run
+    states = {c.node_id: c.state for c in summary.components}
+    assert set(states) == COMPONENTS
+    assert set(states.values()) == {"ran"}
+    assert summary.blessed is True, summary.validation_failures
+    assert summary.metrics["auc"] >= config.min_auc
+    assert summary.metrics["example_count"] > 0.15 * SAMPLE_ROWS
+    pushed = versions(config.serving_dir)
+    assert len(pushed) == 1
+    assert os.path.isfile(os.path.join(config.serving_dir, pushed[0], "saved_model.pb"))
+    assert summary.pushed and summary.pushed_destination.endswith(pushed[0])
+
+
+def raw_rows_for_serving(path, n):
+    """The first n rows of a CSV as a REST client would send them (no tip; NaN / '' if absent)."""
+    with open(path, newline="") as f:
+        rows = list(itertools.islice(csv.DictReader(f), n))
+    batch = {}
+    for feature in F.SERVING_FEATURES:
+        values = [row[feature.name] for row in rows]
+        if feature.dtype == "string":
+            batch[feature.name] = tf.constant(values)
+        else:
+            batch[feature.name] = tf.constant(
+                [float(v) if v != "" else math.nan for v in values], tf.float64)
+    return batch
+
+
+def test_pushed_model_serves_raw_rows_and_examples(first_run, workdir):
+    config, _ = first_run
+    model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
+    raw = raw_rows_for_serving(workdir / "data" / "data.csv", 50)
+    by_raw = model.signatures["serving_default"](**raw)[M.PROBABILITY].numpy()
+    assert by_raw.shape == (50,)
+    assert np.all((by_raw >= 0) & (by_raw <= 1))
+    examples = read_records(output_uri(config, "CsvExampleGen", "Examples") + "/Split-eval/*")
+    serving = []
+    for record in examples[:50]:  # the SERVING environment: no label source
+        example = tf.train.Example.FromString(record)
+        del example.features.feature[F.LABEL_SOURCE]
+        serving.append(example.SerializeToString())
+    by_example = model.signatures["serving_examples"](
+        examples=tf.constant(serving))[M.PROBABILITY].numpy()
+    assert np.all((by_example >= 0) & (by_example <= 1))
+    assert by_example.std() > 0.01  # a model, not a constant
+
+
+def test_no_skew_between_transform_output_and_the_served_transform_layer(first_run):
+    """For the same raw eval rows, Transform's materialized features equal what the pushed
+    model's embedded Transform layer computes (rows paired by their categorical values)."""
+    config, _ = first_run
+    graph = tft.TFTransformOutput(output_uri(config, "Transform", "TransformGraph"))
+    materialized = tf.io.parse_example(
+        read_records(output_uri(config, "Transform", "Examples") + "/Split-eval/*"),
+        graph.transformed_feature_spec())
+    raw = read_records(output_uri(config, "CsvExampleGen", "Examples") + "/Split-eval/*")
+    model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
+    served = model.signatures["transform_features"](examples=tf.constant(raw))
+    assert len(raw) == int(materialized[F.LABEL_XF].shape[0]) > 100
+
+    names = M.model_input_names()
+    ints = [n for n in names if materialized[n].dtype == tf.int64] + [F.LABEL_XF]
+    floats = [n for n in names if n not in ints]
+
+    def rows(tensors):
+        groups = defaultdict(list)
+        for i in range(len(raw)):
+            key = tuple(int(tensors[n][i]) for n in ints)
+            groups[key].append([float(tensors[n][i]) for n in floats])
+        return {k: sorted(v) for k, v in groups.items()}
+
+    left, right = rows(materialized), rows(served)
+    assert left.keys() == right.keys()  # every categorical/bucket value identical
+    for key in left:
+        np.testing.assert_allclose(left[key], right[key], rtol=1e-5, atol=1e-5)
+
+
+def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_run):
+    """As in TFX's penguin e2e test: the second run re-evaluates (the first model is now the
+    baseline), the third is cached throughout. Neither adds a served version."""
+    config, _ = first_run
+    before = snapshot(config.serving_dir)
+    second = local_runner.run(config)
+    states = {c.node_id: c.state for c in second.components}
+    assert set(states) == COMPONENTS
+    assert {n for n, s in states.items() if s == "ran"} <= {
+        "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "Pusher"}
+    assert second.blessed is True and second.pushed is True
+    assert snapshot(config.serving_dir) == before  # the same model is not copied again
+
+    third = local_runner.run(config)
+    states = {c.node_id: c.state for c in third.components}
+    cached = {n for n, s in states.items() if s == "cached"}
+    # Resolvers and importers are look-ups, not work: all the rest is cached.
+    assert COMPONENTS - cached <= {"latest_blessed_model_resolver", "ImportSchemaGen"}
+    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= cached
+    assert snapshot(config.serving_dir) == before
+
+
+def test_anomaly_stops_the_run_before_transform_and_nothing_is_pushed(first_run, workdir, capsys):
+    config, _ = first_run
+    bad = workdir / "bad-data"
+    header, rows = bundled.read_rows(workdir / "data" / "data.csv")
+    for row in rows[:5]:
+        row["fare"] = "N/A"  # a string in a numeric column
+    bundled.write_rows(bad / "data.csv", header, rows)
+    before = snapshot(config.serving_dir)
+    args = ["--data-root", str(bad), "--output-root", str(workdir / "out"),
+            "--train-steps", "400", "--min-auc", "0.85"]
+    assert local_runner.main(args) == 2
+    err = capsys.readouterr().err
+    assert "run stopped by data validation" in err
+    assert "feature 'fare'" in err and "FLOAT" in err
+    latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    states = {c.node_id: c.state for c in latest.components}
+    assert states["AnomalyGate"] == "FAILED"
+    assert "Transform" not in states and "Pusher" not in states
+    assert snapshot(config.serving_dir) == before
+
+
+def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):
+    config, first = first_run
+    before = snapshot(config.serving_dir)
+    summary = local_runner.run(make_config(workdir, train_steps=1))
+    states = {c.node_id: c.state for c in summary.components}
+    assert states["Trainer"] == "ran" and states["Evaluator"] == "ran"
+    assert summary.blessed is False
+    assert summary.baseline_metrics["auc"] == pytest.approx(first.metrics["auc"], abs=1e-6)
+    assert any("change vs baseline" in f for f in summary.validation_failures), \
+        summary.validation_failures
+    assert summary.pushed is False
+    assert snapshot(config.serving_dir) == before
