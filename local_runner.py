@@ -56,7 +56,7 @@ def _validation_error(error: BaseException | None) -> BaseException | None:
 
 
 def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
-    from tfx import v1 as tfx
+    from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline.pipeline import create_pipeline
 
@@ -64,7 +64,7 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
     log.info("pipeline root %s, metadata %s, serving dir %s",
              config.pipeline_root, config.metadata_path, config.serving_dir)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config))
+    LocalDagRunner().run(create_pipeline(config))
     return run_summary.summarize(config.metadata_path, config.pipeline_name)
 
 

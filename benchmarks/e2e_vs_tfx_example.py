@@ -102,6 +102,7 @@ def component_times(info: dict) -> dict:
 
 
 def eval_split_records(info: dict) -> list[bytes]:
+    """Eval-split examples, re-serialized deterministically so both pipelines' copies compare."""
     import tensorflow as tf
 
     from pipeline import run_summary
@@ -110,7 +111,8 @@ def eval_split_records(info: dict) -> list[bytes]:
     uri = max((a for a in store.get_artifacts_by_type("Examples") if "/CsvExampleGen/" in a.uri),
               key=lambda a: a.id).uri
     files = sorted(tf.io.gfile.glob(f"{uri}/Split-eval/*"))
-    return [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+    return [tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
 
 
 def latest_model(serving_dir: str) -> str:
@@ -130,6 +132,8 @@ def held_out_quality(ours: dict, reference: dict | None) -> dict:
     if reference:
         held_out &= set(eval_split_records(reference))
     records = sorted(held_out)
+    if not records:
+        raise SystemExit("the two pipelines' eval splits share no rows; cannot compare quality")
     labels = []
     for record in records:
         feature = tf.train.Example.FromString(record).features.feature

@@ -14,12 +14,13 @@ from typing import Any
 
 import keras_tuner
 import tensorflow_transform as tft
-from tfx import v1 as tfx
+from tfx.components.tuner.component import TunerFnResult
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models import model as M
 
 OBJECTIVE = "val_auc"
+SEARCHED = ("learning_rate", "hidden_units", "dropout", "embedding_scale", "l2")
 
 
 def search_space(fixed: dict[str, Any] | None = None) -> keras_tuner.HyperParameters:
@@ -29,6 +30,7 @@ def search_space(fixed: dict[str, Any] | None = None) -> keras_tuner.HyperParame
     hp.Choice("hidden_units", ["64,32", "128,64", "256,128", "256,128,64"])
     hp.Choice("dropout", [0.0, 0.1, 0.2])
     hp.Choice("embedding_scale", [0.5, 1.0, 2.0])
+    hp.Choice("l2", [0.0, 0.0003, 0.001, 0.003])
     for name, value in (fixed or {}).items():
         hp.Fixed(name, value)
     return hp
@@ -55,20 +57,19 @@ class TrialTrainer(keras_tuner.Tuner):
         pass
 
 
-def tuner_fn(fn_args) -> tfx.components.TunerFnResult:
+def tuner_fn(fn_args) -> TunerFnResult:
     custom = dict(fn_args.custom_config or {})
     seed = custom.get("seed")
     oracle = keras_tuner.oracles.RandomSearchOracle(
         objective=keras_tuner.Objective(OBJECTIVE, "max"),
         max_trials=int(custom.get("trials", 6)),
         hyperparameters=search_space({k: v for k, v in (custom.get("hparams") or {}).items()
-                                      if k not in ("learning_rate", "hidden_units", "dropout",
-                                                   "embedding_scale")}),
+                                      if k not in SEARCHED}),
         seed=seed,
     )
     tuner = TrialTrainer(oracle=oracle, directory=fn_args.working_dir, project_name="search",
                          overwrite=True)
-    return tfx.components.TunerFnResult(
+    return TunerFnResult(
         tuner=tuner,
         fit_kwargs={
             "tf_transform_output": tft.TFTransformOutput(fn_args.transform_graph_path),

@@ -57,7 +57,7 @@ class PipelineConfig:
     enable_tuning: bool = setting(False, "run the KerasTuner search before training")
     tuner_trials: int = setting(6, "tuner trials")
     tuner_steps: int = setting(400, "training steps per tuner trial")
-    train_steps: int = setting(3000, "Trainer steps")
+    train_steps: int = setting(500, "Trainer steps")
     eval_steps: int = setting(20, "validation batches per round during training")
     hparams: dict = setting({}, "JSON of hyperparameter overrides, "
                                 "e.g. '{\"learning_rate\": 0.001}'")

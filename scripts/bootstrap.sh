@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 UV_VERSION=0.13.9           # keep in step with requirements.txt
-MIN_FREE_GIB=8              # measured: 3.1 GiB environment + 3.2 GiB uv cache, plus headroom
+MIN_FREE_GIB=${MIN_FREE_GIB:-8}  # measured: 3.1 GiB environment + 3.2 GiB uv cache, plus headroom
 LOCK=requirements.lock
 
 say() { printf '[setup] %s\n' "$*" >&2; }

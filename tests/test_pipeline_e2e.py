@@ -8,6 +8,7 @@ candidate that is not blessed. Each test checks MLMD and the serving directory.
 import csv
 import glob
 import itertools
+import json
 import math
 import os
 from collections import defaultdict
@@ -209,3 +210,20 @@ def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):
         summary.validation_failures
     assert summary.pushed is False
     assert snapshot(config.serving_dir) == before
+
+
+def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
+    """With tuning on, the Trainer trains with what the Tuner found (read back from both)."""
+    config = make_config(workdir, output_root=str(workdir / "tuned"), enable_tuning=True,
+                         tuner_trials=2, tuner_steps=30, train_steps=30, min_auc=0.0)
+    summary = local_runner.run(config)
+    states = {c.node_id: c.state for c in summary.components}
+    assert states["Tuner"] == "ran" and states["Trainer"] == "ran"
+    best_dir = output_uri(config, "Tuner", "HyperParameters")
+    with open(glob.glob(f"{best_dir}/*.txt")[0]) as f:
+        best = json.load(f)["values"]
+    history = glob.glob(f"{output_uri(config, 'Trainer', 'ModelRun')}/history.json")
+    with open(history[0]) as f:
+        trained_with = json.load(f)["hparams"]
+    for name in ("learning_rate", "hidden_units", "dropout", "embedding_scale", "l2"):
+        assert trained_with[name] == best[name], name

@@ -9,7 +9,9 @@ the pipeline stops before Transform (which is wired to run after it) and nothing
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputDict
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
 ANOMALIES_FILE = "SchemaDiff.pb"  # what ExampleValidator writes in each split directory
@@ -24,7 +26,7 @@ def read_anomalies(artifact_uri: str, split_names: str) -> dict[str, anomalies_p
     for split in artifact_utils.decode_split_names(split_names):
         path = os.path.join(artifact_uri, f"Split-{split}", ANOMALIES_FILE)
         anomalies = anomalies_pb2.Anomalies()
-        with tfx.dsl.io.fileio.open(path, "rb") as f:
+        with fileio.open(path, "rb") as f:
             anomalies.ParseFromString(f.read())
         result[split] = anomalies
     return result
@@ -44,10 +46,10 @@ def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
     return lines
 
 
-@tfx.dsl.components.component
+@component
 def AnomalyGate(
-    anomalies: tfx.dsl.components.InputArtifact[standard_artifacts.ExampleAnomalies],
-) -> tfx.dsl.components.OutputDict(anomaly_count=int):
+    anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
+) -> OutputDict(anomaly_count=int):
     problems = describe(read_anomalies(anomalies.uri, anomalies.split_names))
     if problems:
         raise DataValidationError(

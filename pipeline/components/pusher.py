@@ -13,15 +13,15 @@ import hashlib
 import logging
 import os
 
-from tfx import v1 as tfx
+from tfx.components.pusher import component as pusher_component
 from tfx.components.pusher import executor as pusher_executor
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 log = logging.getLogger(__name__)
-fileio = tfx.dsl.io.fileio
 
 
 def model_digest(path: str) -> str:
@@ -66,5 +66,5 @@ class Executor(pusher_executor.Executor):
         super().Do(input_dict, output_dict, exec_properties)
 
 
-class Pusher(tfx.components.Pusher):
+class Pusher(pusher_component.Pusher):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
