@@ -183,7 +183,14 @@ def main() -> int:
     ours = run_side("ours", args.out, args.data_root)
     ours["components"] = component_times(ours)
     results["ours"] = ours
-    print("[bench] rerunning ours with nothing new (cache) ...", flush=True)
+    # As in TFX's penguin e2e test: the first rerun re-evaluates (the first model is now
+    # the baseline to compare with), the one after it is cached throughout.
+    print("[bench] rerunning ours with nothing new (re-evaluates vs the new baseline) ...",
+          flush=True)
+    rerun = run_side("ours", args.out, args.data_root)
+    results["ours_rerun"] = {"wall_seconds": rerun["wall_seconds"],
+                             "components": component_times(rerun)}
+    print("[bench] rerunning ours again (fully cached) ...", flush=True)
     cached = run_side("ours", args.out, args.data_root)
     results["ours_cached"] = {"wall_seconds": cached["wall_seconds"],
                               "components": component_times(cached)}
@@ -199,7 +206,8 @@ def main() -> int:
         print(f"{'ratio ours / example':<26}{results['ratio']:>12.2f}")
     ref_rss = f"{reference['peak_rss_mib']:.0f} MiB" if reference else "-"
     print(f"{'peak RSS':<26}{ours['peak_rss_mib']:>8.0f} MiB{ref_rss:>14}")
-    print(f"{'cached rerun':<26}{cached['wall_seconds']:>10.1f} s")
+    print(f"{'rerun (re-evaluation)':<26}{rerun['wall_seconds']:>10.1f} s")
+    print(f"{'fully cached rerun':<26}{cached['wall_seconds']:>10.1f} s")
     q = results["quality"]
     for metric in ("auc", "accuracy"):
         ref_value = f"{q['reference'][metric]:.4f}" if reference else "-"

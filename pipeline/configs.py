@@ -74,6 +74,13 @@ class PipelineConfig:
     enable_cache: bool = setting(True, "reuse results of unchanged components")
 
     def __post_init__(self) -> None:
+        # Local paths are made absolute: they are recorded in MLMD as execution properties,
+        # and `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
+        for name in ("data_root", "output_root", "pipeline_root", "metadata_path",
+                     "serving_dir", "schema_dir"):
+            value = getattr(self, name)
+            if value and "://" not in value:
+                setattr(self, name, os.path.abspath(value))
         out = self.output_root.rstrip("/")
         self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{self.pipeline_name}"
         self.metadata_path = self.metadata_path or f"{out}/metadata/{self.pipeline_name}.db"

@@ -14,6 +14,14 @@ def test_defaults_derive_paths_from_the_output_root():
     assert config.serving_dir == "/x/serving/taxi-big-tipper"
 
 
+def test_local_paths_become_absolute_and_uris_stay(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    config = configs.load(env={}, output_root="outputs", data_root="gs://bucket/data")
+    assert config.output_root == str(tmp_path / "outputs")
+    assert config.serving_dir == str(tmp_path / "outputs" / "serving" / "taxi-big-tipper")
+    assert config.data_root == "gs://bucket/data"
+
+
 def test_environment_then_flags_override_in_that_order():
     env = {"TAXI_TRAIN_STEPS": "77", "TAXI_ENABLE_TUNING": "yes", "TAXI_SLICES": "company"}
     config = configs.load(env=env)

@@ -165,6 +165,9 @@ def format_summary(summary: RunSummary) -> str:
     for c in summary.components:
         lines.append(f"  {c.node_id:<32} {c.state:<7} {c.seconds:7.1f} s")
     lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
+    gate = next((c for c in summary.components if c.node_id == "AnomalyGate"), None)
+    if gate is not None and gate.state in ("ran", "cached"):
+        lines.append("Data validation: no anomalies against schema/schema.pbtxt")
     if summary.metrics:
         lines.append("Evaluation (eval split; candidate vs last blessed model):")
         for name in HEADLINE_METRICS:

@@ -89,6 +89,10 @@ def test_first_run_executes_every_component_blesses_and_pushes(first_run):
     assert len(pushed) == 1
     assert os.path.isfile(os.path.join(config.serving_dir, pushed[0], "saved_model.pb"))
     assert summary.pushed and summary.pushed_destination.endswith(pushed[0])
+    text = run_summary.format_summary(summary)  # what a person reads at the end of the run
+    assert "Data validation: no anomalies" in text and "Blessed: yes" in text
+    assert f"auc                {summary.metrics['auc']:.4f}   baseline none yet" in text
+    assert f"Pushed: {summary.pushed_destination}" in text
 
 
 def raw_rows_for_serving(path, n):
