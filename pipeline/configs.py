@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,30 @@ class PipelineConfig:
     beam_num_workers: int = setting(0, "Beam direct workers (0 = one per core)")
     enable_cache: bool = setting(True, "reuse results of unchanged components")
 
+    # Vertex AI (profile `vertex`): where it runs, and on what.
+    gcp_project: str = setting("", "[vertex] GCP project id")
+    gcp_region: str = setting("", "[vertex] region of the pipeline, jobs and endpoint, "
+                                  "e.g. us-central1")
+    image: str = setting("", "[vertex] pipeline container image (see Dockerfile)")
+    service_account: str = setting("", "[vertex] service account the pipeline runs as")
+    dataflow_temp_location: str = setting("", "[vertex] gs:// temp dir for Dataflow "
+                                              "(default PIPELINE_ROOT/tmp)")
+    dataflow_machine_type: str = setting("n1-standard-4", "[vertex] Dataflow worker type")
+    dataflow_max_workers: int = setting(10, "[vertex] Dataflow autoscaling cap")
+    training_machine_type: str = setting("n1-standard-4",
+                                         "[vertex] Vertex Training machine (Trainer, Tuner)")
+    training_replica_count: int = setting(1, "[vertex] Vertex Training replicas")
+    training_accelerator_type: str = setting("", "[vertex] e.g. NVIDIA_TESLA_T4 (none if empty)")
+    training_accelerator_count: int = setting(0, "[vertex] accelerators per replica")
+    tuner_parallel_trials: int = setting(2, "[vertex] tuner trials run in parallel")
+    serving_endpoint: str = setting("", "[vertex] Vertex endpoint to deploy to; empty: push to "
+                                        "SERVING_DIR (gs://) for TF Serving on GKE")
+    serving_traffic_percent: int = setting(100, "[vertex] endpoint traffic for the new model")
+    serving_machine_type: str = setting("n1-standard-2", "[vertex] endpoint machine type")
+    serving_image: str = setting(
+        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest",
+        "[vertex] prediction container for the endpoint")
+
     def __post_init__(self) -> None:
         # Local paths are made absolute: they are recorded in MLMD as execution properties,
         # and `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
@@ -82,13 +107,18 @@ class PipelineConfig:
             if value and "://" not in value:
                 setattr(self, name, os.path.abspath(value))
         out = self.output_root.rstrip("/")
-        self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{self.pipeline_name}"
-        self.metadata_path = self.metadata_path or f"{out}/metadata/{self.pipeline_name}.db"
-        self.serving_dir = self.serving_dir or f"{out}/serving/{self.pipeline_name}"
+        if out:  # without it validate() says what to set
+            self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{self.pipeline_name}"
+            self.metadata_path = self.metadata_path or f"{out}/metadata/{self.pipeline_name}.db"
+            self.serving_dir = self.serving_dir or f"{out}/serving/{self.pipeline_name}"
+            if self.profile == "vertex":
+                self.dataflow_temp_location = self.dataflow_temp_location or f"{out}/tmp"
         self.validate()
 
     def validate(self) -> None:
         problems = []
+        if not self.pipeline_root or not self.serving_dir:
+            problems.append(f"output_root is required ({_how_to_set('output_root')})")
         if self.train_buckets < 1 or self.eval_buckets < 1:
             problems.append("train_buckets and eval_buckets must be >= 1")
         if self.train_steps < 1:
@@ -99,11 +129,27 @@ class PipelineConfig:
             problems.append("max_auc_drop must be >= 0")
         if self.beam_direct_running_mode not in RUNNING_MODES:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
+        if self.profile == "vertex":
+            problems += vertex_problems(self)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(problems) if self.profile != "vertex" else
+                              "Vertex settings missing or invalid:\n  - "
+                              + "\n  - ".join(problems))
 
     @property
     def beam_pipeline_args(self) -> list[str]:
+        if self.profile == "vertex":  # data-heavy components run on Dataflow
+            return [
+                "--runner=DataflowRunner",
+                f"--project={self.gcp_project}",
+                f"--region={self.gcp_region}",
+                f"--temp_location={self.dataflow_temp_location}",
+                f"--machine_type={self.dataflow_machine_type}",
+                f"--max_num_workers={self.dataflow_max_workers}",
+                "--experiments=use_runner_v2",
+                f"--sdk_container_image={self.image}",
+            ] + ([f"--service_account_email={self.service_account}"]
+                 if self.service_account else [])
         # in_memory runs on one worker; asking it for more only earns a Beam warning.
         workers = 1 if self.beam_direct_running_mode == "in_memory" else self.beam_num_workers
         return [
@@ -122,7 +168,34 @@ class ConfigError(ValueError):
 
 PROFILES: dict[str, dict[str, Any]] = {
     "local": {},
+    # On Vertex every path is a gs:// URI given by the user, except the schema, which
+    # the image carries (see Dockerfile: the project lives at /pipeline).
+    "vertex": {"output_root": "", "data_root": "", "schema_dir": "/pipeline/schema"},
 }
+
+REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+def _how_to_set(name: str) -> str:
+    return f"--{name.replace('_', '-')} or {ENV_PREFIX}{name.upper()}"
+
+
+def vertex_problems(config: PipelineConfig) -> list[str]:
+    """Everything that stops a Vertex run, each with the flag and variable that set it."""
+    problems = []
+    for name in ("gcp_project", "gcp_region", "image", "data_root"):
+        if not getattr(config, name):
+            problems.append(f"{name} is required ({_how_to_set(name)})")
+    if config.gcp_region and not REGION.match(config.gcp_region):
+        problems.append(f"gcp_region {config.gcp_region!r} is not a region like us-central1 "
+                        f"({_how_to_set('gcp_region')})")
+    for name in ("pipeline_root", "data_root", "serving_dir", "dataflow_temp_location"):
+        value = getattr(config, name)
+        if value and not value.startswith("gs://"):
+            problems.append(f"{name} must be a gs:// URI, got {value!r} ({_how_to_set(name)})")
+    if not 0 <= config.serving_traffic_percent <= 100:
+        problems.append("serving_traffic_percent must be in 0..100")
+    return problems
 
 
 def _field_types() -> dict[str, Any]:

@@ -113,17 +113,21 @@ def create_components(config: PipelineConfig) -> list:
 
     tuner = None
     if config.enable_tuning:
-        tuner = Tuner(
+        tuner_class, tuner_extra = (Tuner, {}) if config.profile != "vertex" else \
+            _vertex_tuner(config)
+        tuner = tuner_class(
             tuner_fn=TUNER_FN,
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
             eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
-            custom_config={"trials": config.tuner_trials, "seed": config.seed,
-                           "hparams": config.hparams},
+            **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
+                                                 "seed": config.seed, "hparams": config.hparams}),
         )
 
-    trainer = Trainer(
+    trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
+        _vertex_trainer(config)
+    trainer = trainer_class(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
@@ -131,7 +135,7 @@ def create_components(config: PipelineConfig) -> list:
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
         eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
-        custom_config={"hparams": config.hparams, "seed": config.seed},
+        **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed}),
     )
 
     model_resolver = Resolver(
@@ -148,17 +152,100 @@ def create_components(config: PipelineConfig) -> list:
     )
 
     # Pusher checks the blessing itself: an unblessed model is recorded as not pushed.
-    # Ours also declines to copy a model that is already the newest served version.
-    pusher = Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=pusher_pb2.PushDestination(
-            filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=config.serving_dir)),
-    )
+    if config.profile == "vertex" and config.serving_endpoint:
+        pusher = _vertex_endpoint_pusher(config, trainer, evaluator)
+    else:
+        # Ours also declines to copy a model that is already the newest served version.
+        pusher = Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=pusher_pb2.PushDestination(
+                filesystem=pusher_pb2.PushDestination.Filesystem(
+                    base_directory=config.serving_dir)),
+        )
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
                   transform, tuner, trainer, model_resolver, evaluator, pusher]
     return [c for c in components if c is not None]
+
+
+# ---------------------------------------------------------------- Vertex variants
+# Imported only for the vertex profile: the extensions pull in the Vertex SDK (~10 s).
+
+
+def _merge_custom_config(extra: dict, ours: dict) -> dict:
+    return {"custom_config": {**ours, **extra.get("custom_config", {})},
+            **{k: v for k, v in extra.items() if k != "custom_config"}}
+
+
+def vertex_job_spec(config: PipelineConfig) -> dict:
+    """A Vertex CustomJob spec that runs the pipeline image on the configured machines."""
+    machine = {"machine_type": config.training_machine_type}
+    if config.training_accelerator_type:
+        machine["accelerator_type"] = config.training_accelerator_type
+        machine["accelerator_count"] = config.training_accelerator_count
+    spec: dict = {
+        "project": config.gcp_project,
+        "worker_pool_specs": [{
+            "machine_spec": machine,
+            "replica_count": config.training_replica_count,
+            "container_spec": {"image_uri": config.image},
+        }],
+    }
+    if config.service_account:
+        spec["service_account"] = config.service_account
+    return spec
+
+
+def _vertex_trainer(config: PipelineConfig):
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.trainer import executor
+    from tfx.extensions.google_cloud_ai_platform.trainer.component import Trainer as VertexTrainer
+
+    return VertexTrainer, {"custom_config": {
+        constants.ENABLE_VERTEX_KEY: True,
+        constants.VERTEX_REGION_KEY: config.gcp_region,
+        executor.TRAINING_ARGS_KEY: vertex_job_spec(config),
+    }}
+
+
+def _vertex_tuner(config: PipelineConfig):
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.tuner import executor
+    from tfx.extensions.google_cloud_ai_platform.tuner.component import Tuner as VertexTuner
+    from tfx.proto import tuner_pb2
+
+    return VertexTuner, {
+        "tune_args": tuner_pb2.TuneArgs(num_parallel_trials=config.tuner_parallel_trials),
+        "custom_config": {
+            constants.ENABLE_VERTEX_KEY: True,
+            constants.VERTEX_REGION_KEY: config.gcp_region,
+            executor.TUNING_ARGS_KEY: vertex_job_spec(config),
+            executor.REMOTE_TRIALS_WORKING_DIR_KEY: f"{config.pipeline_root}/tuner-trials",
+        },
+    }
+
+
+def _vertex_endpoint_pusher(config: PipelineConfig, trainer, evaluator):
+    """Uploads the blessed model and deploys it to the endpoint with the configured traffic."""
+    from tfx.extensions.google_cloud_ai_platform import constants
+    from tfx.extensions.google_cloud_ai_platform.pusher.component import Pusher as VertexPusher
+
+    return VertexPusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        custom_config={
+            constants.ENABLE_VERTEX_KEY: True,
+            constants.VERTEX_REGION_KEY: config.gcp_region,
+            constants.VERTEX_CONTAINER_IMAGE_URI_KEY: config.serving_image,
+            constants.SERVING_ARGS_KEY: {
+                "project_id": config.gcp_project,
+                "endpoint_name": config.serving_endpoint,
+                "machine_type": config.serving_machine_type,
+                "traffic_percentage": config.serving_traffic_percent,
+            },
+        },
+    )
 
 
 def create_pipeline(

@@ -1,0 +1,200 @@
+"""Compiling for Vertex AI Pipelines and submitting with an injected fake client: nothing
+reaches GCP."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+import vertex_runner
+from pipeline import configs
+from pipeline.pipeline import RUN_FN, TUNER_FN, create_components
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = "us-docker.pkg.dev/demo-project/taxi/pipeline:abc123"
+SETTINGS = ["--gcp-project", "demo-project", "--gcp-region", "europe-west4", "--image", IMAGE,
+            "--output-root", "gs://demo-bucket/taxi", "--data-root", "gs://demo-bucket/data",
+            "--service-account", "runner@demo-project.iam.gserviceaccount.com",
+            "--training-machine-type", "n1-highmem-8", "--training-accelerator-type",
+            "NVIDIA_TESLA_T4", "--training-accelerator-count", "1"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vertex") / "pipeline.json"
+    assert vertex_runner.main([*SETTINGS, "--enable-tuning", "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    return out, spec
+
+
+def test_compiled_json_is_a_vertex_pipeline_job(compiled):
+    _, spec = compiled
+    job = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineJob(), ignore_unknown_fields=True)
+    assert job.pipeline_spec["pipelineInfo"]["name"] == "taxi-big-tipper"
+    assert job.runtime_config.gcs_output_directory == "gs://demo-bucket/taxi/pipelines/taxi-big-tipper"
+
+
+def test_tasks_are_the_local_pipelines_components(compiled):
+    _, spec = compiled
+    tasks = set(spec["pipelineSpec"]["root"]["dag"]["tasks"])
+    local = {c.id for c in create_components(configs.load(env={}, enable_tuning=True))}
+    # Vertex-only: the resolver compiles into one resolver task per channel.
+    resolver_tasks = {t for t in tasks if t.startswith("latest_blessed_model_resolver-")}
+    assert len(resolver_tasks) == 2
+    assert tasks - resolver_tasks == local - {"latest_blessed_model_resolver"}
+
+
+def test_every_container_uses_the_configured_image(compiled):
+    _, spec = compiled
+    containers = [e["container"] for e in spec["pipelineSpec"]["deploymentSpec"]["executors"]
+                  .values() if "container" in e]
+    assert len(containers) >= 10
+    assert {c["image"] for c in containers} == {IMAGE}
+
+
+def _executor_args(spec, task):
+    executor = spec["pipelineSpec"]["deploymentSpec"]["executors"][f"{task}_executor"]
+    return executor["container"]["args"]
+
+
+def _parameter(spec, task, name):
+    params = spec["pipelineSpec"]["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+    return params[name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def test_data_components_run_on_dataflow(compiled):
+    _, spec = compiled
+    for task in ("CsvExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+        args = " ".join(_executor_args(spec, task))
+        assert "--runner=DataflowRunner" in args, task
+        assert "--region=europe-west4" in args and "--project=demo-project" in args
+        assert "--temp_location=gs://demo-bucket/taxi/tmp" in args
+        assert f"--sdk_container_image={IMAGE}" in args
+
+
+def test_trainer_and_tuner_run_as_vertex_training_jobs_from_the_image(compiled):
+    _, spec = compiled
+    for task, args_key in (("Trainer", "ai_platform_training_args"),
+                           ("Tuner", "ai_platform_tuning_args")):
+        custom = json.loads(_parameter(spec, task, "custom_config"))
+        assert custom["ai_platform_enable_vertex"] is True
+        assert custom["ai_platform_vertex_region"] == "europe-west4"
+        pool = custom[args_key]["worker_pool_specs"][0]
+        assert pool["machine_spec"] == {"machine_type": "n1-highmem-8",
+                                        "accelerator_type": "NVIDIA_TESLA_T4",
+                                        "accelerator_count": 1}
+        assert pool["container_spec"]["image_uri"] == IMAGE
+        assert custom[args_key]["service_account"].startswith("runner@")
+    # Code is referenced by dotted path inside the image, never by a local module file.
+    assert _parameter(spec, "Trainer", "run_fn") == RUN_FN
+    assert _parameter(spec, "Tuner", "tuner_fn") == TUNER_FN
+    assert "module_file" not in json.dumps(spec["pipelineSpec"]["root"]["dag"]["tasks"]["Trainer"])
+
+
+def test_no_runtime_parameters_and_no_local_paths_in_the_spec(compiled):
+    """TFX 1.16's RuntimeParameter handling under KubeflowV2 is fragile: the DAG has none, and
+    nothing points at the compiling machine's disk (the schema is the image's copy)."""
+    _, spec = compiled
+    assert not spec["pipelineSpec"]["root"].get("inputDefinitions")
+    text = json.dumps(spec)
+    assert str(ROOT) not in text
+    assert _parameter(spec, "ImportSchemaGen", "schema_file") == "/pipeline/schema/schema.pbtxt"
+
+
+def test_pusher_targets_a_vertex_endpoint_when_one_is_configured(tmp_path):
+    out = tmp_path / "p.json"
+    assert vertex_runner.main([*SETTINGS, "--serving-endpoint", "taxi-endpoint",
+                               "--serving-traffic-percent", "20", "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    custom = json.loads(_parameter(spec, "Pusher", "custom_config"))
+    assert custom["ai_platform_serving_args"] == {
+        "project_id": "demo-project", "endpoint_name": "taxi-endpoint",
+        "machine_type": "n1-standard-2", "traffic_percentage": 20}
+    assert custom["ai_platform_vertex_container_image_uri"].startswith(
+        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16")
+
+
+class FakeAiplatform:
+    """Records what vertex_runner would send to Vertex AI."""
+
+    def __init__(self):
+        self.calls = []
+        outer = self
+
+        class PipelineJob:
+            def __init__(self, **kwargs):
+                outer.calls.append(("PipelineJob", kwargs))
+                self.resource_name = "projects/demo-project/locations/europe-west4/pipelineJobs/1"
+
+            def submit(self, **kwargs):
+                outer.calls.append(("submit", kwargs))
+
+            def create_schedule(self, **kwargs):
+                outer.calls.append(("create_schedule", kwargs))
+                return "projects/demo-project/locations/europe-west4/schedules/7"
+
+        self.PipelineJob = PipelineJob
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+
+
+def test_submit_sends_template_root_caching_labels_and_parameters(tmp_path, capsys):
+    fake = FakeAiplatform()
+    out = tmp_path / "p.json"
+    code = vertex_runner.main([*SETTINGS, "--output", str(out), "--submit", "--label",
+                               "team=ml", "--label", "commit=abc123", "--parameter", "x=1"],
+                              aiplatform=fake)
+    assert code == 0
+    names = [name for name, _ in fake.calls]
+    assert names == ["init", "PipelineJob", "submit"]
+    job = fake.calls[1][1]
+    assert job["template_path"] == str(out) and out.exists()
+    assert job["pipeline_root"] == "gs://demo-bucket/taxi/pipelines/taxi-big-tipper"
+    assert job["enable_caching"] is True
+    assert job["labels"] == {"team": "ml", "commit": "abc123"}
+    assert job["parameter_values"] == {"x": "1"}
+    assert (job["project"], job["location"]) == ("demo-project", "europe-west4")
+    assert fake.calls[2][1] == {"service_account": "runner@demo-project.iam.gserviceaccount.com"}
+    assert "submitted run" in capsys.readouterr().out
+
+
+def test_schedule_creates_a_recurring_run(tmp_path):
+    fake = FakeAiplatform()
+    code = vertex_runner.main([*SETTINGS, "--output", str(tmp_path / "p.json"),
+                               "--schedule", "0 3 * * *", "--no-job-cache"], aiplatform=fake)
+    assert code == 0
+    assert [name for name, _ in fake.calls] == ["init", "PipelineJob", "create_schedule"]
+    assert fake.calls[1][1]["enable_caching"] is False
+    schedule = fake.calls[2][1]
+    assert schedule["cron"] == "0 3 * * *"
+    assert schedule["max_concurrent_run_count"] == 1
+    assert schedule["display_name"] == "taxi-big-tipper-schedule"
+
+
+def test_missing_and_malformed_settings_are_listed_without_a_traceback(capsys):
+    code = vertex_runner.main(["--gcp-region", "Europe West", "--output-root", "/tmp/not-gcs"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "gcp_project is required (--gcp-project or TAXI_GCP_PROJECT)" in err
+    assert "image is required (--image or TAXI_IMAGE)" in err
+    assert "gcp_region 'Europe West' is not a region like us-central1" in err
+    assert re.search(r"pipeline_root must be a gs:// URI, got '/tmp/not-gcs", err)
+
+
+def test_dockerfile_installs_the_same_lock_and_copies_paths_that_exist():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM gcr.io/tfx-oss-public/tfx:1.16.0" in dockerfile
+    assert "--require-hashes" in dockerfile and "-r requirements.lock" in dockerfile
+    for line in dockerfile.splitlines():
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), source
+    assert "/pipeline/schema" in dockerfile or "WORKDIR /pipeline" in dockerfile
+    assert configs.PROFILES["vertex"]["schema_dir"] == "/pipeline/schema"
+    cloudbuild = (ROOT / "cloudbuild.yaml").read_text()
+    assert "vertex_runner.py" in cloudbuild and "--submit" in cloudbuild
