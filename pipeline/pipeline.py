@@ -111,16 +111,20 @@ def create_components(config: PipelineConfig) -> list:
     )
     transform.add_upstream_node(anomaly_gate)  # anomalies stop the run here
 
+    # What Tuner and Trainer both read: the transformed data, the graph, eval batches.
+    transformed = {
+        "examples": transform.outputs["transformed_examples"],
+        "transform_graph": transform.outputs["transform_graph"],
+        "eval_args": trainer_pb2.EvalArgs(num_steps=config.eval_steps),
+    }
     tuner = None
     if config.enable_tuning:
         tuner_class, tuner_extra = (Tuner, {}) if config.profile != "vertex" else \
             _vertex_tuner(config)
         tuner = tuner_class(
             tuner_fn=TUNER_FN,
-            examples=transform.outputs["transformed_examples"],
-            transform_graph=transform.outputs["transform_graph"],
             train_args=trainer_pb2.TrainArgs(num_steps=config.tuner_steps),
-            eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
+            **transformed,
             **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
                                                  "seed": config.seed, "hparams": config.hparams}),
         )
@@ -129,12 +133,10 @@ def create_components(config: PipelineConfig) -> list:
         _vertex_trainer(config)
     trainer = trainer_class(
         run_fn=RUN_FN,
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         train_args=trainer_pb2.TrainArgs(num_steps=config.train_steps),
-        eval_args=trainer_pb2.EvalArgs(num_steps=config.eval_steps),
+        **transformed,
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed}),
     )
 
