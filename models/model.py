@@ -68,9 +68,7 @@ def input_fn(
     Records are cached serialized (small), shuffled, batched, then parsed a batch at a
     time: one vectorised parse per batch, on parallel threads, with prefetch.
     """
-    files = tf.io.gfile.glob(file_patterns[0]) if len(file_patterns) == 1 else [
-        f for p in file_patterns for f in tf.io.gfile.glob(p)
-    ]
+    files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
     spec = transformed_feature_spec(tf_transform_output)
@@ -175,7 +173,7 @@ def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor 
         if isinstance(feature_spec, tf.io.FixedLenFeature):
             parsed[name] = tf.reshape(value, [-1, 1])
             continue
-        raw_value = raw[name]
+        raw_value = raw[name]  # before the cast: NaN marks an absent number
         present = tf.not_equal(raw_value, "") if raw_value.dtype == tf.string else \
             tf.logical_not(tf.math.is_nan(raw_value))
         rows = tf.where(present)

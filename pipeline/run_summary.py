@@ -66,8 +66,7 @@ def pipeline_runs(store: metadata_store.MetadataStore, pipeline_name: str) -> li
     if pipeline is None:
         return []
     runs = [c for c in store.get_children_contexts_by_context(pipeline.id)
-            if c.type == "pipeline_run"] or [
-        c for c in store.get_contexts_by_type("pipeline_run")]
+            if c.type == "pipeline_run"]
     return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
 
 
