@@ -102,10 +102,8 @@ def main(argv: list[str] | None = None, aiplatform: Any = None) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        overrides = {k: v for k, v in vars(args).items()
-                     if k in {f for f in configs.PipelineConfig.__dataclass_fields__}
-                     and v is not None}
-        config = configs.load("vertex", **overrides)
+        args.profile = "vertex"
+        config = configs.from_args(args)
         labels = pairs(args.label, "--label")
         parameters = pairs(args.parameter, "--parameter")
     except configs.ConfigError as e:

@@ -51,10 +51,6 @@ def hparams(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- input
 
 
-def transformed_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict:
-    return tf_transform_output.transformed_feature_spec()
-
-
 def input_fn(
     file_patterns: list[str],
     tf_transform_output: tft.TFTransformOutput,
@@ -71,7 +67,7 @@ def input_fn(
     files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
     if not files:
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
-    spec = transformed_feature_spec(tf_transform_output)
+    spec = tf_transform_output.transformed_feature_spec()
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
                                  num_parallel_reads=tf.data.AUTOTUNE).cache()
     if shuffle:
@@ -163,6 +159,21 @@ def raw_serving_inputs() -> dict[str, tf.TensorSpec]:
     }
 
 
+def raw_inputs(rows: list[dict[str, Any]]) -> dict[str, tf.Tensor]:
+    """Rows of raw values (None or '' = absent; strings, bytes or numbers) -> the tensors
+    `serving_default` takes: what a REST client's `instances` become."""
+    batch = {}
+    for f in F.SERVING_FEATURES:
+        values = [row.get(f.name) for row in rows]
+        if f.dtype == "string":
+            batch[f.name] = tf.constant(
+                [v.encode() if isinstance(v, str) else v or b"" for v in values])
+        else:
+            batch[f.name] = tf.constant(
+                [math.nan if v is None or v == "" else float(v) for v in values], tf.float64)
+    return batch
+
+
 def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor | tf.SparseTensor]:
     """Raw request tensors -> the structure tf.io.parse_example gives for `spec`."""
     parsed = {}
@@ -238,6 +249,28 @@ def _hparams_from(fn_args) -> dict[str, Any]:
     return hp
 
 
+def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_files: list[str],
+        eval_files: list[str], steps: int, eval_steps: int, rounds: int,
+        seed: int | None = None, callbacks: list | None = None, verbose: int = 2):
+    """Builds and trains the model in `rounds` epochs, validating after each: the one training
+    loop the Trainer and every tuner trial share. Returns (model, history)."""
+    train = input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed)
+    evaluation = input_fn(eval_files, tf_transform_output, hp["batch_size"],
+                          shuffle=False, repeat=True)
+    model = build_model(hp)
+    rounds = max(1, min(rounds, steps))
+    history = model.fit(
+        train,
+        epochs=rounds,
+        steps_per_epoch=math.ceil(steps / rounds),
+        validation_data=evaluation,
+        validation_steps=max(1, eval_steps or 1),
+        callbacks=callbacks or [],
+        verbose=verbose,
+    )
+    return model, history
+
+
 def run_fn(fn_args) -> None:
     """Trainer entry point: fit on transformed train split, export with the Transform graph."""
     hp = _hparams_from(fn_args)
@@ -247,24 +280,16 @@ def run_fn(fn_args) -> None:
         tf.keras.utils.set_random_seed(int(seed))
     log.info("hyperparameters: %s", json.dumps(hp))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = input_fn(fn_args.train_files, tf_transform_output, hp["batch_size"], seed=seed)
-    evaluation = input_fn(fn_args.eval_files, tf_transform_output, hp["batch_size"],
-                          shuffle=False, repeat=True)
-    model = build_model(hp)
     started = time.monotonic()
-    rounds = max(1, min(int(custom.get("eval_rounds", 10)), fn_args.train_steps))
-    steps_per_round = math.ceil(fn_args.train_steps / rounds)
-    history = model.fit(
-        train,
-        epochs=rounds,
-        steps_per_epoch=steps_per_round,
-        validation_data=evaluation,
-        validation_steps=max(1, fn_args.eval_steps or 1),
+    model, history = fit(
+        hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
+        steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        rounds=int(custom.get("eval_rounds", 10)), seed=seed,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
-                                                  update_freq="epoch")],
-        verbose=2,
-    )
-    log.info("trained %d steps in %.1f s", rounds * steps_per_round, time.monotonic() - started)
+                                                  update_freq="epoch")])
+    steps_per_round = history.params["steps"]
+    log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round,
+             time.monotonic() - started)
     os.makedirs(fn_args.model_run_dir, exist_ok=True)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         json.dump({"hparams": hp, "steps_per_round": steps_per_round,

@@ -1,6 +1,5 @@
 """The model, its input pipeline and its exported signatures, on a real (tiny) Transform output."""
 
-import math
 
 import numpy as np
 import pytest
@@ -65,19 +64,6 @@ def test_signatures_exist_with_the_documented_inputs(exported):
     assert list(examples) == [M.EXAMPLES_INPUT]
 
 
-def _raw_batch(rows):
-    """Raw rows as a REST client sends them: NaN / '' for absent values, no tip."""
-    batch = {}
-    for f in F.SERVING_FEATURES:
-        values = [r[f.name][0] if r[f.name] else None for r in rows]
-        if f.dtype == "string":
-            batch[f.name] = tf.constant([v or b"" for v in values])
-        else:
-            batch[f.name] = tf.constant([math.nan if v is None else float(v) for v in values],
-                                        tf.float64)
-    return batch
-
-
 def _serialized(rows, with_label=False):
     out = []
     for r in rows:
@@ -98,7 +84,9 @@ def _serialized(rows, with_label=False):
 
 def test_raw_and_example_signatures_agree_and_give_probabilities(exported):
     rows = ROWS + [raw_row(company=None, trip_seconds=None, dropoff_latitude=None)]
-    by_raw = exported.signatures["serving_default"](**_raw_batch(rows))[M.PROBABILITY].numpy()
+    # Rows as a REST client sends them: first value of each feature, absent ones as None.
+    raw = M.raw_inputs([{k: v[0] if v else None for k, v in r.items()} for r in rows])
+    by_raw = exported.signatures["serving_default"](**raw)[M.PROBABILITY].numpy()
     by_example = exported.signatures["serving_examples"](
         examples=_serialized(rows))[M.PROBABILITY].numpy()
     assert by_raw.shape == (len(rows),)

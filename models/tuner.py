@@ -9,7 +9,6 @@ then reads from the Tuner's `best_hyperparameters` output.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras_tuner
@@ -43,14 +42,8 @@ class TrialTrainer(keras_tuner.Tuner):
                   steps: int, eval_steps: int, seed: int | None = None, **_):
         hp = M.hparams({k: v for k, v in trial.hyperparameters.values.items()
                         if k in M.DEFAULT_HPARAMS})
-        train = M.input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed)
-        evaluation = M.input_fn(eval_files, tf_transform_output, hp["batch_size"],
-                                shuffle=False, repeat=True)
-        model = M.build_model(hp)
-        rounds = max(1, min(5, steps))
-        history = model.fit(train, epochs=rounds, steps_per_epoch=math.ceil(steps / rounds),
-                            validation_data=evaluation, validation_steps=max(1, eval_steps),
-                            verbose=0)
+        _, history = M.fit(hp, tf_transform_output, train_files, eval_files, steps=steps,
+                           eval_steps=eval_steps, rounds=5, seed=seed, verbose=0)
         return {OBJECTIVE: max(history.history[OBJECTIVE])}
 
     def save_model(self, trial_id, model, step=0):  # noqa: D102 - models are not kept

@@ -9,7 +9,6 @@ import csv
 import glob
 import itertools
 import json
-import math
 import os
 from collections import defaultdict
 
@@ -99,15 +98,7 @@ def raw_rows_for_serving(path, n):
     """The first n rows of a CSV as a REST client would send them (no tip; NaN / '' if absent)."""
     with open(path, newline="") as f:
         rows = list(itertools.islice(csv.DictReader(f), n))
-    batch = {}
-    for feature in F.SERVING_FEATURES:
-        values = [row[feature.name] for row in rows]
-        if feature.dtype == "string":
-            batch[feature.name] = tf.constant(values)
-        else:
-            batch[feature.name] = tf.constant(
-                [float(v) if v != "" else math.nan for v in values], tf.float64)
-    return batch
+    return M.raw_inputs(rows)
 
 
 def test_pushed_model_serves_raw_rows_and_examples(first_run, workdir):
