@@ -140,7 +140,7 @@ def _read_metrics(summary: RunSummary, uri: str) -> None:
                     target[key.name] = value.double_value.value
         result = tfma.load_validation_result(uri)
         for per_slice in result.metric_validations_per_slice:
-            where = _slice_name(per_slice.slice_key)
+            where = slice_name(per_slice.slice_key)
             for f in per_slice.failures:
                 what = "change vs baseline" if f.metric_key.is_diff else "value"
                 threshold = " ".join(str(f.metric_threshold).split())
@@ -151,10 +151,12 @@ def _read_metrics(summary: RunSummary, uri: str) -> None:
         log.warning("could not read evaluation at %s: %s", uri, e)
 
 
-def _slice_name(slice_key) -> str:
+def slice_name(slice_key) -> str:
+    """'payment_type=Cash', or 'all data' for the overall slice."""
     parts = []
     for k in slice_key.single_slice_keys:
-        value = k.bytes_value.decode() if k.bytes_value else k.int_value or k.float_value
+        value = getattr(k, k.WhichOneof("kind") or "bytes_value")
+        value = value.decode() if isinstance(value, bytes) else value
         parts.append(f"{k.column}={value}")
     return ", ".join(parts) or "all data"
 
