@@ -12,15 +12,8 @@ from models.preprocessing_test import ROWS, raw_row
 
 
 @pytest.fixture(scope="module")
-def exported(transform_dir, tmp_path_factory):
-    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
-    hp = M.hparams({"batch_size": 16})
-    model = M.build_model(hp)
-    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, 16, seed=1)
-    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
-    path = str(tmp_path_factory.mktemp("export") / "model")
-    M.export(model, tf_transform_output, path)
-    return tf.saved_model.load(path)
+def exported(exported_models):
+    return tf.saved_model.load(exported_models[0])
 
 
 def test_hparams_reject_unknown_names():

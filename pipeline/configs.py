@@ -69,6 +69,20 @@ class PipelineConfig:
     max_auc_drop: float = setting(0.01, "blessing needs AUC >= baseline AUC - this")
     slices: tuple = setting(("payment_type", "trip_start_hour"), "comma-separated slice features")
 
+    # Safe to serve (between Evaluator and Pusher) and serving
+    safe_to_serve: bool = setting(True, "before pushing, load the candidate in a separate process, "
+                                        "replay warmup requests and check the budgets below")
+    warmup_requests: int = setting(32, "single-row requests built from eval rows: replayed by "
+                                       "the check and shipped as TF Serving warmup")
+    latency_p99_budget_ms: float = setting(50.0, "safe to serve: single-row p99 latency budget")
+    memory_budget_mib: float = setting(2048.0, "safe to serve: peak RSS budget of the process "
+                                               "serving the model")
+    serving_model_name: str = setting("", "model name in TF Serving URLs (default PIPELINE_NAME)")
+    serving_config_dir: str = setting("", "models.config and rollout state "
+                                          "(default OUTPUT_ROOT/tf_serving/NAME)")
+    serving_request_log: str = setting("", "local server's sampled request log (JSONL) "
+                                           "(default OUTPUT_ROOT/serving_logs/NAME/requests.jsonl)")
+
     # Beam
     beam_direct_running_mode: str = setting("in_memory", "|".join(RUNNING_MODES))
     beam_num_workers: int = setting(0, "Beam direct workers (0 = one per core)")
@@ -102,7 +116,7 @@ class PipelineConfig:
         # Local paths are made absolute: they are recorded in MLMD as execution properties,
         # and `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
         for name in ("data_root", "output_root", "pipeline_root", "metadata_path",
-                     "serving_dir", "schema_dir"):
+                     "serving_dir", "schema_dir", "serving_config_dir", "serving_request_log"):
             value = getattr(self, name)
             if value and "://" not in value:
                 setattr(self, name, os.path.abspath(value))
@@ -111,8 +125,13 @@ class PipelineConfig:
             self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{self.pipeline_name}"
             self.metadata_path = self.metadata_path or f"{out}/metadata/{self.pipeline_name}.db"
             self.serving_dir = self.serving_dir or f"{out}/serving/{self.pipeline_name}"
+            self.serving_config_dir = (self.serving_config_dir
+                                       or f"{out}/tf_serving/{self.pipeline_name}")
+            self.serving_request_log = (self.serving_request_log or
+                                        f"{out}/serving_logs/{self.pipeline_name}/requests.jsonl")
             if self.profile == "vertex":
                 self.dataflow_temp_location = self.dataflow_temp_location or f"{out}/tmp"
+        self.serving_model_name = self.serving_model_name or self.pipeline_name
         self.validate()
 
     def validate(self) -> None:
@@ -127,6 +146,10 @@ class PipelineConfig:
             problems.append("min_auc must be in [0, 1]")
         if self.max_auc_drop < 0:
             problems.append("max_auc_drop must be >= 0")
+        if self.warmup_requests < 1:
+            problems.append("warmup_requests must be >= 1")
+        if self.latency_p99_budget_ms <= 0 or self.memory_budget_mib <= 0:
+            problems.append("latency_p99_budget_ms and memory_budget_mib must be > 0")
         if self.beam_direct_running_mode not in RUNNING_MODES:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
         if self.profile == "vertex":

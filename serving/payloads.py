@@ -1,0 +1,227 @@
+"""Requests and responses in TF Serving's formats, to and from a signature's tensors.
+
+One codec for everyone who talks to the model: the local REST server decodes with it, the
+client encodes with it (REST JSON and gRPC PredictRequest), and the safe-to-serve step
+writes TF Serving warmup records with it. Formats follow TF Serving's REST API
+(https://www.tensorflow.org/tfx/serving/api_rest): row `instances` or columnar `inputs`;
+`{"b64": ...}` for binary strings; NaN for an absent number (TF Serving's JSON parser
+accepts NaN, and the project's raw signature reads NaN as "absent").
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import features as F
+
+RAW_SIGNATURE = "serving_default"
+
+
+class RequestError(ValueError):
+    """A request the model cannot answer: HTTP 400 with this message."""
+
+
+# ---------------------------------------------------------------- rows -> values
+
+
+def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A raw feature dict (CSV strings, numbers, None/'' = absent) -> one REST instance:
+    every serving feature present, strings as strings, numbers as floats, NaN if absent."""
+    unknown = set(row) - {f.name for f in F.SERVING_FEATURES} - set(F.UNUSED) - {F.LABEL_SOURCE}
+    if unknown:
+        raise RequestError(f"unknown feature(s) {sorted(unknown)}; the model takes "
+                           f"{[f.name for f in F.SERVING_FEATURES]}")
+    instance = {}
+    for feature in F.SERVING_FEATURES:
+        value = row.get(feature.name)
+        if feature.dtype == "string":
+            instance[feature.name] = "" if value is None else str(value)
+        else:
+            try:
+                instance[feature.name] = math.nan if value in (None, "") else float(value)
+            except (TypeError, ValueError):
+                raise RequestError(f"feature {feature.name!r}: {value!r} is not a number") \
+                    from None
+    return instance
+
+
+def example_to_row(serialized: bytes) -> dict[str, Any]:
+    """A tf.Example (as ExampleGen writes it) -> a raw feature dict of its serving features."""
+    example = tf.train.Example.FromString(serialized)
+    row: dict[str, Any] = {}
+    for feature in F.SERVING_FEATURES:
+        values = example.features.feature.get(feature.name)
+        kind = values.WhichOneof("kind") if values is not None else None
+        listed = list(getattr(values, kind).value) if kind else []
+        value = listed[0] if listed else None
+        row[feature.name] = value.decode() if isinstance(value, bytes) else value
+    return row
+
+
+# ---------------------------------------------------------------- JSON -> tensors
+
+
+def input_specs(signature) -> dict[str, tf.TensorSpec]:
+    return dict(signature.structured_input_signature[1])
+
+
+def _tensor(name: str, values: Sequence[Any], spec: tf.TensorSpec, where: str) -> tf.Tensor:
+    if spec.dtype == tf.string:
+        out = []
+        for i, value in enumerate(values):
+            if isinstance(value, dict) and set(value) == {"b64"}:
+                try:
+                    out.append(base64.b64decode(value["b64"], validate=True))
+                except (ValueError, TypeError):
+                    raise RequestError(f"{where(i)}: input {name!r} has invalid base64") from None
+            elif isinstance(value, str):
+                out.append(value.encode())
+            else:
+                raise RequestError(f"{where(i)}: input {name!r} expects a string, "
+                                   f"got {json_type(value)} {value!r}")
+        return tf.constant(out, tf.string)
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            hint = " (send NaN for an absent number)" if value is None else ""
+            raise RequestError(f"{where(i)}: input {name!r} expects a number, "
+                               f"got {json_type(value)} {value!r}{hint}")
+    if spec.dtype.is_integer and any(not float(v).is_integer() for v in values):
+        raise RequestError(f"input {name!r} expects integers")
+    return tf.constant(np.asarray(values, dtype=spec.dtype.as_numpy_dtype), spec.dtype)
+
+
+def json_type(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
+def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]:
+    """A parsed :predict body -> (input tensors, row format?). Raises RequestError."""
+    if not isinstance(body, dict):
+        raise RequestError("request body must be a JSON object with 'instances' or 'inputs'")
+    if ("instances" in body) == ("inputs" in body):
+        raise RequestError("request must have exactly one of 'instances' (row format) or "
+                           "'inputs' (columnar format)")
+    specs = input_specs(signature)
+    names = sorted(specs)
+    if "instances" in body:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise RequestError("'instances' must be a list")
+        if not instances:
+            raise RequestError("'instances' is empty: nothing to predict")
+        if len(instances) > max_batch:
+            raise RequestError(f"batch of {len(instances)} instances exceeds the server's "
+                               f"limit of {max_batch}; split the request")
+        if len(names) == 1 and not all(isinstance(i, dict) for i in instances):
+            instances = [{names[0]: i} for i in instances]
+        columns: dict[str, list] = {n: [] for n in names}
+        for i, instance in enumerate(instances):
+            if not isinstance(instance, dict):
+                raise RequestError(f"instance {i} must be an object of named inputs, got "
+                                   f"{json_type(instance)}")
+            missing = [n for n in names if n not in instance]
+            extra = sorted(set(instance) - set(names))
+            if missing:
+                raise RequestError(f"instance {i} is missing input(s) {missing}")
+            if extra:
+                raise RequestError(f"instance {i} has unknown input(s) {extra}; the signature "
+                                   f"takes {names}")
+            for n in names:
+                columns[n].append(instance[n])
+        tensors = {n: _tensor(n, columns[n], specs[n], lambda i: f"instance {i}")
+                   for n in names}
+        return tensors, True
+    inputs = body["inputs"]
+    if not isinstance(inputs, dict):
+        if len(names) != 1:
+            raise RequestError(f"'inputs' must be an object of named inputs {names}")
+        inputs = {names[0]: inputs}
+    missing = [n for n in names if n not in inputs]
+    extra = sorted(set(inputs) - set(names))
+    if missing or extra:
+        raise RequestError(f"'inputs' is missing {missing} / has unknown {extra}; the "
+                           f"signature takes {names}")
+    lengths = set()
+    tensors = {}
+    for n in names:
+        column = inputs[n]
+        if not isinstance(column, list):
+            raise RequestError(f"input {n!r} must be a list (one value per example)")
+        lengths.add(len(column))
+        tensors[n] = _tensor(n, column, specs[n], lambda i, n=n: f"input {n!r} value {i}")
+    if len(lengths) != 1:
+        raise RequestError(f"inputs have different lengths {sorted(lengths)}")
+    size = lengths.pop()
+    if size == 0:
+        raise RequestError("'inputs' are empty: nothing to predict")
+    if size > max_batch:
+        raise RequestError(f"batch of {size} exceeds the server's limit of {max_batch}")
+    return tensors, False
+
+
+def encode_predictions(outputs: Mapping[str, tf.Tensor], row_format: bool) -> dict[str, Any]:
+    """Signature outputs -> TF Serving's response: bare values when there is one output."""
+    values = {k: v.numpy().tolist() for k, v in outputs.items()}
+    if row_format:
+        if len(values) == 1:
+            return {"predictions": next(iter(values.values()))}
+        size = len(next(iter(values.values())))
+        return {"predictions": [{k: v[i] for k, v in values.items()} for i in range(size)]}
+    return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+
+
+# ---------------------------------------------------------------- gRPC and warmup
+
+
+def predict_request(rows: Sequence[Mapping[str, Any]], model_name: str,
+                    version: int | None = None, label: str | None = None
+                    ) -> predict_pb2.PredictRequest:
+    """Raw rows -> a gRPC PredictRequest for the raw signature (TensorProtos per feature)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = RAW_SIGNATURE
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    elif label:
+        request.model_spec.version_label = label
+    instances = [encode_row(r) for r in rows]
+    for feature in F.SERVING_FEATURES:
+        column = [i[feature.name] for i in instances]
+        if feature.dtype == "string":
+            proto = tf.make_tensor_proto([v.encode() for v in column], dtype=tf.string)
+        else:
+            proto = tf.make_tensor_proto(np.asarray(column, np.float64), dtype=tf.float64)
+        request.inputs[feature.name].CopyFrom(proto)
+    return request
+
+
+def request_tensors(request: predict_pb2.PredictRequest) -> dict[str, tf.Tensor]:
+    """What a model server hands the signature for this request."""
+    return {name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()}
+
+
+def warmup_records(rows: Sequence[Mapping[str, Any]], model_name: str) -> list[bytes]:
+    """One single-row PredictionLog per row: TF Serving's assets.extra warmup format."""
+    records = []
+    for row in rows:
+        log = prediction_log_pb2.PredictionLog()
+        log.predict_log.request.CopyFrom(predict_request([row], model_name))
+        records.append(log.SerializeToString())
+    return records
+
+
+def read_warmup(path: str) -> list[predict_pb2.PredictRequest]:
+    requests = []
+    for record in tf.data.TFRecordDataset([path]):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        requests.append(log.predict_log.request)
+    return requests

@@ -1,0 +1,164 @@
+"""Canary, promote and rollback: one command each, every change written to models.config.
+
+  python -m serving.rollout status
+  python -m serving.rollout stable [VERSION]          serve VERSION (default newest) as stable
+  python -m serving.rollout canary [VERSION] --fraction 0.1
+  python -m serving.rollout promote                    the canary becomes stable
+  python -m serving.rollout rollback                   stable goes back to the previous stable
+
+Every version under the serving directory was pushed by the Pusher, which pushes only
+models the Evaluator blessed (and, with safe_to_serve on, that passed the serving check);
+`rollback` returns to the version that was stable before the current one, or to the newest
+pushed version older than it. TF Serving polls the written models.config
+(`--model_config_file_poll_wait_seconds`); the local server polls it too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from serving import model_config
+from serving.model_config import Rollout, RolloutError
+
+
+class Rollouts:
+    """The rollout state of one model: read, change, write models.config."""
+
+    def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path):
+        self.model_name = model_name
+        self.base_path = str(base_path)
+        self.config_dir = Path(config_dir)
+
+    def state(self) -> Rollout:
+        return model_config.load_state(self.config_dir)
+
+    def _pushed(self) -> list[int]:
+        versions = model_config.pushed_versions(self.base_path)
+        if not versions:
+            raise RolloutError(f"no pushed versions under {self.base_path}; run the pipeline "
+                               "until the Pusher pushes a blessed model")
+        return versions
+
+    def _version(self, version: int | None) -> int:
+        pushed = self._pushed()
+        if version is None:
+            return pushed[-1]
+        if version not in pushed:
+            raise RolloutError(f"version {version} is not under {self.base_path}; "
+                               f"pushed versions: {pushed}")
+        return version
+
+    def _save(self, rollout: Rollout, action: str, **extra) -> Rollout:
+        rollout.history.append({"time": time.time(), "action": action, "stable": rollout.stable,
+                                "canary": rollout.canary, "fraction": rollout.canary_fraction,
+                                **extra})
+        model_config.write(self.config_dir, self.model_name, self.base_path, rollout)
+        return rollout
+
+    def set_stable(self, version: int | None = None) -> Rollout:
+        rollout = self.state()
+        chosen = self._version(version)
+        rollout.stable = chosen
+        if rollout.canary == chosen:
+            rollout.canary, rollout.canary_fraction = None, 0.0
+        return self._save(rollout, f"stable {chosen}")
+
+    def canary(self, version: int | None, fraction: float) -> Rollout:
+        if not 0.0 < fraction <= 1.0:
+            raise RolloutError(f"--fraction must be in (0, 1], got {fraction}")
+        rollout = self.state()
+        if rollout.stable is None:
+            raise RolloutError("no stable version yet: run `stable` first, so the canary has "
+                               "something to be compared with and to fall back to")
+        chosen = self._version(version)
+        if chosen == rollout.stable:
+            raise RolloutError(f"version {chosen} is already stable; push a new version first")
+        rollout.canary, rollout.canary_fraction = chosen, fraction
+        return self._save(rollout, f"canary {chosen} at {fraction:.0%}")
+
+    def promote(self) -> Rollout:
+        rollout = self.state()
+        if rollout.canary is None:
+            raise RolloutError("no canary to promote; start one with `canary`")
+        rollout.stable, rollout.canary, rollout.canary_fraction = rollout.canary, None, 0.0
+        return self._save(rollout, f"promote {rollout.stable}")
+
+    def rollback(self) -> Rollout:
+        """Stable back to the previous stable version (or the newest older pushed one);
+        any canary is dropped."""
+        rollout = self.state()
+        if rollout.stable is None:
+            raise RolloutError("nothing to roll back: no stable version is set")
+        pushed = self._pushed()
+        bad = {h["rolled_back"] for h in rollout.history if "rolled_back" in h} | {rollout.stable}
+        previous = [h["stable"] for h in rollout.history
+                    if h.get("stable") is not None and h["stable"] not in bad
+                    and h["stable"] in pushed]
+        older = [v for v in pushed if v < rollout.stable and v not in bad]
+        target = previous[-1] if previous else (older[-1] if older else None)
+        if target is None:
+            raise RolloutError(f"no version to roll back to: {rollout.stable} is the oldest "
+                               f"pushed version {pushed}")
+        current = rollout.stable
+        rollout.stable, rollout.canary, rollout.canary_fraction = target, None, 0.0
+        return self._save(rollout, f"rollback {current} -> {target}", rolled_back=current)
+
+    def describe(self) -> str:
+        rollout = self.state()
+        pushed = model_config.pushed_versions(self.base_path)
+        lines = [f"model {self.model_name}: base path {self.base_path}",
+                 f"  pushed versions: {pushed or 'none'}",
+                 f"  stable: {rollout.stable if rollout.stable is not None else '-'}",
+                 f"  canary: {rollout.canary if rollout.canary is not None else '-'}"
+                 + (f" ({rollout.canary_fraction:.0%} of traffic)" if rollout.canary else ""),
+                 f"  models.config: {self.config_dir / model_config.CONFIG_FILE}"]
+        for entry in rollout.history[-5:]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+            lines.append(f"  {when}  {entry['action']}")
+        return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import configs
+
+    defaults = configs.load()
+    parser = argparse.ArgumentParser(prog="python -m serving.rollout", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-name", default=defaults.serving_model_name)
+    parser.add_argument("--model-base-path", default=defaults.serving_dir,
+                        help="the Pusher's versioned directory")
+    parser.add_argument("--config-dir", default=defaults.serving_config_dir,
+                        help="where models.config and rollout.json live")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("status", help="pushed versions, labels and recent changes")
+    stable = commands.add_parser("stable", help="serve a version as stable")
+    stable.add_argument("version", type=int, nargs="?", help="default: newest pushed")
+    canary = commands.add_parser("canary", help="send a fraction of traffic to a version")
+    canary.add_argument("version", type=int, nargs="?", help="default: newest pushed")
+    canary.add_argument("--fraction", type=float, default=0.1, help="share of traffic (0, 1]")
+    commands.add_parser("promote", help="the canary becomes stable")
+    commands.add_parser("rollback", help="stable returns to the previous stable version")
+    args = parser.parse_args(argv)
+
+    rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir)
+    try:
+        if args.command == "stable":
+            rollouts.set_stable(args.version)
+        elif args.command == "canary":
+            rollouts.canary(args.version, args.fraction)
+        elif args.command == "promote":
+            rollouts.promote()
+        elif args.command == "rollback":
+            rollouts.rollback()
+    except RolloutError as e:
+        print(f"serving.rollout: {e}", file=sys.stderr)
+        return 2
+    print(rollouts.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

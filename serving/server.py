@@ -1,0 +1,436 @@
+"""A local server that speaks TF Serving's REST API v1 for the Pusher's directory.
+
+TF Serving runs from its container in production (serving/deploy/); this serves the same
+versioned directory where there is no Docker, with the same URLs and JSON:
+
+  GET  /v1/models/NAME[/versions/V | /labels/L]            model status
+  GET  /v1/models/NAME[/versions/V | /labels/L]/metadata   signatures
+  POST /v1/models/NAME[/versions/V | /labels/L]:predict    row `instances` or columnar `inputs`
+
+and loads versions as TF Serving does: a new version is loaded (and warmed up with its
+assets.extra/tf_serving_warmup_requests) before the old one is unloaded; a version that
+fails to load is logged and the old one keeps serving. With a models.config written by
+`serving.rollout`, it serves exactly the `stable` and `canary` versions, and splits
+unversioned requests between them by the canary fraction (the `X-Served-By` response
+header and the request log say which answered). A sample of requests and predictions is
+logged as JSONL (raw features) for skew and prediction monitoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import random
+import re
+import sys
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from serving import model_config, payloads
+
+log = logging.getLogger("serving.server")
+
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
+                 r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+                 r"(?P<rest>/metadata|:predict)?$")
+
+
+class NotFound(LookupError):
+    """HTTP 404 with this message."""
+
+
+@dataclasses.dataclass
+class LoadedVersion:
+    version: int
+    model: Any
+
+
+def _fingerprint(path: Path) -> tuple:
+    """(files, bytes, newest mtime) of a version directory: a copy still landing (the Pusher
+    copies file by file) changes it, so a load that failed half-way is tried again."""
+    files = [p.stat() for p in path.rglob("*") if p.is_file()]
+    return (len(files), sum(s.st_size for s in files), max((s.st_mtime for s in files), default=0))
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What is being served right now; replaced whole, never mutated, so readers need no lock."""
+
+    versions: dict[int, LoadedVersion]
+    labels: dict[str, int]
+    canary_fraction: float
+
+
+class ModelRepository:
+    """Watches a TF Serving base path (and optionally models.config) and keeps versions loaded."""
+
+    def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path | None = None,
+                 poll_seconds: float = 2.0):
+        self.model_name = model_name
+        self.base_path = Path(base_path)
+        self.config_dir = Path(config_dir) if config_dir else None
+        self.poll_seconds = poll_seconds
+        self.snapshot = Snapshot({}, {}, 0.0)
+        self.errors: dict[int, tuple[tuple, str]] = {}  # version -> (fingerprint, error)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._refresh_lock = threading.Lock()
+
+    # ------------------------------------------------------------ loading
+
+    def _rollout(self) -> model_config.Rollout:
+        return model_config.load_state(self.config_dir) if self.config_dir else \
+            model_config.Rollout()
+
+    def refresh(self) -> None:
+        """One poll: load what should be served, then unload what should not."""
+        with self._refresh_lock:
+            rollout = self._rollout()
+            on_disk = {v: _fingerprint(self.base_path / str(v))
+                       for v in model_config.pushed_versions(self.base_path)}
+            wanted = [v for v in rollout.versions if v in on_disk] if rollout.versions else \
+                sorted(on_disk)[-1:]
+            loaded = dict(self.snapshot.versions)
+            for version in wanted:
+                if version in loaded:
+                    continue  # as TF Serving: a loaded version is not reloaded
+                failed = self.errors.get(version)
+                if failed and failed[0] == on_disk[version]:
+                    continue  # already failed in this state; retried when the files change
+                model = self._load(version)
+                if model is not None:
+                    loaded[version] = LoadedVersion(version, model)
+            available = [v for v in wanted if v in loaded]
+            if available:  # unload only once something wanted can serve in its place
+                loaded = {v: m for v, m in loaded.items() if v in wanted}
+            labels = {label: v for label, v in rollout.labels().items() if v in loaded}
+            new = Snapshot(loaded, labels, rollout.canary_fraction if "canary" in labels else 0.0)
+            if (set(new.versions) != set(self.snapshot.versions)
+                    or new.labels != self.snapshot.labels):
+                log.info("serving %s versions %s labels %s", self.model_name,
+                         sorted(new.versions), new.labels)
+            self.snapshot = new
+
+    def _load(self, version: int):
+        path = self.base_path / str(version)
+        started = time.monotonic()
+        try:
+            model = tf.saved_model.load(str(path))
+            if payloads.RAW_SIGNATURE not in model.signatures:
+                raise ValueError(f"no {payloads.RAW_SIGNATURE!r} signature")
+            warmup = path / WARMUP_FILE
+            replayed = 0
+            if warmup.is_file():
+                for request in payloads.read_warmup(str(warmup)):
+                    model.signatures[request.model_spec.signature_name or
+                                     payloads.RAW_SIGNATURE](**payloads.request_tensors(request))
+                    replayed += 1
+        except Exception as e:  # noqa: BLE001 - any failure means "do not serve this version"
+            self.errors[version] = (_fingerprint(path), f"{type(e).__name__}: {e}")
+            log.error("version %s of %s failed to load from %s; still serving %s: %s",
+                      version, self.model_name, path, sorted(self.snapshot.versions) or "nothing",
+                      self.errors[version][1].splitlines()[0][:500])
+            return None
+        self.errors.pop(version, None)
+        log.info("loaded version %s of %s in %.1f s (%d warmup requests replayed)",
+                 version, self.model_name, time.monotonic() - started, replayed)
+        return model
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the watcher must outlive a bad poll
+                log.exception("polling %s failed", self.base_path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------ routing
+
+    def resolve(self, version: str | None, label: str | None,
+                rng: random.Random) -> tuple[LoadedVersion, str]:
+        """(version to serve, how it was chosen): explicit version or label, else the split."""
+        snap = self.snapshot
+        if version is not None:
+            if not version.isdigit() or int(version) not in snap.versions:
+                raise NotFound(f"version {version} of model {self.model_name} is not being "
+                               f"served; available: {sorted(snap.versions)}")
+            return snap.versions[int(version)], f"version:{version}"
+        if label is not None:
+            if label not in snap.labels:
+                raise NotFound(f"label {label!r} of model {self.model_name} is not assigned to "
+                               f"a served version; labels: {snap.labels or 'none'}")
+            return snap.versions[snap.labels[label]], label
+        if not snap.versions:
+            raise NotFound(f"model {self.model_name} has no servable version under "
+                           f"{self.base_path}")
+        if "canary" in snap.labels and rng.random() < snap.canary_fraction:
+            return snap.versions[snap.labels["canary"]], "canary"
+        if "stable" in snap.labels:
+            return snap.versions[snap.labels["stable"]], "stable"
+        newest = max(snap.versions)
+        return snap.versions[newest], "latest"
+
+    def status(self, version: str | None, label: str | None) -> dict:
+        snap = self.snapshot
+        if version is not None or label is not None:
+            chosen, _ = self.resolve(version, label, random.Random(0))
+            shown = [chosen.version]
+        else:
+            shown = sorted(set(snap.versions) | set(self.errors), reverse=True)
+        statuses = []
+        for v in shown:
+            if v in snap.versions:
+                statuses.append({"version": str(v), "state": "AVAILABLE",
+                                 "status": {"error_code": "OK", "error_message": ""}})
+            else:
+                statuses.append({"version": str(v), "state": "END",
+                                 "status": {"error_code": "UNKNOWN",
+                                            "error_message": self.errors[v][1][:1000]}})
+        return {"model_version_status": statuses}
+
+
+def signature_metadata(model) -> dict:
+    def tensor(spec: tf.TensorSpec) -> dict:
+        dims = [{"size": str(-1 if d is None else d), "name": ""} for d in spec.shape]
+        return {"dtype": types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
+                "tensor_shape": {"dim": dims, "unknown_rank": False}, "name": spec.name or ""}
+
+    signatures = {}
+    for name, fn in model.signatures.items():
+        inputs = payloads.input_specs(fn)
+        outputs = fn.structured_outputs
+        signatures[name] = {
+            "inputs": {k: tensor(v) for k, v in inputs.items()},
+            "outputs": {k: tensor(tf.TensorSpec(v.shape, v.dtype, k)) for k, v in outputs.items()},
+            "method_name": "tensorflow/serving/predict",
+        }
+    return {"signature_def": {"signature_def": signatures}}
+
+
+class RequestLog:
+    """A sample of requests (raw features) and predictions as JSONL, for monitoring."""
+
+    def __init__(self, path: str | Path | None, sample_rate: float, seed: int | None = None):
+        self.path = Path(path) if path else None
+        self.sample_rate = sample_rate
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._file = None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", buffering=1, encoding="utf-8")
+
+    def write(self, model: str, version: int, route: str, signature: str,
+              inputs: dict[str, tf.Tensor], response: dict) -> None:
+        if self._file is None:
+            return
+        predictions = response.get("predictions", response.get("outputs"))
+        columns = {k: v.numpy().tolist() for k, v in inputs.items()}
+        lines = []
+        with self._lock:
+            for i in range(len(next(iter(columns.values())))):
+                if self._rng.random() >= self.sample_rate:
+                    continue
+                features = {k: (v[i].decode("utf-8", "replace") if isinstance(v[i], bytes)
+                                else v[i]) for k, v in columns.items()}
+                prediction = predictions[i] if isinstance(predictions, list) else \
+                    {k: v[i] for k, v in predictions.items()}
+                lines.append(json.dumps({
+                    "time": time.time(), "model": model, "version": version, "route": route,
+                    "signature": signature, "features": features, "prediction": prediction}))
+            if lines:
+                self._file.write("\n".join(lines) + "\n")
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
+    disable_nagle_algorithm = True  # headers and body go out as written: no 40 ms ACK stalls
+    server: LocalModelServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _reply(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _route(self):
+        match = URL.match(self.path.split("?")[0])
+        if not match:
+            raise NotFound(f"unknown path {self.path}; expected /v1/models/NAME[/versions/N|"
+                           f"/labels/L][/metadata|:predict]")
+        repo = self.server.repository
+        if match["name"] != repo.model_name:
+            raise NotFound(f"model {match['name']!r} is not served here; "
+                           f"this server serves {repo.model_name!r}")
+        return match, repo
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        try:
+            match, repo = self._route()
+            if match["rest"] == ":predict":
+                return self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
+                                   {"error": ":predict takes POST"})
+            if match["rest"] == "/metadata":
+                chosen, _ = repo.resolve(match["version"], match["label"], self.server.rng)
+                return self._reply(HTTPStatus.OK, {
+                    "model_spec": {"name": repo.model_name, "signature_name": "",
+                                   "version": str(chosen.version)},
+                    "metadata": signature_metadata(chosen.model)})
+            self._reply(HTTPStatus.OK, repo.status(match["version"], match["label"]))
+        except NotFound as e:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > self.server.max_body_bytes:
+                self.close_connection = True
+                raise payloads.RequestError(f"request body of {length} bytes exceeds the "
+                                            f"limit of {self.server.max_body_bytes}")
+            raw = self.rfile.read(length)
+            match, repo = self._route()
+            if match["rest"] != ":predict":
+                raise NotFound(f"POST {self.path}: only :predict takes POST")
+            try:
+                body = json.loads(raw or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise payloads.RequestError(f"malformed JSON: {e}") from None
+            chosen, route = repo.resolve(match["version"], match["label"], self.server.rng)
+            signature_name = body.get("signature_name") or payloads.RAW_SIGNATURE \
+                if isinstance(body, dict) else payloads.RAW_SIGNATURE
+            if signature_name not in chosen.model.signatures:
+                raise payloads.RequestError(
+                    f"signature {signature_name!r} not found; the model has "
+                    f"{sorted(chosen.model.signatures)}")
+            signature = chosen.model.signatures[signature_name]
+            inputs, rows = payloads.decode_predict(body, signature, self.server.max_batch)
+            try:
+                outputs = signature(**inputs)
+            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+                raise payloads.RequestError(
+                    f"the model rejected the input: {str(e).splitlines()[0][:300]}") from None
+            response = payloads.encode_predictions(outputs, rows)
+            self.server.request_log.write(repo.model_name, chosen.version, route,
+                                          signature_name, inputs, response)
+            self._reply(HTTPStatus.OK, response,
+                        {"X-Served-By": f"{chosen.version};{route}"})
+        except payloads.RequestError as e:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+        except NotFound as e:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
+        except Exception as e:  # noqa: BLE001 - answer, log, keep serving
+            log.exception("predict failed")
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+
+
+class LocalModelServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], repository: ModelRepository,
+                 request_log: RequestLog | None = None, max_batch: int = 1000,
+                 max_body_bytes: int = 16 << 20, seed: int | None = None):
+        super().__init__(address, Handler)
+        self.repository = repository
+        self.request_log = request_log or RequestLog(None, 0.0)
+        self.max_batch = max_batch
+        self.max_body_bytes = max_body_bytes
+        self.rng = random.Random(seed)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start_background(self) -> threading.Thread:
+        """Serve from a thread (tests, notebooks); `shutdown()` stops it."""
+        self.repository.start()
+        thread = threading.Thread(target=self.serve_forever, name="rest-server", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.repository.stop()
+        self.request_log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import configs
+
+    parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = configs.load()
+    parser.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's: 8501)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--model-name", default=defaults.serving_model_name)
+    parser.add_argument("--model-base-path", default=defaults.serving_dir,
+                        help="the Pusher's versioned directory")
+    parser.add_argument("--config-dir", default=defaults.serving_config_dir,
+                        help="where serving.rollout keeps models.config and rollout.json")
+    parser.add_argument("--poll-seconds", type=float, default=2.0,
+                        help="how often to look for new versions and label changes")
+    parser.add_argument("--request-log", default=defaults.serving_request_log,
+                        help="JSONL of sampled requests and predictions ('' to disable)")
+    parser.add_argument("--log-sample-rate", type=float, default=0.1,
+                        help="fraction of predicted rows written to the request log")
+    parser.add_argument("--max-batch", type=int, default=1000, help="largest batch accepted")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not 0.0 <= args.log_sample_rate <= 1.0:
+        parser.error("--log-sample-rate must be in [0, 1]")
+    if not Path(args.model_base_path).is_dir():
+        print(f"serving.server: {args.model_base_path} does not exist; run the pipeline "
+              "(make run) so the Pusher creates it, or pass --model-base-path", file=sys.stderr)
+        return 2
+    repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
+                                 args.poll_seconds)
+    server = LocalModelServer((args.host, args.port), repository,
+                              RequestLog(args.request_log or None, args.log_sample_rate),
+                              max_batch=args.max_batch)
+    repository.start()
+    log.info("REST API at %s/v1/models/%s", server.url, args.model_name)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        repository.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The local TF-Serving-compatible server on loopback, serving real exported SavedModels.
+
+Every load loop is bounded in requests and in seconds.
+"""
+
+import itertools
+import json
+import logging
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data import bundled
+from models import features as F
+from models import model as M
+from serving import model_config, payloads
+from serving.client import ServingClient, ServingError
+from serving.rollout import Rollouts
+from serving.server import LocalModelServer, ModelRepository, RequestLog
+
+MODEL = "taxi-big-tipper"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    """Real raw rows from the bundled data, as a caller would send them (no tip)."""
+    _, all_rows = bundled.read_rows(bundled.materialize())
+    return [{k: v for k, v in r.items() if k != F.LABEL_SOURCE} for r in all_rows[:64]]
+
+
+def in_process(model_dir, rows):
+    model = tf.saved_model.load(model_dir)
+    return model.signatures["serving_default"](**M.raw_inputs(rows))[M.PROBABILITY].numpy()
+
+
+def push(source, base, version):
+    """As the Pusher does: copy the export into BASE/VERSION."""
+    shutil.copytree(source, base / str(version))
+
+
+@pytest.fixture
+def server(tmp_path, exported_models):
+    base = tmp_path / "serving"
+    push(exported_models[0], base, 1)
+    repository = ModelRepository(MODEL, base, tmp_path / "config", poll_seconds=0.2)
+    server = LocalModelServer(("127.0.0.1", 0), repository,
+                              RequestLog(tmp_path / "requests.jsonl", 1.0, seed=0),
+                              max_batch=100, seed=0)
+    server.start_background()
+    yield server
+    server.close()
+
+
+def client_for(server) -> ServingClient:
+    return ServingClient("127.0.0.1", MODEL, rest_port=server.server_address[1])
+
+
+def wait_for(predicate, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_predictions_equal_in_process_predictions(server, rows, exported_models):
+    client = client_for(server)
+    expected = in_process(exported_models[0], rows)
+    by_rows = client.predict(rows)
+    np.testing.assert_allclose(by_rows, expected, rtol=1e-6)
+    np.testing.assert_allclose(client.predict(rows, version=1), expected, rtol=1e-6)
+    # Columnar `inputs` format gives the same answers.
+    instances = [payloads.encode_row(r) for r in rows]
+    columnar = {name: [i[name] for i in instances] for name in instances[0]}
+    outputs = client.request("POST", f"/v1/models/{MODEL}:predict", {"inputs": columnar})
+    np.testing.assert_allclose(outputs["outputs"], expected, rtol=1e-6)
+    # The tf.Example signature, with b64 strings, as TF Serving takes binary inputs.
+    status = client.status()
+    assert status["model_version_status"][0]["state"] == "AVAILABLE"
+    signatures = client.metadata()["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures["serving_default"]["inputs"]) == {f.name for f in F.SERVING_FEATURES}
+    assert signatures["serving_default"]["inputs"]["fare"]["dtype"] == "DT_DOUBLE"
+
+
+def test_grpc_request_carries_what_the_signature_needs(rows, exported_models):
+    """The client's gRPC PredictRequest decodes (as a model server does) to the same answers."""
+    request = payloads.predict_request(rows[:5], MODEL, label="stable")
+    assert request.model_spec.version_label == "stable"
+    model = tf.saved_model.load(exported_models[0])
+    answers = model.signatures["serving_default"](**payloads.request_tensors(request))
+    np.testing.assert_allclose(answers[M.PROBABILITY].numpy(),
+                               in_process(exported_models[0], rows[:5]), rtol=1e-6)
+
+
+def test_request_log_has_raw_features_and_predictions(server, rows, tmp_path):
+    client_for(server).predict(rows[:3])
+    lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["features"]["payment_type"] == rows[0]["payment_type"]
+    assert lines[0]["features"]["fare"] == pytest.approx(float(rows[0]["fare"]))
+    assert 0.0 <= lines[0]["prediction"] <= 1.0 and lines[0]["version"] == 1
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b'{"instances": [', 400, "malformed JSON"),
+    ("no instances", {"signature_name": "serving_default"}, 400, "exactly one of"),
+    ("empty instances", {"instances": []}, 400, "empty"),
+    ("missing feature", "drop:fare", 400, "missing input(s) ['fare']"),
+    ("unknown feature", "add:colour", 400, "unknown input(s) ['colour']"),
+    ("wrong type", "set:fare=twelve", 400, "input 'fare' expects a number, got string"),
+    ("null number", "set:fare=None", 400, "send NaN for an absent number"),
+    ("number for string", "set:company=7", 400, "input 'company' expects a string"),
+    ("oversized batch", "many:101", 400, "exceeds the server's limit of 100"),
+    ("unknown signature", {"signature_name": "nope", "instances": [1]}, 400, "signature 'nope'"),
+]
+
+
+def bad_body(kind, row):
+    instance = payloads.encode_row(row)
+    if isinstance(kind, dict | bytes):
+        return kind
+    action, _, arg = kind.partition(":")
+    if action == "drop":
+        del instance[arg]
+    elif action == "add":
+        instance[arg] = 1.0
+    elif action == "set":
+        name, value = arg.split("=")
+        instance[name] = None if value == "None" else int(value) if value.isdigit() else value
+    elif action == "many":
+        return {"instances": [instance] * int(arg)}
+    return {"instances": [instance]}
+
+
+@pytest.mark.parametrize("name,kind,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(
+        server, rows, name, kind, status, message):
+    client = client_for(server)
+    body = bad_body(kind, rows[0])
+    if isinstance(body, bytes):  # not JSON at all: send the bytes as they are
+        client._http = None
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        conn.request("POST", f"/v1/models/{MODEL}:predict", body=body)
+        response = conn.getresponse()
+        code, error = response.status, json.loads(response.read())["error"]
+    else:
+        with pytest.raises(ServingError) as raised:
+            client.request("POST", f"/v1/models/{MODEL}:predict", body)
+        code, error = raised.value.status, raised.value.message
+    assert code == status and message in error, error
+    assert len(client.predict(rows[:2])) == 2  # still serving
+
+
+@pytest.mark.parametrize("path,message", [
+    (f"/v1/models/{MODEL}/versions/7:predict", "version 7"),
+    (f"/v1/models/{MODEL}/labels/canary:predict", "label 'canary'"),
+    ("/v1/models/other:predict", "model 'other' is not served here"),
+])
+def test_unknown_version_label_or_model_is_404(server, rows, path, message):
+    client = client_for(server)
+    with pytest.raises(ServingError) as raised:
+        client.request("POST", path, {"instances": [payloads.encode_row(rows[0])]})
+    assert raised.value.status == 404 and message in raised.value.message
+
+
+def test_new_version_under_load_without_failed_requests(server, rows, tmp_path, exported_models):
+    """Bounded load (4 threads, <= 400 requests each, <= 60 s) while version 2 lands."""
+    failures, served_by = [], []
+    stop = threading.Event()
+
+    def load():
+        client = client_for(server)
+        deadline = time.monotonic() + 60
+        for i in range(400):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                client.predict(rows[i % 8: i % 8 + 2])
+                served_by.append(client.last_served_by.split(";")[0])
+            except Exception as e:  # noqa: BLE001 - any failure counts
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    push(exported_models[1], server.repository.base_path, 2)
+    assert wait_for(lambda: set(server.repository.snapshot.versions) == {2})
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not failures, failures[:3]
+    assert "1" in served_by and served_by[-1] == "2"
+    np.testing.assert_allclose(client_for(server).predict(rows),
+                               in_process(exported_models[1], rows), rtol=1e-6)
+
+
+def test_corrupted_version_leaves_the_old_one_serving(server, rows, caplog, exported_models):
+    base = server.repository.base_path
+    (base / "5").mkdir()
+    (base / "5" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with caplog.at_level(logging.ERROR, logger="serving.server"):
+        server.repository.refresh()
+    assert set(server.repository.snapshot.versions) == {1}
+    assert any("version 5" in r.message and "failed to load" in r.message for r in caplog.records)
+    status = client_for(server).status()["model_version_status"]
+    assert {s["version"]: s["state"] for s in status} == {"5": "END", "1": "AVAILABLE"}
+    np.testing.assert_allclose(client_for(server).predict(rows),
+                               in_process(exported_models[0], rows), rtol=1e-6)
+
+
+def test_canary_split_promote_and_rollback(server, rows, tmp_path, exported_models):
+    base, config_dir = server.repository.base_path, tmp_path / "config"
+    push(exported_models[1], base, 2)
+    rollouts = Rollouts(MODEL, base, config_dir)
+    rollouts.set_stable(1)
+    rollouts.canary(2, fraction=0.3)
+    server.repository.refresh()
+    written = model_config.read_config(config_dir / model_config.CONFIG_FILE)
+    entry = written.model_config_list.config[0]
+    assert entry.base_path == str(base) and list(entry.model_version_policy.specific.versions) \
+        == [1, 2] and dict(entry.version_labels) == {"stable": 1, "canary": 2}
+
+    client = client_for(server)
+    routes = []
+    for i in range(400):  # bounded
+        client.predict(rows[i % 16: i % 16 + 1])
+        routes.append(client.last_served_by)
+    canary_share = sum(r == "2;canary" for r in routes) / len(routes)
+    assert abs(canary_share - 0.3) < 0.08, canary_share
+    assert set(routes) == {"1;stable", "2;canary"}
+    np.testing.assert_allclose(client.predict(rows, label="canary"),
+                               in_process(exported_models[1], rows), rtol=1e-6)
+
+    rollouts.promote()
+    server.repository.refresh()
+    client.predict(rows[:1])
+    assert client.last_served_by == "2;stable"
+
+    rollouts.rollback()  # back to the previous stable version, in one command
+    server.repository.refresh()
+    assert set(server.repository.snapshot.versions) == {1}
+    client.predict(rows[:1])
+    assert client.last_served_by == "1;stable"
+    written = model_config.read_config(config_dir / model_config.CONFIG_FILE)
+    entry = written.model_config_list.config[0]
+    assert list(entry.model_version_policy.specific.versions) == [1]
+    assert dict(entry.version_labels) == {"stable": 1}
+    actions = [h["action"] for h in rollouts.state().history]
+    assert actions == ["stable 1", "canary 2 at 30%", "promote 2", "rollback 2 -> 1"]
+
+
+def test_rollout_commands_refuse_what_cannot_be_done(tmp_path, exported_models):
+    base = tmp_path / "serving"
+    rollouts = Rollouts(MODEL, base, tmp_path / "config")
+    with pytest.raises(model_config.RolloutError, match="no pushed versions"):
+        rollouts.set_stable()
+    push(exported_models[0], base, 1)
+    with pytest.raises(model_config.RolloutError, match="no stable version yet"):
+        rollouts.canary(1, 0.1)
+    rollouts.set_stable()
+    with pytest.raises(model_config.RolloutError, match="already stable"):
+        rollouts.canary(1, 0.1)
+    with pytest.raises(model_config.RolloutError, match="version 9 is not under"):
+        rollouts.canary(9, 0.1)
+    with pytest.raises(model_config.RolloutError, match="no version to roll back to"):
+        rollouts.rollback()
+    assert list(itertools.islice(rollouts.state().history, 1))[0]["stable"] == 1
