@@ -16,6 +16,7 @@ RUN python -m pip install --no-cache-dir uv==0.13.9 \
 COPY pyproject.toml README.md ./
 COPY models ./models
 COPY pipeline ./pipeline
+COPY serving ./serving
 COPY data/__init__.py data/bundled.py ./data/
 COPY schema ./schema
 COPY vertex_runner.py local_runner.py ./

@@ -1,7 +1,8 @@
 """create_pipeline(config): the single DAG used by the local runner, Vertex and the notebook.
 
 CsvExampleGen -> StatisticsGen -> ImportSchemaGen -> ExampleValidator -> AnomalyGate
-  -> Transform -> [Tuner] -> Trainer -> latest-blessed Resolver -> Evaluator -> Pusher
+  -> Transform -> [Tuner] -> Trainer -> latest-blessed Resolver -> Evaluator
+  -> [SafeToServe] -> Pusher
 
 Functions are referenced by dotted path (models.preprocessing.preprocessing_fn, ...), so
 the same code is imported from the project package locally and from the image on Vertex.
@@ -36,6 +37,7 @@ from models import features as F
 from models.model import PROBABILITY
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.pusher import Pusher
+from pipeline.components.safe_to_serve import SafeToServe
 from pipeline.configs import PipelineConfig
 
 PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -153,21 +155,39 @@ def create_components(config: PipelineConfig) -> list:
         eval_config=eval_config(config),
     )
 
-    # Pusher checks the blessing itself: an unblessed model is recorded as not pushed.
+    safe_to_serve = None
+    if config.safe_to_serve:
+        safe_to_serve = SafeToServe(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            examples=example_gen.outputs["examples"],
+            model_name=config.serving_model_name,
+            warmup_requests=config.warmup_requests,
+            latency_p99_budget_ms=config.latency_p99_budget_ms,
+            memory_budget_mib=config.memory_budget_mib,
+        )
+    # What the Pusher pushes and the blessings it requires: with the serving check, its
+    # copy of the model that carries TF Serving warmup requests, and both blessings.
+    to_push = {"model_blessing": evaluator.outputs["blessing"]}
+    if safe_to_serve:
+        to_push["infra_blessing"] = safe_to_serve.outputs["infra_blessing"]
+    else:
+        to_push["model"] = trainer.outputs["model"]
+
+    # Pusher checks the blessings itself: an unblessed model is recorded as not pushed.
     if config.profile == "vertex" and config.serving_endpoint:
-        pusher = _vertex_endpoint_pusher(config, trainer, evaluator)
+        pusher = _vertex_endpoint_pusher(config, to_push)
     else:
         # Ours also declines to copy a model that is already the newest served version.
         pusher = Pusher(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
+            **to_push,
             push_destination=pusher_pb2.PushDestination(
                 filesystem=pusher_pb2.PushDestination.Filesystem(
                     base_directory=config.serving_dir)),
         )
 
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomaly_gate,
-                  transform, tuner, trainer, model_resolver, evaluator, pusher]
+                  transform, tuner, trainer, model_resolver, evaluator, safe_to_serve, pusher]
     return [c for c in components if c is not None]
 
 
@@ -228,14 +248,13 @@ def _vertex_tuner(config: PipelineConfig):
     }
 
 
-def _vertex_endpoint_pusher(config: PipelineConfig, trainer, evaluator):
+def _vertex_endpoint_pusher(config: PipelineConfig, to_push: dict):
     """Uploads the blessed model and deploys it to the endpoint with the configured traffic."""
     from tfx.extensions.google_cloud_ai_platform import constants
     from tfx.extensions.google_cloud_ai_platform.pusher.component import Pusher as VertexPusher
 
     return VertexPusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        **to_push,
         custom_config={
             constants.ENABLE_VERTEX_KEY: True,
             constants.VERTEX_REGION_KEY: config.gcp_region,

@@ -44,6 +44,8 @@ class RunSummary:
     baseline_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     validation_failures: list[str] = dataclasses.field(default_factory=list)
+    safe_to_serve: bool | None = None
+    safe_to_serve_detail: str = ""  # the figures when it passed, the reasons when not
     pushed: bool | None = None
     pushed_destination: str = ""
     evaluation_uri: str = ""
@@ -118,6 +120,13 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
         _read_metrics(summary, artifact.uri)
     elif node == "Evaluator" and artifact.type == "ModelBlessing":
         summary.blessed = bool(_prop(artifact, "blessed"))
+    elif node == "SafeToServe" and artifact.type == "InfraBlessing":
+        summary.safe_to_serve = bool(_prop(artifact, "blessed"))
+        figures = [f"{label} {_prop(artifact, key):.1f} {unit}"
+                   for key, label, unit in (("p50_ms", "p50", "ms"), ("p99_ms", "p99", "ms"),
+                                            ("peak_rss_mib", "peak memory", "MiB"))
+                   if _prop(artifact, key) is not None]
+        summary.safe_to_serve_detail = _prop(artifact, "reason") or ", ".join(figures)
     elif node == "Pusher" and artifact.type == "PushedModel":
         summary.pushed = bool(_prop(artifact, "pushed"))
         summary.pushed_destination = _prop(artifact, "pushed_destination") or ""
@@ -180,7 +189,10 @@ def format_summary(summary: RunSummary) -> str:
         lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
         for failure in summary.validation_failures:
             lines.append(f"  - {failure}")
+    if summary.safe_to_serve is not None:
+        verdict = "yes" if summary.safe_to_serve else "NO"
+        lines.append(f"Safe to serve: {verdict} ({summary.safe_to_serve_detail})")
     if summary.pushed is not None:
         lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
-                     else "Pushed: no (model not blessed)")
+                     else "Pushed: no (not blessed)")
     return "\n".join(lines)

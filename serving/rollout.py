@@ -27,10 +27,13 @@ from serving.model_config import Rollout, RolloutError
 class Rollouts:
     """The rollout state of one model: read, change, write models.config."""
 
-    def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path):
+    def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path,
+                 config_base_path: str | None = None):
         self.model_name = model_name
         self.base_path = str(base_path)
         self.config_dir = Path(config_dir)
+        # Where TF Serving sees the versions, if not here (/models/NAME in its container).
+        self.config_base_path = config_base_path or self.base_path
 
     def state(self) -> Rollout:
         return model_config.load_state(self.config_dir)
@@ -55,7 +58,7 @@ class Rollouts:
         rollout.history.append({"time": time.time(), "action": action, "stable": rollout.stable,
                                 "canary": rollout.canary, "fraction": rollout.canary_fraction,
                                 **extra})
-        model_config.write(self.config_dir, self.model_name, self.base_path, rollout)
+        model_config.write(self.config_dir, self.model_name, self.config_base_path, rollout)
         return rollout
 
     def set_stable(self, version: int | None = None) -> Rollout:
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the Pusher's versioned directory")
     parser.add_argument("--config-dir", default=defaults.serving_config_dir,
                         help="where models.config and rollout.json live")
+    parser.add_argument("--config-base-path", default=None,
+                        help="base_path written into models.config, if TF Serving sees the "
+                             "versions elsewhere (e.g. /models/NAME in its container, or gs://)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("status", help="pushed versions, labels and recent changes")
     stable = commands.add_parser("stable", help="serve a version as stable")
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("rollback", help="stable returns to the previous stable version")
     args = parser.parse_args(argv)
 
-    rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir)
+    rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir,
+                        args.config_base_path)
     try:
         if args.command == "stable":
             rollouts.set_stable(args.version)

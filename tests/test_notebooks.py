@@ -40,7 +40,7 @@ def test_interactive_pipeline_notebook_runs_and_writes_views(tmp_path):
     outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
     text = "\n".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "pushed: True" in text, text[-2000:]
-    assert "blessed: True" in text
+    assert "blessed: True" in text and "safe to serve: True" in text
     # The last cell's table holds the pushed model's probabilities for raw rows.
     final = [o for o in notebook.cells[-3].outputs if o.get("output_type") == "execute_result"]
     assert final and f"P({F.LABEL})" in final[0]["data"]["text/plain"]

@@ -26,7 +26,7 @@ from pipeline import configs, run_summary
 SAMPLE_ROWS = 3000
 COMPONENTS = {"CsvExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
               "AnomalyGate", "Transform", "Trainer", "latest_blessed_model_resolver",
-              "Evaluator", "Pusher"}
+              "Evaluator", "SafeToServe", "Pusher"}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +70,10 @@ def output_uri(config, node, artifact_type):
     return max(artifacts, key=lambda a: a.id).uri
 
 
+def read_records_plain(path):
+    return [r.numpy() for r in tf.data.TFRecordDataset([path])]
+
+
 def read_records(pattern):
     files = sorted(glob.glob(pattern))
     assert files, pattern
@@ -88,8 +92,14 @@ def test_first_run_executes_every_component_blesses_and_pushes(first_run):
     assert len(pushed) == 1
     assert os.path.isfile(os.path.join(config.serving_dir, pushed[0], "saved_model.pb"))
     assert summary.pushed and summary.pushed_destination.endswith(pushed[0])
+    # The pushed copy is SafeToServe's: it carries TF Serving warmup requests from eval rows.
+    warmup = os.path.join(config.serving_dir, pushed[0], "assets.extra",
+                          "tf_serving_warmup_requests")
+    assert len(read_records_plain(warmup)) == config.warmup_requests
+    assert summary.safe_to_serve is True
     text = run_summary.format_summary(summary)  # what a person reads at the end of the run
     assert "Data validation: no anomalies" in text and "Blessed: yes" in text
+    assert "Safe to serve: yes (p50 " in text
     assert f"auc                {summary.metrics['auc']:.4f}   baseline none yet" in text
     assert f"Pushed: {summary.pushed_destination}" in text
 
@@ -159,7 +169,7 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     states = {c.node_id: c.state for c in second.components}
     assert set(states) == COMPONENTS
     assert {n for n, s in states.items() if s == "ran"} <= {
-        "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "Pusher"}
+        "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "SafeToServe", "Pusher"}
     assert second.blessed is True and second.pushed is True
     assert snapshot(config.serving_dir) == before  # the same model is not copied again
 
@@ -203,6 +213,8 @@ def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):
     assert summary.baseline_metrics["auc"] == pytest.approx(first.metrics["auc"], abs=1e-6)
     assert any("change vs baseline" in f for f in summary.validation_failures), \
         summary.validation_failures
+    assert summary.safe_to_serve is False  # not checked: the Evaluator said no first
+    assert "not blessed by the Evaluator" in summary.safe_to_serve_detail
     assert summary.pushed is False
     assert snapshot(config.serving_dir) == before
 
@@ -210,10 +222,13 @@ def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):
 def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
     """With tuning on, the Trainer trains with what the Tuner found (read back from both)."""
     config = make_config(workdir, output_root=str(workdir / "tuned"), enable_tuning=True,
-                         tuner_trials=2, tuner_steps=30, train_steps=30, min_auc=0.0)
+                         tuner_trials=2, tuner_steps=30, train_steps=30, min_auc=0.0,
+                         safe_to_serve=False)
     summary = local_runner.run(config)
     states = {c.node_id: c.state for c in summary.components}
     assert states["Tuner"] == "ran" and states["Trainer"] == "ran"
+    # With the serving check off, the Pusher takes the Trainer's model and one blessing.
+    assert "SafeToServe" not in states and summary.pushed is True
     best_dir = output_uri(config, "Tuner", "HyperParameters")
     with open(glob.glob(f"{best_dir}/*.txt")[0]) as f:
         best = json.load(f)["values"]
