@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run data test lint lock bench clean
+.PHONY: help env run data test lint lock bench bench-serving clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
@@ -12,6 +12,7 @@ help:
 	@echo "make lint   - ruff check"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make bench  - end-to-end benchmark against TFX's own taxi example"
+	@echo "make bench-serving - serving latency: in-process vs the local REST server"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -34,6 +35,9 @@ lock:
 
 bench: data
 	$(PY) benchmarks/e2e_vs_tfx_example.py $(ARGS)
+
+bench-serving: data
+	$(PY) benchmarks/serving_latency.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", help="a SavedModel (default: newest pushed version)")
     parser.add_argument("--requests", type=int, default=3000, help="requests under load")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent REST clients")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent REST clients")
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "serving.json"))
     args = parser.parse_args(argv)
 
