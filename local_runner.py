@@ -64,8 +64,27 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
     log.info("pipeline root %s, metadata %s, serving dir %s",
              config.pipeline_root, config.metadata_path, config.serving_dir)
-    LocalDagRunner().run(create_pipeline(config))
-    return run_summary.summarize(config.metadata_path, config.pipeline_name)
+    try:
+        LocalDagRunner().run(create_pipeline(config))
+    finally:  # a stopped run gets its report too: it shows what stopped it
+        report_path = write_report(config)
+    summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    summary.report_path = report_path
+    return summary
+
+
+def write_report(config: configs.PipelineConfig) -> str:
+    """The newest run's HTML report; '' (and a warning) if it cannot be written."""
+    from pipeline import report
+
+    try:
+        summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+        path = str(report.write(summary, config.pipeline_root))
+        log.info("run report: %s", path)
+        return path
+    except Exception as e:  # noqa: BLE001 - the run's outcome stands without its report
+        log.warning("could not write the run report: %s", e)
+        return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         if cause is None:
             raise
         print(f"\nlocal_runner: run stopped by data validation.\n{cause}", file=sys.stderr)
+        from pipeline import report
+
+        latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+        print(f"Report: {report.report_path(config.pipeline_root, latest.run_id)}",
+              file=sys.stderr)
         return 2
     print()
     print(run_summary.format_summary(summary))

@@ -49,6 +49,11 @@ class RunSummary:
     pushed: bool | None = None
     pushed_destination: str = ""
     evaluation_uri: str = ""
+    # node -> artifact type -> uri, of what this run's executions output
+    artifacts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    data_source: dict[str, Any] = dataclasses.field(default_factory=dict)  # input_base, span
+    eval_config: str = ""  # the Evaluator's EvalConfig (JSON): the thresholds that decided
+    report_path: str = ""  # the HTML run report, once written
 
     @property
     def wall_seconds(self) -> float:
@@ -110,7 +115,12 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: str | None = None)
         summary.components.append(ComponentRun(
             node, STATE.get(execution.last_known_state, "?"), seconds, execution.id))
         for artifact in _artifacts_out(store, execution.id):
+            summary.artifacts.setdefault(node, {})[artifact.type] = artifact.uri
             _read_outcome(summary, node, artifact)
+        if node == "CsvExampleGen":
+            summary.data_source = {k: _prop(execution, k) for k in ("input_base", "span")}
+        elif node == "Evaluator":
+            summary.eval_config = _prop(execution, "eval_config") or ""
     return summary
 
 
@@ -195,4 +205,6 @@ def format_summary(summary: RunSummary) -> str:
     if summary.pushed is not None:
         lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
                      else "Pushed: no (not blessed)")
+    if summary.report_path:
+        lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)

@@ -100,8 +100,26 @@ def test_first_run_executes_every_component_blesses_and_pushes(first_run):
     text = run_summary.format_summary(summary)  # what a person reads at the end of the run
     assert "Data validation: no anomalies" in text and "Blessed: yes" in text
     assert "Safe to serve: yes (p50 " in text
+    assert f"Report: {summary.report_path}" in text
     assert f"auc                {summary.metrics['auc']:.4f}   baseline none yet" in text
     assert f"Pushed: {summary.pushed_destination}" in text
+
+
+def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_run):
+    config, summary = first_run
+    with open(summary.report_path, encoding="utf-8") as f:
+        page = f.read()
+    assert summary.report_path.startswith(config.pipeline_root)
+    # Statistics, training curves, AUC by slice: images inside the page, nothing to fetch.
+    assert "<script" not in page and page.count("data:image/png;base64,") == 3
+    # Metric values as TFMA recorded them for this run (run_summary reads them from MLMD's
+    # evaluation artifact on its own path).
+    for metric in ("auc", "binary_accuracy", "precision", "example_count"):
+        assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric
+    assert "payment_type=Cash" in page  # by slice
+    assert "AUC ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
+    assert "safe to serve" in page and summary.pushed_destination in page
+    assert output_uri(config, "Transform", "TransformGraph") in page  # lineage
 
 
 def raw_rows_for_serving(path, n):
@@ -195,6 +213,8 @@ def test_anomaly_stops_the_run_before_transform_and_nothing_is_pushed(first_run,
     assert local_runner.main(args) == 2
     err = capsys.readouterr().err
     assert "run stopped by data validation" in err
+    with open(err.split("Report: ")[1].split()[0], encoding="utf-8") as f:
+        assert "feature &#x27;fare&#x27;" in f.read()  # the report names the anomaly too
     assert "feature 'fare'" in err and "FLOAT" in err
     latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in latest.components}

@@ -1,0 +1,222 @@
+"""The run report: one self-contained HTML page per pipeline run, rebuilt from MLMD.
+
+Written at the end of every local run to PIPELINE_ROOT/reports/RUN_ID.html (its path is
+printed with the run summary), and on demand for any past run:
+
+  python -m pipeline.report                 the newest run
+  python -m pipeline.report --run-id ID     a past run
+  python -m pipeline.report --list          past runs and pushed versions (before a rollback)
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipeline import run_summary, views
+
+log = logging.getLogger(__name__)
+
+
+def _p(text: str) -> str:
+    return f"<p>{html.escape(text)}</p>"
+
+
+def _section(build, *args) -> str:
+    """A section that cannot be built says why, instead of sinking the whole report."""
+    try:
+        return build(*args)
+    except Exception as e:  # noqa: BLE001 - a report shows what it can
+        log.warning("report section %s: %s", build.__name__, e)
+        return _p(f"(not available: {type(e).__name__}: {e})")
+
+
+def _components(summary: run_summary.RunSummary) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame([{"component": c.node_id, "state": c.state, "seconds": c.seconds}
+                          for c in summary.components]).set_index("component")
+    return views.table(frame, "{:.1f}")
+
+
+def _data(summary: run_summary.RunSummary) -> str:
+    from pipeline.components.anomaly_gate import describe, read_anomalies
+
+    parts = []
+    source = summary.data_source
+    if source:
+        parts.append(_p(f"Input: {source.get('input_base')} (span {source.get('span') or 0})"))
+    stats_uri = summary.artifacts.get("StatisticsGen", {}).get("ExampleStatistics")
+    if stats_uri:
+        train = views.load_statistics(f"{stats_uri}/Split-train/FeatureStats.pb")
+        evaluation = views.load_statistics(f"{stats_uri}/Split-eval/FeatureStats.pb")
+        parts.append(views.table(views.statistics_frame(train)))
+        parts.append(views.img(views.distributions_png({"train": train, "eval": evaluation}),
+                               "feature distributions, train vs eval"))
+    anomalies_uri = summary.artifacts.get("ExampleValidator", {}).get("ExampleAnomalies")
+    if anomalies_uri:
+        found = describe(read_anomalies(anomalies_uri, '["train", "eval"]'))
+        parts.append(_p("Anomalies against schema/schema.pbtxt: "
+                        + ("none" if not found else f"{len(found)}")))
+        if found:
+            parts.append("<ul>" + "".join(f"<li class='bad'>{html.escape(f)}</li>"
+                                          for f in found) + "</ul>")
+    return "\n".join(parts) or _p("no data statistics in this run")
+
+
+def _training(summary: run_summary.RunSummary) -> str:
+    run_uri = summary.artifacts.get("Trainer", {}).get("ModelRun")
+    if not run_uri:
+        return _p("no training in this run")
+    history = os.path.join(run_uri, "history.json")
+    with open(history) as f:
+        hparams = json.load(f)["hparams"]
+    return (views.img(views.history_png(history), "training curves")
+            + _p("Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hparams.items()))
+            + _p(f"TensorBoard: tensorboard --logdir {run_uri}"))
+
+
+def _evaluation(summary: run_summary.RunSummary) -> str:
+    if not summary.evaluation_uri:
+        return _p("no evaluation in this run")
+    frame = views.slice_metrics_frame(summary.evaluation_uri)
+    return (views.table(frame)
+            + views.img(views.slice_metric_png(frame, "auc"), "AUC by slice"))
+
+
+def _thresholds(eval_config: str) -> list[str]:
+    found = []
+    for spec in json.loads(eval_config or "{}").get("metrics_specs", []):
+        for metric in spec.get("metrics", []):
+            for per_slice in metric.get("per_slice_thresholds", []):
+                threshold = per_slice.get("threshold", {})
+                low = threshold.get("value_threshold", {}).get("lower_bound")
+                change = threshold.get("change_threshold", {}).get("absolute")
+                if low is not None:
+                    found.append(f"{metric['class_name']} ≥ {low:g}")
+                if change is not None:
+                    found.append(f"{metric['class_name']} change vs baseline ≥ {change:+.4f}")
+    return found
+
+
+def _decisions(summary: run_summary.RunSummary) -> str:
+    parts = []
+    rules = _thresholds(summary.eval_config)
+    if summary.blessed is not None:
+        verdict = "<span class='good'>blessed</span>" if summary.blessed else \
+            "<span class='bad'>NOT blessed</span>"
+        parts.append(f"<p>Evaluator: {verdict} (thresholds on the overall slice: "
+                     f"{html.escape('; '.join(rules) or 'none recorded')})</p>")
+        if summary.validation_failures:
+            parts.append("<ul>" + "".join(f"<li class='bad'>{html.escape(f)}</li>"
+                                          for f in summary.validation_failures) + "</ul>")
+    if summary.safe_to_serve is not None:
+        verdict = "<span class='good'>safe to serve</span>" if summary.safe_to_serve else \
+            "<span class='bad'>NOT safe to serve</span>"
+        budgets = ""
+        uri = summary.artifacts.get("SafeToServe", {}).get("InfraBlessing")
+        report_file = os.path.join(uri, "safe_to_serve.json") if uri else ""
+        if report_file and os.path.exists(report_file):
+            with open(report_file) as f:
+                b = json.load(f)["budgets"]
+            budgets = (f"; budgets p99 ≤ {b['latency_p99_ms']:g} ms, "
+                       f"memory ≤ {b['memory_mib']:g} MiB")
+        parts.append(f"<p>SafeToServe: {verdict} "
+                     f"({html.escape(summary.safe_to_serve_detail + budgets)})</p>")
+    if summary.pushed is not None:
+        parts.append(_p(f"Pushed to {summary.pushed_destination}" if summary.pushed
+                        else "Not pushed"))
+    return "\n".join(parts) or _p("the run stopped before evaluation")
+
+
+def _lineage(summary: run_summary.RunSummary) -> str:
+    rows = [("data", summary.data_source.get("input_base", "")),
+            ("examples", summary.artifacts.get("CsvExampleGen", {}).get("Examples", "")),
+            ("schema", summary.artifacts.get("ImportSchemaGen", {}).get("Schema", "")),
+            ("transform graph", summary.artifacts.get("Transform", {}).get("TransformGraph", "")),
+            ("model", summary.artifacts.get("Trainer", {}).get("Model", "")),
+            ("evaluation", summary.evaluation_uri),
+            ("pushed", summary.pushed_destination if summary.pushed else "")]
+    return "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v or '-')}</td></tr>"
+                               for k, v in rows) + "</table>"
+
+
+def build(summary: run_summary.RunSummary) -> str:
+    outcome = ("pushed" if summary.pushed else "not pushed") if summary.pushed is not None \
+        else "stopped before the push"
+    sections = [
+        ("Outcome", f"<pre>{html.escape(run_summary.format_summary(summary))}</pre>"),
+        ("Components", _section(_components, summary)),
+        ("Data", _section(_data, summary)),
+        ("Training", _section(_training, summary)),
+        ("Evaluation (candidate, with the baseline's columns when there is one)",
+         _section(_evaluation, summary)),
+        ("Decisions", _section(_decisions, summary)),
+        ("Lineage", _section(_lineage, summary)),
+    ]
+    return views.page(f"{summary.pipeline_name}: run {summary.run_id} ({outcome})", sections)
+
+
+def report_path(pipeline_root: str, run_id: str) -> Path:
+    return Path(pipeline_root) / "reports" / f"{run_id}.html"
+
+
+def write(summary: run_summary.RunSummary, pipeline_root: str) -> Path:
+    path = report_path(pipeline_root, summary.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build(summary), encoding="utf-8")
+    return path
+
+
+def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
+    """Past runs with their outcome, then the versions on disk: what to check before rollback."""
+    from serving import model_config
+
+    store = run_summary.connect(metadata_path)
+    lines = [f"Runs of {pipeline_name} (newest last):"]
+    for run in run_summary.pipeline_runs(store, pipeline_name)[-20:]:
+        s = run_summary.summarize(metadata_path, pipeline_name, run.name)
+        auc = s.metrics.get("auc")
+        lines.append(f"  {s.run_id:<28} auc {auc:.4f}" if auc is not None else
+                     f"  {s.run_id:<28} auc   -   ")
+        lines[-1] += (f"  blessed {'yes' if s.blessed else 'no' if s.blessed is False else '-'}"
+                      f"  pushed {os.path.basename(s.pushed_destination) if s.pushed else '-'}")
+    versions = model_config.pushed_versions(serving_dir)
+    lines.append(f"Pushed versions under {serving_dir}: {versions or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline import configs
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", help="a past run (default: the newest)")
+    parser.add_argument("--list", action="store_true", help="list runs and pushed versions")
+    configs.add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    config = configs.from_args(args)
+    if not os.path.exists(config.metadata_path):
+        print(f"pipeline.report: no metadata at {config.metadata_path}; run the pipeline first",
+              file=sys.stderr)
+        return 2
+    if args.list:
+        print(list_runs(config.metadata_path, config.pipeline_name, config.serving_dir))
+        return 0
+    try:
+        summary = run_summary.summarize(config.metadata_path, config.pipeline_name, args.run_id)
+    except LookupError as e:
+        print(f"pipeline.report: {e}", file=sys.stderr)
+        return 2
+    print(write(summary, config.pipeline_root))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
