@@ -67,24 +67,26 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     try:
         LocalDagRunner().run(create_pipeline(config))
     finally:  # a stopped run gets its report too: it shows what stopped it
-        report_path = write_report(config)
-    summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
-    summary.report_path = report_path
-    return summary
+        summary = write_report(config)
+    # Without a summary, summarizing again raises the reason.
+    return summary or run_summary.summarize(config.metadata_path, config.pipeline_name)
 
 
-def write_report(config: configs.PipelineConfig) -> str:
-    """The newest run's HTML report; '' (and a warning) if it cannot be written."""
+def write_report(config: configs.PipelineConfig) -> run_summary.RunSummary | None:
+    """The newest run's summary, with its HTML report written; None if MLMD cannot say."""
     from pipeline import report
 
     try:
         summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
-        path = str(report.write(summary, config.pipeline_root))
-        log.info("run report: %s", path)
-        return path
+    except Exception as e:  # noqa: BLE001 - must not mask the run's own exception
+        log.warning("could not summarize the run: %s", e)
+        return None
+    try:
+        summary.report_path = str(report.write(summary, config.pipeline_root))
+        log.info("run report: %s", summary.report_path)
     except Exception as e:  # noqa: BLE001 - the run's outcome stands without its report
         log.warning("could not write the run report: %s", e)
-        return ""
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

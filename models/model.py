@@ -159,19 +159,35 @@ def raw_serving_inputs() -> dict[str, tf.TensorSpec]:
     }
 
 
-def raw_inputs(rows: list[dict[str, Any]]) -> dict[str, tf.Tensor]:
-    """Rows of raw values (None or '' = absent; strings, bytes or numbers) -> the tensors
-    `serving_default` takes: what a REST client's `instances` become."""
-    batch = {}
+def raw_instance(row: dict[str, Any]) -> dict[str, Any]:
+    """One raw row (CSV strings, bytes or numbers; None or '' = absent) -> the values
+    `serving_default` takes for it: every serving feature, strings as str ('' = absent),
+    numbers as float (NaN = absent). This is a REST `instance`; unknown keys are an error."""
+    unknown = set(row) - set(F.BY_NAME) - set(F.UNUSED) - {F.LABEL_SOURCE}
+    if unknown:
+        raise ValueError(f"unknown feature(s) {sorted(unknown)}; the model takes "
+                         f"{[f.name for f in F.SERVING_FEATURES]}")
+    instance: dict[str, Any] = {}
     for f in F.SERVING_FEATURES:
-        values = [row.get(f.name) for row in rows]
+        value = row.get(f.name)
+        if isinstance(value, bytes):
+            value = value.decode()
         if f.dtype == "string":
-            batch[f.name] = tf.constant(
-                [v.encode() if isinstance(v, str) else v or b"" for v in values])
-        else:
-            batch[f.name] = tf.constant(
-                [math.nan if v is None or v == "" else float(v) for v in values], tf.float64)
-    return batch
+            instance[f.name] = "" if value is None else str(value)
+            continue
+        try:
+            instance[f.name] = math.nan if value is None or value == "" else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"feature {f.name!r}: {value!r} is not a number") from None
+    return instance
+
+
+def raw_inputs(rows: list[dict[str, Any]]) -> dict[str, tf.Tensor]:
+    """Rows of raw values -> the tensors `serving_default` takes (see raw_instance)."""
+    instances = [raw_instance(row) for row in rows]
+    return {f.name: tf.constant([i[f.name] for i in instances],
+                                tf.string if f.dtype == "string" else tf.float64)
+            for f in F.SERVING_FEATURES}
 
 
 def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor | tf.SparseTensor]:

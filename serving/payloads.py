@@ -11,7 +11,6 @@ accepts NaN, and the project's raw signature reads NaN as "absent").
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models import features as F
+from models import model as M
 
 RAW_SIGNATURE = "serving_default"
 
@@ -33,24 +33,12 @@ class RequestError(ValueError):
 
 
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A raw feature dict (CSV strings, numbers, None/'' = absent) -> one REST instance:
-    every serving feature present, strings as strings, numbers as floats, NaN if absent."""
-    unknown = set(row) - {f.name for f in F.SERVING_FEATURES} - set(F.UNUSED) - {F.LABEL_SOURCE}
-    if unknown:
-        raise RequestError(f"unknown feature(s) {sorted(unknown)}; the model takes "
-                           f"{[f.name for f in F.SERVING_FEATURES]}")
-    instance = {}
-    for feature in F.SERVING_FEATURES:
-        value = row.get(feature.name)
-        if feature.dtype == "string":
-            instance[feature.name] = "" if value is None else str(value)
-        else:
-            try:
-                instance[feature.name] = math.nan if value in (None, "") else float(value)
-            except (TypeError, ValueError):
-                raise RequestError(f"feature {feature.name!r}: {value!r} is not a number") \
-                    from None
-    return instance
+    """A raw feature dict -> one REST instance (models.model.raw_instance, the encoding the
+    model's own tests and exports use); a row it cannot encode is a bad request."""
+    try:
+        return M.raw_instance(dict(row))
+    except ValueError as e:
+        raise RequestError(str(e)) from None
 
 
 def example_to_row(serialized: bytes) -> dict[str, Any]:
