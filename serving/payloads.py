@@ -213,3 +213,9 @@ def read_warmup(path: str) -> list[predict_pb2.PredictRequest]:
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         requests.append(log.predict_log.request)
     return requests
+
+
+def warmup_calls(model, path: str) -> list[tuple]:
+    """(signature, input tensors) for each warmup record: what TF Serving replays on load."""
+    return [(model.signatures[r.model_spec.signature_name or RAW_SIGNATURE], request_tensors(r))
+            for r in read_warmup(path)]

@@ -28,10 +28,7 @@ def probe(model_dir: str, warmup_file: str, repeats: int = 3) -> dict:
     started = time.perf_counter()
     model = tf.saved_model.load(model_dir)
     load_seconds = time.perf_counter() - started
-    calls = []
-    for request in payloads.read_warmup(warmup_file):
-        name = request.model_spec.signature_name or payloads.RAW_SIGNATURE
-        calls.append((model.signatures[name], payloads.request_tensors(request)))
+    calls = payloads.warmup_calls(model, warmup_file)
     if not calls:
         raise ValueError(f"no warmup requests in {warmup_file}")
     errors: list[str] = []

@@ -96,16 +96,15 @@ class ModelRepository:
         """One poll: load what should be served, then unload what should not."""
         with self._refresh_lock:
             rollout = self._rollout()
-            on_disk = {v: _fingerprint(self.base_path / str(v))
-                       for v in model_config.pushed_versions(self.base_path)}
+            on_disk = model_config.pushed_versions(self.base_path)
             wanted = [v for v in rollout.versions if v in on_disk] if rollout.versions else \
-                sorted(on_disk)[-1:]
+                on_disk[-1:]
             loaded = dict(self.snapshot.versions)
             for version in wanted:
                 if version in loaded:
                     continue  # as TF Serving: a loaded version is not reloaded
                 failed = self.errors.get(version)
-                if failed and failed[0] == on_disk[version]:
+                if failed and failed[0] == _fingerprint(self.base_path / str(version)):
                     continue  # already failed in this state; retried when the files change
                 model = self._load(version)
                 if model is not None:
@@ -129,12 +128,10 @@ class ModelRepository:
             if payloads.RAW_SIGNATURE not in model.signatures:
                 raise ValueError(f"no {payloads.RAW_SIGNATURE!r} signature")
             warmup = path / WARMUP_FILE
-            replayed = 0
-            if warmup.is_file():
-                for request in payloads.read_warmup(str(warmup)):
-                    model.signatures[request.model_spec.signature_name or
-                                     payloads.RAW_SIGNATURE](**payloads.request_tensors(request))
-                    replayed += 1
+            calls = payloads.warmup_calls(model, str(warmup)) if warmup.is_file() else []
+            for signature, tensors in calls:
+                signature(**tensors)
+            replayed = len(calls)
         except Exception as e:  # noqa: BLE001 - any failure means "do not serve this version"
             self.errors[version] = (_fingerprint(path), f"{type(e).__name__}: {e}")
             log.error("version %s of %s failed to load from %s; still serving %s: %s",
