@@ -1,0 +1,181 @@
+"""New data spans drawn from the bundled sample, with controlled, documented changes.
+
+Rows are drawn with replacement from the bundled 15,002 trips (so every column keeps its
+joint distribution with the others, label included), then the requested changes are applied
+to a reproducible subset. Each change is what happens to real taxi data:
+
+  fare_inflation=F         fares and tips multiplied by F (prices rise; the tip *share*,
+                           hence the label, stays the same)
+  new_company=NAME:P       a fraction P of trips is driven by a company never seen before
+  payment_shift=TYPE:P     a fraction P of trips switches to payment TYPE; switching to Cash
+                           zeroes the tip, as the source data records no cash tips
+  missing=FEATURE:P        FEATURE is blank in a fraction P of trips (a broken upstream field)
+
+    python -m data.simulator --out data/spans --span 5 --rows 20000 \\
+        --change fare_inflation=1.5 --change payment_shift=Cash:0.3
+
+writes data/spans/span-5/data.csv (ExampleGen's `span-{SPAN}/*` layout) and records the
+span, its row count, seed and changes in data/spans/spans.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from data import bundled
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One documented change: `kind` is a key of CHANGES, `args` its parsed arguments."""
+
+    kind: str
+    args: tuple
+
+    def __str__(self) -> str:
+        return f"{self.kind}={':'.join(str(a) for a in self.args)}"
+
+
+def _scale(value: str, factor: float) -> str:
+    return "" if value == "" else f"{float(value) * factor:.2f}"
+
+
+def _fare_inflation(row: Row, factor: float) -> None:
+    row["fare"] = _scale(row["fare"], factor)
+    row["tips"] = _scale(row["tips"], factor)
+
+
+def _new_company(row: Row, name: str) -> None:
+    row["company"] = name
+
+
+def _payment_shift(row: Row, payment_type: str) -> None:
+    row["payment_type"] = payment_type
+    if payment_type == "Cash":
+        row["tips"] = "0.00"
+
+
+def _missing(row: Row, feature: str) -> None:
+    row[feature] = ""
+
+
+# kind -> (applies to every row?, argument parsers, function)
+CHANGES: dict[str, tuple[bool, tuple[Callable[[str], object], ...], Callable]] = {
+    "fare_inflation": (True, (float,), _fare_inflation),
+    "new_company": (False, (str, float), _new_company),
+    "payment_shift": (False, (str, float), _payment_shift),
+    "missing": (False, (str, float), _missing),
+}
+
+
+def parse_change(text: str) -> Change:
+    """'payment_shift=Cash:0.3' -> Change('payment_shift', ('Cash', 0.3)); clear errors."""
+    kind, _, raw = text.partition("=")
+    if kind not in CHANGES:
+        raise ValueError(f"unknown change {kind!r}; known: {', '.join(CHANGES)}")
+    _, parsers, _ = CHANGES[kind]
+    parts = raw.split(":") if raw else []
+    if len(parts) != len(parsers):
+        shape = ":".join(p.__name__.upper() for p in parsers)
+        raise ValueError(f"{kind} takes {shape}, got {raw!r}")
+    try:
+        args = tuple(parse(part) for parse, part in zip(parsers, parts, strict=True))
+    except ValueError:
+        raise ValueError(f"{kind}: cannot read {raw!r}") from None
+    if len(args) == 2 and not 0.0 <= args[1] <= 1.0:
+        raise ValueError(f"{kind}: fraction {args[1]} is not in [0, 1]")
+    if kind == "fare_inflation" and args[0] <= 0:
+        raise ValueError("fare_inflation: factor must be > 0")
+    return Change(kind, args)
+
+
+def draw(source_rows: list[Row], rows: int, seed: int,
+         changes: list[Change] = ()) -> Iterator[Row]:
+    """`rows` rows drawn with replacement, each change applied with its own probability."""
+    # Separate streams: the same seed draws the same trips whatever the changes.
+    rng, change_rng = random.Random(seed), random.Random(f"{seed}-changes")
+    header = set(source_rows[0]) if source_rows else set()
+    for change in changes:
+        if change.kind == "missing" and change.args[0] not in header:
+            raise ValueError(f"missing: no column {change.args[0]!r}; columns: {sorted(header)}")
+    for _ in range(rows):
+        row = dict(rng.choice(source_rows))
+        for change in changes:
+            every_row, _, apply = CHANGES[change.kind]
+            if every_row:
+                apply(row, *change.args)
+            elif change_rng.random() < change.args[-1]:
+                apply(row, *change.args[:-1])
+        yield row
+
+
+def write_span(out_dir: Path, span: int, rows: int, seed: int = 0,
+               changes: list[Change] = (), source: Path | None = None,
+               progress_every: int = 200_000) -> Path:
+    """Writes out_dir/span-{span}/data.csv and records it in out_dir/spans.json."""
+    if span < 0 or rows < 1:
+        raise ValueError("span must be >= 0 and rows >= 1")
+    header, source_rows = bundled.read_rows(source or bundled.materialize())
+    dest = out_dir / f"span-{span}" / bundled.CSV_NAME
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    started = time.monotonic()
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        for i, row in enumerate(draw(source_rows, rows, seed, changes), start=1):
+            writer.writerow(row)
+            if i % progress_every == 0:
+                log.info("span %d: %d/%d rows (%.0f rows/s)", span, i, rows,
+                         i / (time.monotonic() - started))
+    tmp.replace(dest)  # a half-written span never looks like a complete one
+    _record(out_dir, span, {"rows": rows, "seed": seed, "changes": [str(c) for c in changes],
+                            "simulated": True})
+    return dest
+
+
+def _record(out_dir: Path, span: int, info: dict) -> None:
+    manifest_path = out_dir / "spans.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.setdefault("spans", {})[str(span)] = info
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.simulator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=bundled.SPANS_DIR,
+                        help=f"spans directory (default {bundled.SPANS_DIR})")
+    parser.add_argument("--span", type=int, required=True, help="span number to write")
+    parser.add_argument("--rows", type=int, default=5000, help="rows to draw (default 5000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--change", action="append", default=[], metavar="KIND=ARGS",
+                        help="a change to apply (repeatable); kinds: " + ", ".join(CHANGES))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[simulator] %(message)s")
+    try:
+        changes = [parse_change(c) for c in args.change]
+        path = write_span(args.out, args.span, args.rows, args.seed, changes)
+    except (ValueError, bundled.DataError) as e:
+        print(f"[simulator] ERROR: {e}", file=sys.stderr)
+        return 2
+    described = ", ".join(str(c) for c in changes) or "no changes"
+    print(f"[simulator] span {args.span}: {args.rows} rows ({described}) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
