@@ -47,7 +47,9 @@ def test_changes_do_what_they_say(source, tmp_path):
     cash_before = sum(r["payment_type"] == "Cash" for r in clean) / len(clean)
     cash_after = sum(r["payment_type"] == "Cash" for r in changed) / len(changed)
     assert cash_after == pytest.approx(cash_before + 0.4 * (1 - cash_before), abs=0.03)
-    assert all(float(r["tips"]) == 0 for r in changed if r["payment_type"] == "Cash")
+    switched = [r for r, c in zip(changed, clean, strict=True)
+                if r["payment_type"] == "Cash" != c["payment_type"]]
+    assert switched and all(float(r["tips"]) == 0 for r in switched)
     blank = sum(r["trip_seconds"] == "" for r in changed) / len(changed)
     assert blank == pytest.approx(0.5, abs=0.03)
     manifest = json.loads((tmp_path / "spans.json").read_text())
