@@ -228,14 +228,17 @@ def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor 
     parsed = {}
     for name, value in raw.items():
         feature_spec = spec[name]
+        present = tf.not_equal(value, "") if value.dtype == tf.string else \
+            tf.logical_not(tf.math.is_nan(value))  # NaN marks an absent number
+        if value.dtype != tf.string:
+            # Absent values are never read, but NaN must not flow on: TFLite's converter
+            # folds the sparse round trip below into arithmetic where NaN * 0 is NaN.
+            value = tf.where(present, value, tf.zeros_like(value))
         if feature_spec.dtype != value.dtype:
             value = tf.cast(value, feature_spec.dtype)
         if isinstance(feature_spec, tf.io.FixedLenFeature):
             parsed[name] = tf.reshape(value, [-1, 1])
             continue
-        raw_value = raw[name]  # before the cast: NaN marks an absent number
-        present = tf.not_equal(raw_value, "") if raw_value.dtype == tf.string else \
-            tf.logical_not(tf.math.is_nan(raw_value))
         rows = tf.where(present)
         parsed[name] = tf.SparseTensor(
             indices=tf.concat([rows, tf.zeros_like(rows)], axis=1),
