@@ -105,6 +105,12 @@ class PipelineConfig:
     predictions_bigquery_table: str = setting("", "[vertex] project.dataset.table the batch "
                                                   "predictions are appended to")
 
+    # Edge: the blessed candidate as TFLite (float and quantized), checked on the eval split
+    export_tflite: bool = setting(False, "export the blessed model as TFLite (Transform graph "
+                                         "inside) and compare it with the SavedModel")
+    tflite_max_auc_loss: float = setting(0.005, "the export fails when the quantized model's "
+                                                "eval AUC is lower than the SavedModel's by more")
+
     # Beam
     beam_direct_running_mode: str = setting("in_memory", "|".join(RUNNING_MODES))
     beam_num_workers: int = setting(0, "Beam direct workers (0 = one per core)")
@@ -184,6 +190,8 @@ class PipelineConfig:
         if self.predictions_bigquery_table and \
                 len(self.predictions_bigquery_table.split(".")) != 3:
             problems.append("predictions_bigquery_table must be project.dataset.table")
+        if not 0.0 <= self.tflite_max_auc_loss <= 1.0:
+            problems.append("tflite_max_auc_loss must be in [0, 1]")
         if self.beam_direct_running_mode not in RUNNING_MODES:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
         if self.profile == "vertex":

@@ -7,6 +7,7 @@ CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> 
   -> Evaluator (newest span, vs the latest blessed model)
   -> [SafeToServe] -> Pusher
   [InferenceExampleGen -> BulkInferrer (blessed candidate) -> PredictionsExport]
+  [EdgeExport: the blessed candidate as TFLite, compared with the SavedModel on eval]
 
 Functions are referenced by dotted path (models.preprocessing.preprocessing_fn, ...), so
 the same code is imported from the project package locally and from the image on Vertex.
@@ -50,6 +51,7 @@ from models import features as F
 from models.model import PROBABILITY
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.drift_check import DriftCheck
+from pipeline.components.edge_export import EdgeExport
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
 from pipeline.components.pusher import Pusher
 from pipeline.components.safe_to_serve import SafeToServe
@@ -266,6 +268,10 @@ def create_components(config: PipelineConfig) -> list:
     if config.inference_data_root:
         components += batch_inference(config, trainer.outputs["model"],
                                       evaluator.outputs["blessing"])
+    if config.export_tflite:
+        components.append(EdgeExport(
+            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+            examples=examples, split=EVAL_SPLIT, max_auc_loss=config.tflite_max_auc_loss))
     return [c for c in components if c is not None]
 
 

@@ -58,6 +58,7 @@ class RunSummary:
     drift: dict[str, Any] = dataclasses.field(default_factory=dict)  # DriftCheck's drift.json
     window_spans: list[int] = dataclasses.field(default_factory=list)  # newest first
     batch_predictions: dict[str, Any] = dataclasses.field(default_factory=dict)  # rows, file
+    edge_model: dict[str, Any] = dataclasses.field(default_factory=dict)  # EdgeExport's check
 
     @property
     def wall_seconds(self) -> float:
@@ -151,9 +152,23 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
         from pipeline.components.predictions_export import SUMMARY_FILE
 
         summary.batch_predictions = _read_json(f"{artifact.uri}/{SUMMARY_FILE}") or {}
+    elif node == "EdgeExport" and artifact.uri:
+        from pipeline.components.edge_export import COMPARISON_FILE
+
+
+        summary.edge_model = _read_json(f"{artifact.uri}/{COMPARISON_FILE}") or {}
     elif node == "Pusher" and artifact.type == "PushedModel":
         summary.pushed = bool(_prop(artifact, "pushed"))
         summary.pushed_destination = _prop(artifact, "pushed_destination") or ""
+
+
+def describe_edge_model(edge: dict[str, Any]) -> str:
+    if not edge.get("exported"):
+        return f"TFLite: not exported ({edge.get('note', '')})"
+    auc, size = edge["auc"], edge["size_bytes"]
+    return (f"TFLite: eval AUC {auc['float']:.4f} float, {auc['quantized']:.4f} quantized "
+            f"(SavedModel {auc['saved_model']:.4f}); {size['float'] / 1024:.0f} KiB -> "
+            f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
 
 
 def _read_json(path: str) -> Any:
@@ -273,6 +288,8 @@ def format_summary(summary: RunSummary) -> str:
         batch = summary.batch_predictions
         lines.append(f"Batch predictions: {batch['rows']} rows -> {batch['file']}" if batch.get(
             "file") else f"Batch predictions: {batch['rows']} rows ({batch.get('note', '')})")
+    if summary.edge_model:
+        lines.append(describe_edge_model(summary.edge_model))
     if summary.report_path:
         lines.append(f"Report: {summary.report_path}")
     return "\n".join(lines)

@@ -29,7 +29,7 @@ UNLABELLED_ROWS = 400
 COMPONENTS = {"CsvExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "AnomalyGate", "SpanWindow", "Transform",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
-              "InferenceExampleGen", "BulkInferrer", "PredictionsExport"}
+              "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def make_config(workdir, **overrides):
     settings = dict(data_root=str(workdir / "data"), output_root=str(workdir / "out"),
                     train_steps=400, min_auc=0.85,
                     inference_data_root=str(workdir / "unlabelled" / "span-1"),
-                    inference_key=simulator.TRIP_ID)
+                    inference_key=simulator.TRIP_ID, export_tflite=True)
     settings.update(overrides)
     return configs.load(env={}, **settings)
 
@@ -174,6 +174,32 @@ def test_batch_inference_scores_every_unlabelled_row_as_the_saved_model_does(fir
     assert f"Batch predictions: {UNLABELLED_ROWS} rows" in run_summary.format_summary(summary)
 
 
+def test_edge_export_writes_tflite_models_that_predict_raw_rows_as_the_saved_model(first_run,
+                                                                                   workdir):
+    """EdgeExport's TFLite files take raw rows (Transform graph inside): float equal to the
+    pushed SavedModel, quantized within the stated tolerance; its eval check is recorded."""
+    from serving.tflite_export import QUANTIZED_ATOL, TFLiteModel
+
+    config, summary = first_run
+    edge = summary.edge_model
+    assert edge["exported"] is True and edge["within_tolerance"] is True
+    assert edge["rows"] == summary.metrics["example_count"]  # the Evaluator's eval split
+    assert edge["auc"]["saved_model"] == pytest.approx(summary.metrics["auc"], abs=2e-3)
+    assert edge["auc"]["saved_model"] - edge["auc"]["quantized"] <= config.tflite_max_auc_loss
+    assert edge["size_bytes"]["quantized"] < edge["size_bytes"]["float"] / 1.5
+    # Rows with absent values and unseen categories, as a device would get them.
+    rows = [dict(r) for r in bundled.read_rows(workdir / "data" / "data.csv")[1][:64]]
+    rows[0].update(company="", payment_type="Bitcoin", dropoff_census_tract="", fare="")
+    inputs = {k: v.numpy() for k, v in M.raw_inputs(rows).items()}
+    model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
+    expected = model.signatures["serving_default"](**M.raw_inputs(rows))[M.PROBABILITY].numpy()
+    np.testing.assert_allclose(TFLiteModel(edge["files"]["float"]).predict(inputs), expected,
+                               rtol=1e-5, atol=1e-6)
+    quantized = TFLiteModel(edge["files"]["quantized"]).predict(inputs)
+    np.testing.assert_allclose(quantized, expected, atol=QUANTIZED_ATOL)
+    assert "TFLite: eval AUC" in run_summary.format_summary(summary)
+
+
 def test_no_skew_between_transform_output_and_the_served_transform_layer(first_run):
     """For the same raw eval rows, Transform's materialized features equal what the pushed
     model's embedded Transform layer computes (rows paired by their categorical values)."""
@@ -214,7 +240,8 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     assert set(states) == COMPONENTS
     assert {n for n, s in states.items() if s == "ran"} <= {
         "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "SafeToServe", "Pusher",
-        "BulkInferrer", "PredictionsExport"}  # a new blessing: the same model scores again
+        "BulkInferrer", "PredictionsExport", "EdgeExport",
+    }  # a new blessing: the same model scores and exports again
     assert second.blessed is True and second.pushed is True
     assert snapshot(config.serving_dir) == before  # the same model is not copied again
 
@@ -266,13 +293,15 @@ def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):
     assert snapshot(config.serving_dir) == before
     # Batch inference takes the blessed candidate only: this one scores nothing.
     assert summary.batch_predictions["rows"] == 0
+    assert summary.edge_model["exported"] is False  # nor is it exported for the edge
 
 
 def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
     """With tuning on, the Trainer trains with what the Tuner found (read back from both)."""
     config = make_config(workdir, output_root=str(workdir / "tuned"), enable_tuning=True,
                          tuner_trials=2, tuner_steps=30, train_steps=30, min_auc=0.0,
-                         safe_to_serve=False, inference_data_root="")
+                         safe_to_serve=False, inference_data_root="",
+                         export_tflite=False)
     summary = local_runner.run(config)
     states = {c.node_id: c.state for c in summary.components}
     assert states["Tuner"] == "ran" and states["Trainer"] == "ran"

@@ -133,6 +133,19 @@ def test_batch_inference_runs_on_dataflow_and_appends_to_bigquery(tmp_path):
     assert inputs["model_blessing"]["taskOutputArtifact"]["producerTask"] == "Evaluator"
 
 
+def test_edge_export_compiles_with_the_blessing_and_the_eval_split(tmp_path):
+    out = tmp_path / "p.json"
+    assert vertex_runner.main([*SETTINGS, "--export-tflite", "--tflite-max-auc-loss", "0.01",
+                               "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    task = spec["pipelineSpec"]["root"]["dag"]["tasks"]["EdgeExport"]
+    assert task["inputs"]["artifacts"]["model_blessing"]["taskOutputArtifact"][
+        "producerTask"] == "Evaluator"
+    params = spec["pipelineSpec"]["root"]["dag"]["tasks"]["EdgeExport"]["inputs"]["parameters"]
+    assert params["max_auc_loss"]["runtimeValue"]["constantValue"] == {"doubleValue": 0.01}
+    assert _parameter(spec, "EdgeExport", "split") == "eval"
+
+
 class FakeAiplatform:
     """Records what vertex_runner would send to Vertex AI."""
 

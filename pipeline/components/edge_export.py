@@ -1,0 +1,78 @@
+"""EdgeExport: the blessed candidate as TFLite (float and quantized), checked on the eval split.
+
+Runs after the Evaluator, from the same model artifact the Pusher pushes, so the edge model
+is never a different model from the served one. The check scores the eval split with the
+SavedModel and both TFLite files and records AUCs, the largest per-row difference and the
+sizes in comparison.json; a quantized AUC loss over `max_auc_loss` fails the component
+(the float file would still be fine, but a silently worse edge model is not).
+"""
+
+import json
+import logging
+import os
+import tempfile
+
+from tfx.dsl.component.experimental.annotations import (
+    InputArtifact,
+    OutputArtifact,
+    Parameter,
+)
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
+from tfx.types import artifact, standard_artifacts
+from tfx.utils import path_utils
+
+log = logging.getLogger(__name__)
+
+COMPARISON_FILE = "comparison.json"
+
+
+class EdgeModel(artifact.Artifact):
+    """A directory with model.tflite, model_quant.tflite and comparison.json."""
+
+    TYPE_NAME = "taxi.EdgeModel"  # namespace.Name: what the Vertex compiler accepts
+
+
+class EdgeModelTooLossy(RuntimeError):
+    """The quantized model loses more AUC than allowed against the SavedModel."""
+
+
+@component
+def EdgeExport(
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    examples: InputArtifact[standard_artifacts.Examples],
+    edge_model: OutputArtifact[EdgeModel],
+    split: Parameter[str] = "eval",
+    max_auc_loss: Parameter[float] = 0.005,
+) -> None:
+    from serving import tflite_export
+
+    if not model_blessing.get_int_custom_property("blessed"):
+        summary = {"exported": False, "note": "not blessed by the Evaluator; no edge export"}
+        log.warning("EdgeExport: %s", summary["note"])
+    else:
+        saved_model = path_utils.serving_model_path(
+            model.uri, path_utils.is_old_model_artifact(model))
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = tflite_export.export(saved_model, tmp)
+            inputs, labels = tflite_export.labelled_rows(examples.uri, split, saved_model)
+            comparison = tflite_export.compare(saved_model, paths, inputs, labels,
+                                               max_auc_loss=max_auc_loss)
+            for path in paths.values():
+                fileio.copy(str(path), os.path.join(edge_model.uri, path.name), overwrite=True)
+        summary = {"exported": True, "split": split, **comparison.to_dict(),
+                   "files": {kind: os.path.join(edge_model.uri, path.name)
+                             for kind, path in paths.items()}}
+        log.info("EdgeExport: AUC SavedModel %.4f, float %.4f, quantized %.4f; %s",
+                 comparison.auc["saved_model"], comparison.auc["float"],
+                 comparison.auc["quantized"], summary["size_bytes"])
+    with fileio.open(os.path.join(edge_model.uri, COMPARISON_FILE), "w") as f:
+        f.write(json.dumps(summary, indent=2))
+    edge_model.set_int_custom_property("exported", int(summary["exported"]))
+    if summary["exported"] and not summary["within_tolerance"]:
+        raise EdgeModelTooLossy(
+            f"quantized TFLite AUC {summary['auc']['quantized']:.4f} is "
+            f"{summary['auc_loss']:.4f} below the SavedModel's "
+            f"{summary['auc']['saved_model']:.4f} on the {split} split; allowed: "
+            f"{max_auc_loss} (see {COMPARISON_FILE} in {edge_model.uri})")
