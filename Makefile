@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run data test lint lock bench bench-serving bench-warm-start clean
+.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench  - end-to-end benchmark against TFX's own taxi example"
 	@echo "make bench-serving - serving latency: in-process vs the local REST server"
 	@echo "make bench-warm-start - validation AUC per step, warm vs cold start on a new span"
+	@echo "make bench-tflite - TFLite export: size, AUC loss and single-row latency vs the SavedModel"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -42,6 +43,9 @@ bench-serving: data
 
 bench-warm-start: data
 	$(PY) benchmarks/warm_start.py $(ARGS)
+
+bench-tflite: data
+	$(PY) benchmarks/tflite.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
