@@ -79,6 +79,19 @@ FEATURES: tuple[Feature, ...] = (
     Feature("company", Kind.VOCAB, "string", top_k=100, oov=10, embedding_dim=6),
 )
 
+# Features that carry one kind of information together, ablated as a unit
+# (models/ablation.py --by group): removing one coordinate of a pair says little while
+# the other and the community area still place the trip.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "trip size": ("fare", "trip_miles", "trip_seconds"),
+    "pickup place": ("pickup_latitude", "pickup_longitude", "pickup_community_area"),
+    "dropoff place": ("dropoff_latitude", "dropoff_longitude", "dropoff_community_area",
+                      "dropoff_census_tract"),
+    "time": ("trip_start_hour", "trip_start_day", "trip_start_month"),
+    "payment": ("payment_type",),
+    "company": ("company",),
+}
+
 # Raw columns the model does not use, and why. They stay in the schema and are validated.
 UNUSED = {
     "pickup_census_tract": "missing in all but 1 of 15,002 rows of the bundled data",

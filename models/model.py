@@ -116,11 +116,12 @@ def model_input_names() -> list[str]:
     return names
 
 
-def build_model(hp: dict[str, Any]) -> tf.keras.Model:
-    """Embeddings for categorical and bucketed features, a ReLU MLP, a sigmoid output."""
+def build_model(hp: dict[str, Any], extra: tuple[F.Feature, ...] = ()) -> tf.keras.Model:
+    """Embeddings for categorical and bucketed features, a ReLU MLP, a sigmoid output.
+    `extra` features are inputs beside the spec's (the ablation's noise probe)."""
     inputs: dict[str, tf.keras.Input] = {}
     parts = []
-    for feature in F.FEATURES:
+    for feature in (*F.FEATURES, *extra):
         if feature.categorical:
             inputs[feature.transformed] = tf.keras.Input((), name=feature.transformed,
                                                          dtype=tf.int64)

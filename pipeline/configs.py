@@ -111,6 +111,11 @@ class PipelineConfig:
     tflite_max_auc_loss: float = setting(0.005, "the export fails when the quantized model's "
                                                 "eval AUC is lower than the SavedModel's by more")
 
+    # The run report: locally the runner writes it from MLMD after the run
+    report_in_pipeline: bool = setting(False, "also write the run report from inside the "
+                                              "DAG (RunReport, after the Pusher); on by "
+                                              "default on Vertex, where no MLMD file is local")
+
     # Beam
     beam_direct_running_mode: str = setting("in_memory", "|".join(RUNNING_MODES))
     beam_num_workers: int = setting(0, "Beam direct workers (0 = one per core)")
@@ -237,7 +242,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # the image carries (see Dockerfile: the project lives at /pipeline).
     # Vertex's compiler resolves only the latest artifact, so no rolling window there.
     "vertex": {"output_root": "", "data_root": "", "schema_dir": "/pipeline/schema",
-               "training_spans": 1},
+               "training_spans": 1, "report_in_pipeline": True},
 }
 
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")

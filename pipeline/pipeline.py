@@ -8,6 +8,7 @@ CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> 
   -> [SafeToServe] -> Pusher
   [InferenceExampleGen -> BulkInferrer (blessed candidate) -> PredictionsExport]
   [EdgeExport: the blessed candidate as TFLite, compared with the SavedModel on eval]
+  [RunReport: the run's HTML report, from inside the DAG (Vertex)]
 
 Functions are referenced by dotted path (models.preprocessing.preprocessing_fn, ...), so
 the same code is imported from the project package locally and from the image on Vertex.
@@ -16,6 +17,7 @@ the same code is imported from the project package locally and from the image on
 from __future__ import annotations
 
 import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
 
 # Not `tfx.v1`: its google_cloud_ai_platform extensions import the Vertex SDK, ~10 s of
 # start-up that a local run never uses.
@@ -54,6 +56,7 @@ from pipeline.components.drift_check import DriftCheck
 from pipeline.components.edge_export import EdgeExport
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
 from pipeline.components.pusher import Pusher
+from pipeline.components.run_report import RunReport
 from pipeline.components.safe_to_serve import SafeToServe
 from pipeline.components.span_window import EVAL_SPLIT, SpanExamples, SpanWindow
 from pipeline.components.span_window import train_splits as span_window_splits
@@ -265,13 +268,36 @@ def create_components(config: PipelineConfig) -> list:
     components = [example_gen, span_examples, statistics_gen, schema_gen, example_validator,
                   drift_check, anomaly_gate, span_window, transform, tuner, model_resolver,
                   trainer, evaluator, safe_to_serve, pusher]
-    if config.inference_data_root:
-        components += batch_inference(config, trainer.outputs["model"],
-                                      evaluator.outputs["blessing"])
+    batch = batch_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"]) \
+        if config.inference_data_root else []
+    components += batch
+    edge_export = None
     if config.export_tflite:
-        components.append(EdgeExport(
+        edge_export = EdgeExport(
             model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-            examples=examples, split=EVAL_SPLIT, max_auc_loss=config.tflite_max_auc_loss))
+            examples=examples, split=EVAL_SPLIT, max_auc_loss=config.tflite_max_auc_loss)
+        components.append(edge_export)
+    if config.report_in_pipeline:
+        components.append(RunReport(
+            examples=examples,
+            statistics=statistics_gen.outputs["statistics"],
+            anomalies=example_validator.outputs["anomalies"],
+            schema=schema_gen.outputs["schema"],
+            drift=drift_check.outputs["drift"] if drift_check else None,
+            window=span_window.outputs["window"],
+            transform_graph=transform.outputs["transform_graph"],
+            model_run=trainer.outputs["model_run"],
+            model=trainer.outputs["model"],
+            evaluation=evaluator.outputs["evaluation"],
+            blessing=evaluator.outputs["blessing"],
+            infra_blessing=safe_to_serve.outputs["infra_blessing"] if safe_to_serve else None,
+            pushed_model=pusher.outputs["pushed_model"],
+            predictions=batch[-1].outputs["predictions"] if batch else None,
+            edge_model=edge_export.outputs["edge_model"] if edge_export else None,
+            pipeline_name=config.pipeline_name,
+            eval_config=json_format.MessageToJson(eval_config(config),
+                                                  preserving_proto_field_name=True),
+        ))
     return [c for c in components if c is not None]
 
 

@@ -39,6 +39,8 @@ def _section(build, *args) -> str:
 def _components(summary: run_summary.RunSummary) -> str:
     import pandas as pd
 
+    if not summary.components:  # built inside the run (RunReport): states are not known yet
+        return _p("Component states and times: see the run in the Vertex AI console.")
     frame = pd.DataFrame([{"component": c.node_id, "state": c.state, "seconds": c.seconds}
                           for c in summary.components]).set_index("component")
     return views.table(frame, "{:.1f}")
@@ -90,8 +92,10 @@ def _training(summary: run_summary.RunSummary) -> str:
     run_uri = summary.artifacts.get("Trainer", {}).get("ModelRun")
     if not run_uri:
         return _p("no training in this run")
+    from tfx.dsl.io import fileio
+
     history = os.path.join(run_uri, "history.json")
-    with open(history) as f:
+    with fileio.open(history) as f:  # local or gs:// (the report component on Vertex)
         hparams = json.load(f)["hparams"]
     return (views.img(views.history_png(history), "training curves")
             + _p("Hyperparameters: " + ", ".join(f"{k}={v}" for k, v in hparams.items()))

@@ -129,6 +129,24 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: str | None = None)
     return summary
 
 
+def from_artifacts(pipeline_name: str, run_id: str, by_node: dict[str, list],
+                   eval_config: str = "") -> RunSummary:
+    """The summary of a run still under way, from the TFX artifacts its nodes produced
+    (by node id): what the RunReport component sees on Vertex, where there is no MLMD
+    file to read. Component states and times are left empty."""
+    summary = RunSummary(pipeline_name, run_id, [], eval_config=eval_config)
+    for node, artifacts in by_node.items():
+        for artifact in artifacts:
+            proto = artifact.mlmd_artifact
+            proto.type = artifact.type_name  # set by MLMD queries, not on executor inputs
+            summary.artifacts.setdefault(node, {})[artifact.type_name] = artifact.uri
+            _read_outcome(summary, node, proto)
+            if node == "CsvExampleGen":
+                summary.data_source = {"input_base": artifact.uri,
+                                       "span": getattr(artifact, "span", None)}
+    return summary
+
+
 def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
     if node == "Evaluator" and artifact.uri and artifact.type == "ModelEvaluation":
         summary.evaluation_uri = artifact.uri

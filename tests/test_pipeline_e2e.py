@@ -10,7 +10,10 @@ import glob
 import itertools
 import json
 import os
+import shutil
+import subprocess
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,7 +32,8 @@ UNLABELLED_ROWS = 400
 COMPONENTS = {"CsvExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "AnomalyGate", "SpanWindow", "Transform",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
-              "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport"}
+              "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport",
+              "RunReport"}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,8 @@ def make_config(workdir, **overrides):
     settings = dict(data_root=str(workdir / "data"), output_root=str(workdir / "out"),
                     train_steps=400, min_auc=0.85,
                     inference_data_root=str(workdir / "unlabelled" / "span-1"),
-                    inference_key=simulator.TRIP_ID, export_tflite=True)
+                    inference_key=simulator.TRIP_ID, export_tflite=True,
+                    report_in_pipeline=True)
     settings.update(overrides)
     return configs.load(env={}, **settings)
 
@@ -126,6 +131,68 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
     assert "AUC ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
     assert "safe to serve" in page and summary.pushed_destination in page
     assert output_uri(config, "Transform", "TransformGraph") in page  # lineage
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Headless, and quiet on a machine with no network (no background connections, no updates).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+# Appended to a copy of the report only: counts the images the browser actually decoded.
+IMAGE_PROBE = """<script>window.addEventListener("load", () => {
+  const images = [...document.images];
+  const decoded = images.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.title = `images ${images.length} decoded ${decoded}`;
+});</script>"""
+
+
+def chromium(tmp_path, *args):
+    result = subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: `apt-get install "
+                    "chromium` (Debian, as root; .ci/run does it) to render the report")
+def test_report_renders_in_headless_chromium_with_every_image_decoded(first_run, tmp_path):
+    from PIL import Image
+
+    _, summary = first_run
+    page = Path(summary.report_path).read_text(encoding="utf-8")
+    images = page.count('src="data:image/png;base64,')
+    assert images >= 3
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    dom = chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()).stdout
+    assert f"<title>images {images} decoded {images}</title>" in dom
+    assert "Evaluation" in dom and f"{summary.metrics['auc']:.4g}" in dom
+
+    shot = tmp_path / "report.png"
+    chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2400",
+             Path(summary.report_path).as_uri())
+    with Image.open(shot) as image:
+        assert image.size == (1280, 2400)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 100  # text and plots, not a blank or error page
+
+
+def test_the_report_component_writes_the_same_metrics_from_inside_the_run(first_run):
+    """RunReport (the report on Vertex) builds the page from the artifacts it is given, with
+    no MLMD file: the same metric values, images and decisions as the runner's report."""
+    from pipeline.components.run_report import REPORT_FILE
+
+    config, summary = first_run
+    uri = summary.artifacts["RunReport"]["taxi.RunReport"]
+    page = Path(uri, REPORT_FILE).read_text(encoding="utf-8")
+    for metric in ("auc", "binary_accuracy", "precision", "example_count"):
+        assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric
+    assert "<script" not in page and page.count("data:image/png;base64,") == 3
+    assert "AUC ≥ 0.85" in page and "safe to serve" in page
+    assert summary.pushed_destination in page  # it ran after the Pusher
+    assert output_uri(config, "Transform", "TransformGraph") in page
+    assert "see the run in the Vertex AI console" in page
 
 
 def raw_rows_for_serving(path, n):
@@ -240,7 +307,7 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     assert set(states) == COMPONENTS
     assert {n for n, s in states.items() if s == "ran"} <= {
         "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "SafeToServe", "Pusher",
-        "BulkInferrer", "PredictionsExport", "EdgeExport",
+        "BulkInferrer", "PredictionsExport", "EdgeExport", "RunReport",
     }  # a new blessing: the same model scores and exports again
     assert second.blessed is True and second.pushed is True
     assert snapshot(config.serving_dir) == before  # the same model is not copied again
@@ -301,7 +368,7 @@ def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
     config = make_config(workdir, output_root=str(workdir / "tuned"), enable_tuning=True,
                          tuner_trials=2, tuner_steps=30, train_steps=30, min_auc=0.0,
                          safe_to_serve=False, inference_data_root="",
-                         export_tflite=False)
+                         export_tflite=False, report_in_pipeline=False)
     summary = local_runner.run(config)
     states = {c.node_id: c.state for c in summary.components}
     assert states["Tuner"] == "ran" and states["Trainer"] == "ran"
@@ -315,3 +382,33 @@ def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
         trained_with = json.load(f)["hparams"]
     for name in ("learning_rate", "hidden_units", "dropout", "embedding_scale", "l2"):
         assert trained_with[name] == best[name], name
+
+
+def test_ablation_ranks_every_group_and_the_noise_probe_last(first_run, tmp_path):
+    """Leave-one-out on the first run's Transform output, in parallel: one row per declared
+    group plus the pure-noise probe, finite AUC changes, the probe ranked at the bottom."""
+    from models import ablation
+
+    config, _ = first_run
+    graph, examples = ablation.latest_transform(config.metadata_path)
+    result = ablation.ablate(graph, examples, tmp_path, by="group", steps=300, workers=2)
+    ranking = result["ranking"]
+    assert sorted(r["unit"] for r in ranking) == sorted([*F.GROUPS, ablation.NOISE_PROBE])
+    assert all(np.isfinite(r["auc_change"]) for r in ranking)
+    assert ranking[-1]["unit"] == ablation.NOISE_PROBE, ranking
+    assert ranking[0]["unit"] == "payment" and ranking[0]["auc_change"] < -0.05  # cash: no tips
+    assert result["cost"]["jobs"] == len(F.GROUPS) + 2  # + the baseline
+    assert result["cost"]["wall_seconds"] < result["cost"]["job_seconds"]  # ran in parallel
+    page = ablation.write_report(result, tmp_path).read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 1 and "noise_probe" in page
+
+
+def test_ablation_groups_cover_every_feature_once():
+    from models import ablation
+
+    grouped = [name for names in F.GROUPS.values() for name in names]
+    assert sorted(grouped) == sorted(f.name for f in F.FEATURES)
+    assert ablation.units("feature")["pickup_latitude"] == [
+        "pickup_latitude_xf", "pickup_latitude_bucket_xf"]
+    with pytest.raises(ValueError, match="feature or group"):
+        ablation.units("column")

@@ -40,11 +40,22 @@ def test_compiled_json_is_a_vertex_pipeline_job(compiled):
 def test_tasks_are_the_local_pipelines_components(compiled):
     _, spec = compiled
     tasks = set(spec["pipelineSpec"]["root"]["dag"]["tasks"])
-    local = {c.id for c in create_components(configs.load(env={}, enable_tuning=True))}
+    local = {c.id for c in create_components(configs.load(env={}, enable_tuning=True,
+                                                          report_in_pipeline=True))}
     # Vertex-only: the resolver compiles into one resolver task per channel.
     resolver_tasks = {t for t in tasks if t.startswith("latest_blessed_model_resolver-")}
     assert len(resolver_tasks) == 2
     assert tasks - resolver_tasks == local - {"latest_blessed_model_resolver"}
+
+
+def test_the_run_report_is_written_by_the_last_task_after_the_push(compiled):
+    _, spec = compiled
+    task = spec["pipelineSpec"]["root"]["dag"]["tasks"]["RunReport"]
+    artifacts = task["inputs"]["artifacts"]
+    assert artifacts["pushed_model"]["taskOutputArtifact"]["producerTask"] == "Pusher"
+    assert artifacts["evaluation"]["taskOutputArtifact"]["producerTask"] == "Evaluator"
+    thresholds = json.loads(_parameter(spec, "RunReport", "eval_config"))
+    assert thresholds["metrics_specs"][0]["metrics"]  # what decided the blessing, for the page
 
 
 def test_every_container_uses_the_configured_image(compiled):
