@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite clean
+.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench-serving - serving latency: in-process vs the local REST server"
 	@echo "make bench-warm-start - validation AUC per step, warm vs cold start on a new span"
 	@echo "make bench-tflite - TFLite export: size, AUC loss and single-row latency vs the SavedModel"
+	@echo "make bench-input - the Trainer's tf.data input vs the read-and-parse limit"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -46,6 +47,9 @@ bench-warm-start: data
 
 bench-tflite: data
 	$(PY) benchmarks/tflite.py $(ARGS)
+
+bench-input: data
+	$(PY) benchmarks/training_input.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
