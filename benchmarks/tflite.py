@@ -24,17 +24,6 @@ import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from benchmarks.serving_latency import percentiles  # noqa: E402
 
 
-def newest_examples(metadata_path: str) -> str:
-    from pipeline import run_summary
-
-    store = run_summary.connect(metadata_path)
-    artifacts = [a for a in store.get_artifacts_by_type("Examples") if "/CsvExampleGen/" in a.uri]
-    if not artifacts:
-        raise SystemExit(f"no CsvExampleGen output in {metadata_path}: run `make run` first "
-                         "or pass --examples DIR")
-    return max(artifacts, key=lambda a: a.id).uri
-
-
 def single_row_ms(predict, inputs: dict, calls: int) -> list[float]:
     rows = len(next(iter(inputs.values())))
     ms = []
@@ -57,27 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "tflite")
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
-
-    from models.model import PROBABILITY, raw_serving_inputs
-    from pipeline import configs
+    from pipeline import configs, run_summary
     from serving import batch_predict, tflite_export
 
     config = configs.load(env={})
     model = batch_predict.resolve_model(args.model, config.serving_dir)
-    examples = args.examples or newest_examples(config.metadata_path)
+    examples = args.examples or run_summary.newest_output(config.metadata_path, "CsvExampleGen",
+                                                          "Examples")
     paths = tflite_export.export(model, args.out)
     inputs, labels = tflite_export.labelled_rows(examples, "eval", model)
     comparison = tflite_export.compare(model, paths, inputs, labels)
 
-    loaded = tf.saved_model.load(model)
-    serving = loaded.signatures["serving_default"]
-    specs = raw_serving_inputs()
-
-    def saved_model(row):
-        return serving(**{k: tf.constant(v, specs[k].dtype) for k, v in row.items()})[
-            PROBABILITY].numpy()
-
+    saved_model = tflite_export.saved_model_predictor(model)
     latency = {"saved_model": percentiles(single_row_ms(saved_model, inputs, args.calls))}
     for kind, path in paths.items():
         latency[kind] = percentiles(single_row_ms(tflite_export.TFLiteModel(path).predict,

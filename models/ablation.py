@@ -227,20 +227,10 @@ def write_report(result: dict, out_dir: Path) -> Path:
 
 def latest_transform(metadata_path: str) -> tuple[str, str]:
     """(transform graph, transformed examples) of the newest Transform run in MLMD."""
-    from pipeline import run_summary
+    from pipeline.run_summary import newest_output
 
-    if not Path(metadata_path).exists():
-        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first "
-                                "(make run) or pass --transform-graph and --examples")
-    store = run_summary.connect(metadata_path)
-
-    def newest(type_name: str) -> str:
-        found = [a for a in store.get_artifacts_by_type(type_name) if "/Transform/" in a.uri]
-        if not found:
-            raise FileNotFoundError(f"no Transform output in {metadata_path}")
-        return max(found, key=lambda a: a.id).uri
-
-    return newest("TransformGraph"), newest("Examples")
+    return (newest_output(metadata_path, "Transform", "TransformGraph"),
+            newest_output(metadata_path, "Transform", "Examples"))
 
 
 def main(argv: list[str] | None = None) -> int:

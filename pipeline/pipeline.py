@@ -227,11 +227,12 @@ def create_components(config: PipelineConfig) -> list:
                                                "recency_half_life": config.recency_half_life}),
     )
 
+    evaluation_config = eval_config(config)
     evaluator = Evaluator(
         examples=examples,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(config),
+        eval_config=evaluation_config,
     )
 
     safe_to_serve = None
@@ -295,7 +296,7 @@ def create_components(config: PipelineConfig) -> list:
             predictions=batch[-1].outputs["predictions"] if batch else None,
             edge_model=edge_export.outputs["edge_model"] if edge_export else None,
             pipeline_name=config.pipeline_name,
-            eval_config=json_format.MessageToJson(eval_config(config),
+            eval_config=json_format.MessageToJson(evaluation_config,
                                                   preserving_proto_field_name=True),
         ))
     return [c for c in components if c is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from typing import Any
 
 from ml_metadata.metadata_store import metadata_store
@@ -70,6 +71,18 @@ def connect(metadata_path: str) -> metadata_store.MetadataStore:
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return metadata_store.MetadataStore(config)
+
+
+def newest_output(metadata_path: str, node: str, type_name: str) -> str:
+    """URI of the newest `type_name` artifact `node` wrote, in any run (for tools that work
+    on the latest outputs: ablation, benchmarks)."""
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first (make run)")
+    found = [a for a in connect(metadata_path).get_artifacts_by_type(type_name)
+             if f"/{node}/" in a.uri]
+    if not found:
+        raise FileNotFoundError(f"no {type_name} from {node} in {metadata_path}")
+    return max(found, key=lambda a: a.id).uri
 
 
 def pipeline_runs(store: metadata_store.MetadataStore, pipeline_name: str) -> list:

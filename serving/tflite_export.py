@@ -228,6 +228,23 @@ class Comparison:
                 "size_ratio": round(self.size_bytes["float"] / self.size_bytes["quantized"], 2)}
 
 
+def saved_model_predictor(saved_model_dir: str):
+    """The SavedModel's `serving_default` called like TFLiteModel.predict (numpy in and out)."""
+    import tensorflow as tf
+
+    from models.model import PROBABILITY
+    from serving.batch_predict import to_tensors
+
+    loaded = tf.saved_model.load(saved_model_dir)
+    serving = loaded.signatures[SIGNATURE]
+
+    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return serving(**to_tensors(inputs, slice(None)))[PROBABILITY].numpy()
+
+    predict.loaded = loaded  # the signature's variables live as long as the function
+    return predict
+
+
 def predict_in_batches(predict, inputs: dict[str, np.ndarray], batch_rows: int = 4096):
     rows = len(next(iter(inputs.values())))
     return np.concatenate([np.asarray(predict({k: v[i:i + batch_rows] for k, v in inputs.items()}))
@@ -237,20 +254,9 @@ def predict_in_batches(predict, inputs: dict[str, np.ndarray], batch_rows: int =
 def compare(saved_model_dir: str, paths: dict[str, Path], inputs: dict[str, np.ndarray],
             labels: np.ndarray, max_auc_loss: float = 0.005) -> Comparison:
     """Every model's predictions and AUC on the same rows (`inputs` as serving_default's)."""
-    import tensorflow as tf
     from sklearn.metrics import roc_auc_score
 
-    from models.model import PROBABILITY, raw_serving_inputs
-
-    loaded = tf.saved_model.load(saved_model_dir)
-    serving = loaded.signatures[SIGNATURE]
-    specs = raw_serving_inputs()
-
-    def saved_model(batch):
-        return serving(**{k: tf.constant(v, specs[k].dtype) for k, v in batch.items()})[
-            PROBABILITY].numpy()
-
-    reference = predict_in_batches(saved_model, inputs)
+    reference = predict_in_batches(saved_model_predictor(saved_model_dir), inputs)
     auc = {"saved_model": float(roc_auc_score(labels, reference))}
     diff = {}
     for kind, path in paths.items():
