@@ -107,9 +107,7 @@ def eval_split_records(info: dict) -> list[bytes]:
 
     from pipeline import run_summary
 
-    store = run_summary.connect(info["metadata_path"])
-    uri = max((a for a in store.get_artifacts_by_type("Examples") if "/CsvExampleGen/" in a.uri),
-              key=lambda a: a.id).uri
+    uri = run_summary.newest_output(info["metadata_path"], "CsvExampleGen", "Examples")
     files = sorted(tf.io.gfile.glob(f"{uri}/Split-eval/*"))
     return [tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

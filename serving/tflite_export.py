@@ -114,6 +114,8 @@ def _write_v1_saved_model(frozen: _Frozen, path: str) -> None:
     """serving_default as a TF1 graph whose init op imports every table's constants."""
     import tensorflow as tf
 
+    from models.model import PROBABILITY
+
     v1 = tf.compat.v1
     graph = tf.Graph()
     with graph.as_default():
@@ -131,8 +133,6 @@ def _write_v1_saved_model(frozen: _Frozen, path: str) -> None:
             input_map[f"{name}:0"] = placeholders[name]
         (output,) = tf.graph_util.import_graph_def(
             frozen.graph_def, input_map=input_map, return_elements=[frozen.output], name="")
-        from models.model import PROBABILITY
-
         signature = v1.saved_model.signature_def_utils.build_signature_def(
             inputs={k: v1.saved_model.utils.build_tensor_info(p) for k, p in placeholders.items()},
             outputs={PROBABILITY: v1.saved_model.utils.build_tensor_info(output)},
@@ -181,7 +181,6 @@ class TFLiteModel:
     def __init__(self, path: str | Path, num_threads: int | None = None):
         import tensorflow as tf
 
-        self.path = Path(path)
         # tensorflow's interpreter links the Flex delegate the select TF ops need.
         self.interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=num_threads)
         self._runner = self.interpreter.get_signature_runner(SIGNATURE)

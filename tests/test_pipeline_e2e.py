@@ -75,10 +75,7 @@ def snapshot(serving_dir):
 
 
 def output_uri(config, node, artifact_type):
-    store = run_summary.connect(config.metadata_path)
-    artifacts = [a for a in store.get_artifacts_by_type(artifact_type)
-                 if f"/{node}/" in a.uri]
-    return max(artifacts, key=lambda a: a.id).uri
+    return run_summary.newest_output(config.metadata_path, node, artifact_type)
 
 
 def read_records_plain(path):
