@@ -86,6 +86,7 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
     log.info("pipeline root %s, metadata %s, serving dir %s",
              config.pipeline_root, config.metadata_path, config.serving_dir)
+    log.info("Beam direct runner: %s (%s)", *config.running_mode())
     try:
         LocalDagRunner().run(create_pipeline(config))
     finally:  # a stopped run gets its report too: it shows what stopped it

@@ -14,8 +14,10 @@ largest size (1 = linear).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +31,8 @@ import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 
 
 class RssSampler(threading.Thread):
-    """This process's RSS every `every` seconds, with wall-clock times (ms since epoch)."""
+    """RSS of this process and its children (Beam's multi_processing workers) every `every`
+    seconds, with wall-clock times (ms since epoch)."""
 
     def __init__(self, every: float = 0.25):
         super().__init__(daemon=True)
@@ -39,8 +42,14 @@ class RssSampler(threading.Thread):
         self.running = True
 
     def run(self) -> None:
+        import psutil
+
         while self.running:
-            self.samples.append((time.time() * 1000, self.process.memory_info().rss))
+            rss = 0
+            for p in [self.process, *self.process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a worker that just exited
+                    rss += p.memory_info().rss
+            self.samples.append((time.time() * 1000, rss))
             time.sleep(self.every)
 
     def peak_mib(self, start_ms: float, end_ms: float) -> float:
@@ -48,13 +57,13 @@ class RssSampler(threading.Thread):
         return round(max(window, default=0) / 2**20, 1)
 
 
-def one_size(data_root: str, out: Path) -> dict:
+def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
     """Runs the pipeline once on `data_root` in this process; per-component figures."""
     import local_runner
     from pipeline import configs, run_summary
 
     config = configs.load(env={}, data_root=data_root, output_root=str(out),
-                          safe_to_serve=False)
+                          **{"safe_to_serve": False, **settings})
     sampler = RssSampler()
     sampler.start()
     started = time.monotonic()
@@ -76,13 +85,15 @@ def one_size(data_root: str, out: Path) -> dict:
             "auc": summary.metrics.get("auc"), "blessed": summary.blessed}
 
 
-def run_size(rows: int, out: Path) -> dict:
+def run_size(rows: int, out: Path, settings: list[str]) -> dict:
     from data import simulator
 
     data = simulator.write_span(out / f"data-{rows}", 1, rows, seed=rows % 997)
+    shutil.rmtree(out / f"run-{rows}", ignore_errors=True)  # no cache, no baseline
     started = time.monotonic()
     proc = subprocess.run([sys.executable, __file__, "--one", str(data.parent),
-                           "--out", str(out / f"run-{rows}")],
+                           "--out", str(out / f"run-{rows}"),
+                           *[f"--set={s}" for s in settings]],
                           capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCALE-RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -134,24 +145,31 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="100000,1000000", help="comma-separated sizes")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "scale")
+    parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
+                        help="a pipeline setting for every run, e.g. "
+                             "--set beam_direct_running_mode=multi_processing (repeatable)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one run, this process
     args = parser.parse_args(argv)
+    bad = [s for s in args.set if "=" not in s]
+    if bad:
+        parser.error(f"--set takes SETTING=VALUE, got {bad}")
     if args.one:
-        print("SCALE-RESULT " + json.dumps(one_size(args.one, args.out)), flush=True)
+        settings = dict(s.split("=", 1) for s in args.set)
+        print("SCALE-RESULT " + json.dumps(one_size(args.one, args.out, settings)), flush=True)
         return 0
 
     sizes = sorted(int(n) for n in args.rows.split(","))
     results = []
     for rows in sizes:
         print(f"{rows:,} rows ...", flush=True)
-        results.append(run_size(rows, args.out))
+        results.append(run_size(rows, args.out, args.set))
         r = results[-1]
         print(f"  {r['wall_seconds']:.0f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB, AUC "
               f"{r['auc']:.4f}", flush=True)
         for name, c in r["components"].items():
             if c["seconds"] >= 0.5:
                 print(f"    {name:28} {c['seconds']:>8.1f} s {c['peak_rss_mib']:>8,.0f} MiB")
-    summary = {"results": results,
+    summary = {"settings": args.set, "results": results,
                "growth_exponent_wall": growth(results, lambda r: r["wall_seconds"]),
                "growth_exponent_rss": growth(results, lambda r: r["peak_rss_mib"])}
     args.out.mkdir(parents=True, exist_ok=True)

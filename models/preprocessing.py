@@ -30,26 +30,43 @@ def _present(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tf.ones_like(tf.reshape(x, [-1]), tf.bool)
 
 
-def _numeric(x, log: bool) -> tf.Tensor:
+def _moments(values: tf.Tensor, present: tf.Tensor, name: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and variance over observed values only, in the one analysis pass.
+
+    Filling the gaps with the mean first and then z-scoring the filled column would need
+    the mean before the variance: a second pass over the data (a second analysis phase).
+    """
+    observed = tf.boolean_mask(values, present)
+    return tft.mean(observed, name=f"{name}_mean"), tft.var(observed, name=f"{name}_var")
+
+
+def _z_score(values: tf.Tensor, present: tf.Tensor, name: str) -> tf.Tensor:
+    """Z-score of the observed values; missing values take the mean (z = 0). A constant
+    column (variance 0) is only centred, as tft.scale_to_z_score does."""
+    mean, var = _moments(values, present, name)
+    centred = values - mean
+    scaled = tf.where(var > 0, centred * tf.math.rsqrt(tf.maximum(var, 1e-30)), centred)
+    return tf.where(present, scaled, tf.zeros_like(scaled))
+
+
+def _numeric(x, log: bool, name: str) -> tf.Tensor:
     """log1p (heavy tails) then z-score; missing values take the training mean (z = 0)."""
     present = _present(x)
     values = tf.cast(_dense(x, 0), tf.float32)
     if log:
         values = tf.math.log1p(tf.maximum(values, 0.0))
-    mean = tft.mean(tf.boolean_mask(values, present))  # over observed values only
-    values = tf.where(present, values, mean)
-    return tft.scale_to_z_score(values)
+    return _z_score(values, present, name)
 
 
-def _geo(x, buckets: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _geo(x, buckets: int, name: str) -> tuple[tf.Tensor, tf.Tensor]:
     """Z-scored coordinate plus a quantile bucket; missing coordinates get bucket `buckets`."""
     present = _present(x)
     values = tf.cast(_dense(x, 0), tf.float32)
-    mean = tft.mean(tf.boolean_mask(values, present))
-    filled = tf.where(present, values, mean)
-    bucket = tft.bucketize(filled, buckets)
+    boundaries = tft.quantiles(tf.boolean_mask(values, present), buckets,
+                               epsilon=min(1.0 / buckets, 0.01), name=f"{name}_quantiles")
+    bucket = tft.apply_buckets(values, boundaries)
     bucket = tf.where(present, bucket, tf.cast(buckets, tf.int64))
-    return tft.scale_to_z_score(filled), bucket
+    return _z_score(values, present, name), bucket
 
 
 def _int_category(x, size: int) -> tf.Tensor:
@@ -77,6 +94,7 @@ def _vocab(x, feature: F.Feature) -> tf.Tensor:
         top_k=feature.top_k,
         num_oov_buckets=feature.oov,
         vocab_filename=feature.name,
+        name=f"{feature.name}_vocabulary",
     )
 
 
@@ -92,9 +110,10 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
     for feature in F.FEATURES:
         x = inputs[feature.name]
         if feature.kind is F.Kind.NUMERIC:
-            outputs[feature.transformed] = _numeric(x, feature.log)
+            outputs[feature.transformed] = _numeric(x, feature.log, feature.name)
         elif feature.kind is F.Kind.GEO:
-            outputs[feature.transformed], outputs[feature.bucket_name] = _geo(x, feature.buckets)
+            outputs[feature.transformed], outputs[feature.bucket_name] = _geo(
+                x, feature.buckets, feature.name)
         elif feature.kind is F.Kind.INT_CATEGORY:
             outputs[feature.transformed] = _int_category(x, feature.size)
         elif feature.kind is F.Kind.VOCAB:

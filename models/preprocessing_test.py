@@ -65,6 +65,7 @@ def test_numeric_is_zscored_and_missing_takes_the_mean(transformed):
     assert z[2] == pytest.approx(0.0, abs=1e-6)  # missing -> mean -> z = 0
     present = np.delete(z, 2)
     assert present.mean() == pytest.approx(0.0, abs=1e-5)
+    assert present.std() == pytest.approx(1.0, abs=1e-4)  # moments of observed values only
     assert z[1] > z[0]  # monotone: 1200 s > 600 s
     fare = transformed["fare_xf"]
     assert fare.mean() == pytest.approx(0.0, abs=1e-5)

@@ -22,7 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ENV_PREFIX = "TAXI_"
 
 
-RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
+RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
 DRIFT_ACTIONS = ("stop", "warn")
 
@@ -58,6 +58,9 @@ class PipelineConfig:
                                      "evaluate on the newest")
     recency_half_life: float = setting(0.0, "example weights halve every this many spans back "
                                             "from the newest (0 = equal weights)")
+    analyzer_cache: bool = setting(True, "with spans: Transform reads each older span's "
+                                         "analyzer results from the last run's cache instead "
+                                         "of analysing it again")
     drift_action: str = setting("stop", "what a drift breach against the previous span does: "
                                         "stop (before Transform) | warn")
     train_buckets: int = setting(3, "hash buckets for the train split")
@@ -117,7 +120,12 @@ class PipelineConfig:
                                               "default on Vertex, where no MLMD file is local")
 
     # Beam
-    beam_direct_running_mode: str = setting("in_memory", "|".join(RUNNING_MODES))
+    beam_direct_running_mode: str = setting(
+        "auto", "|".join(RUNNING_MODES) + "; auto: in_memory for small input, "
+        "multi_processing from BEAM_MULTI_PROCESSING_MIN_MB (benchmarks/README.md)")
+    beam_multi_processing_min_mb: float = setting(
+        40.0, "auto: input size (MB of the files one run ingests) from which Beam runs one "
+              "worker process per core")
     beam_num_workers: int = setting(0, "Beam direct workers (0 = one per core)")
     enable_cache: bool = setting(True, "reuse results of unchanged components")
 
@@ -197,6 +205,8 @@ class PipelineConfig:
             problems.append("predictions_bigquery_table must be project.dataset.table")
         if not 0.0 <= self.tflite_max_auc_loss <= 1.0:
             problems.append("tflite_max_auc_loss must be in [0, 1]")
+        if self.beam_multi_processing_min_mb < 0:
+            problems.append("beam_multi_processing_min_mb must be >= 0")
         if self.beam_direct_running_mode not in RUNNING_MODES:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
         if self.profile == "vertex":
@@ -220,16 +230,52 @@ class PipelineConfig:
                 f"--sdk_container_image={self.image}",
             ] + ([f"--service_account_email={self.service_account}"]
                  if self.service_account else [])
+        mode, _ = self.running_mode()
         # in_memory runs on one worker; asking it for more only earns a Beam warning.
-        workers = 1 if self.beam_direct_running_mode == "in_memory" else self.beam_num_workers
+        workers = 1 if mode == "in_memory" else self.beam_num_workers
         return [
             "--runner=DirectRunner",
-            f"--direct_running_mode={self.beam_direct_running_mode}",
+            f"--direct_running_mode={mode}",
             f"--direct_num_workers={workers}",
         ]
 
+    def running_mode(self) -> tuple[str, str]:
+        """Beam's direct running mode, and why. Worker processes cost start-up and a copy of
+        the model each; they pay only once there is enough data to share out."""
+        if self.beam_direct_running_mode != "auto":
+            return self.beam_direct_running_mode, "set"
+        size = input_bytes(self)
+        if size is None:
+            return "in_memory", "input size unknown"
+        mb, limit = size / 1e6, self.beam_multi_processing_min_mb
+        if (os.cpu_count() or 1) > 1 and mb >= limit:
+            return "multi_processing", f"auto: {mb:,.0f} MB of input >= {limit:g} MB"
+        return "in_memory", f"auto: {mb:,.1f} MB of input < {limit:g} MB"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def input_bytes(config: PipelineConfig) -> int | None:
+    """Bytes of the files one run ingests: every file under DATA_ROOT, or with a {SPAN}
+    pattern the chosen span's (the newest by default). None for remote data."""
+    root = Path(config.data_root)
+    if "://" in config.data_root or not root.is_dir():
+        return None
+    pattern = config.input_pattern or "*"
+    files = [p for p in root.glob(pattern.replace("{SPAN}", "*").replace("{VERSION}", "*"))
+             if p.is_file()]
+    if "{SPAN}" in pattern:
+        regex = re.compile(re.escape(pattern).replace(r"\{SPAN\}", r"(\d+)")
+                           .replace(r"\{VERSION\}", r"\d+").replace(r"\*", "[^/]*"))
+        by_span: dict[int, list[Path]] = {}
+        for path in files:
+            match = regex.fullmatch(path.relative_to(root).as_posix())
+            if match:
+                by_span.setdefault(int(match.group(1)), []).append(path)
+        span = config.span if config.span >= 0 else max(by_span, default=-1)
+        files = by_span.get(span, [])
+    return sum(p.stat().st_size for p in files)
 
 
 class ConfigError(ValueError):

@@ -65,6 +65,30 @@ def test_beam_args_follow_the_running_mode():
     assert "--direct_num_workers=2" in multi.beam_pipeline_args
 
 
+def test_auto_running_mode_goes_multi_processing_only_for_large_input(tmp_path, monkeypatch):
+    monkeypatch.setattr(configs.os, "cpu_count", lambda: 2)
+    (tmp_path / "data.csv").write_bytes(b"x" * 3_000_000)
+    small = configs.load(env={}, data_root=str(tmp_path), beam_multi_processing_min_mb=4)
+    assert small.running_mode()[0] == "in_memory"
+    assert "--direct_num_workers=1" in small.beam_pipeline_args
+    large = configs.load(env={}, data_root=str(tmp_path), beam_multi_processing_min_mb=2)
+    mode, why = large.running_mode()
+    assert mode == "multi_processing" and "3 MB of input >= 2 MB" in why
+    assert "--direct_num_workers=0" in large.beam_pipeline_args  # one per core
+    monkeypatch.setattr(configs.os, "cpu_count", lambda: 1)
+    assert large.running_mode()[0] == "in_memory"  # one core: nothing to share out
+
+
+def test_auto_running_mode_sizes_the_span_a_run_ingests(tmp_path):
+    for span, size in ((1, 5_000_000), (2, 1_000_000)):
+        (tmp_path / f"span-{span}").mkdir()
+        (tmp_path / f"span-{span}" / "data.csv").write_bytes(b"x" * size)
+    spans = {"data_root": str(tmp_path), "input_pattern": "span-{SPAN}/*"}
+    assert configs.input_bytes(configs.load(env={}, **spans)) == 1_000_000  # the newest
+    assert configs.input_bytes(configs.load(env={}, span=1, **spans)) == 5_000_000
+    assert configs.input_bytes(configs.load(env={}, data_root="gs://b/d")) is None
+
+
 def test_vertex_refuses_a_rolling_window_it_cannot_resolve():
     with pytest.raises(configs.ConfigError, match="training_spans must be 1 on Vertex"):
         configs.load("vertex", env={}, gcp_project="p", gcp_region="us-central1", image="i",

@@ -2,7 +2,8 @@
 
 CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
   -> DriftCheck (vs the previous span) -> AnomalyGate
-  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform -> [Tuner]
+  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (span-keyed analyzer cache
+     across runs) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
   -> Evaluator (newest span, vs the latest blessed model)
   -> [SafeToServe] -> Pusher
@@ -34,6 +35,7 @@ from tfx.components import (
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
 from tfx.dsl.components.common.resolver import Resolver
 from tfx.dsl.input_resolution.canned_resolver_functions import rolling_range
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 from tfx.dsl.input_resolution.strategies.latest_blessed_model_strategy import (
     LatestBlessedModelStrategy,
 )
@@ -58,6 +60,7 @@ from pipeline.components.predictions_export import PREDICTION_COLUMN, Prediction
 from pipeline.components.pusher import Pusher
 from pipeline.components.run_report import RunReport
 from pipeline.components.safe_to_serve import SafeToServe
+from pipeline.components.span_transform import SpanTransform
 from pipeline.components.span_window import EVAL_SPLIT, SpanExamples, SpanWindow
 from pipeline.components.span_window import train_splits as span_window_splits
 from pipeline.configs import PipelineConfig
@@ -154,7 +157,7 @@ def create_components(config: PipelineConfig) -> list:
     # these channels name the producer instead, which reaches its artifacts of every run.
     # Only with a span layout (a {SPAN} pattern): flat data is one span, run after run.
     # Vertex's compiler resolves latest artifacts only (configs: a window of one span there).
-    drift_check = None
+    drift_check = cache_resolver = None
     recent_spans = examples
     across_runs = "{SPAN}" in config.input_pattern and config.profile != "vertex"
     window_spans = config.training_spans if across_runs else 1
@@ -177,7 +180,18 @@ def create_components(config: PipelineConfig) -> list:
     span_window = SpanWindow(examples=recent_spans, spans=window_spans)
     span_window.add_upstream_node(span_examples)  # this run's span is part of the window
     train_splits = span_window_splits(window_spans)
-    transform = Transform(
+    # Across runs the analyzer cache pays: each span is analysed once while it stays in the
+    # window (SpanTransform keys the cache by span). Flat data is a new span every run.
+    cache = {"disable_analyzer_cache": True}
+    transform_class = Transform
+    if across_runs and config.analyzer_cache:
+        cache_resolver = Resolver(
+            strategy_class=LatestArtifactStrategy,
+            cache=Channel(type=standard_artifacts.TransformCache),
+        ).with_id("latest_analyzer_cache_resolver")
+        cache = {"analyzer_cache": cache_resolver.outputs["cache"]}
+        transform_class = SpanTransform
+    transform = transform_class(
         examples=span_window.outputs["window"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
@@ -187,7 +201,8 @@ def create_components(config: PipelineConfig) -> list:
         # Statistics of the transformed data are not used downstream; skipping them
         # saves two full passes over the data.
         disable_statistics=True,
-    )
+        **cache,
+    ).with_id("Transform")
     span_window.add_upstream_node(anomaly_gate)  # anomalies and drift stop the run here
 
     # What Tuner and Trainer both read: the transformed data, the graph, eval batches.
@@ -267,8 +282,8 @@ def create_components(config: PipelineConfig) -> list:
         )
 
     components = [example_gen, span_examples, statistics_gen, schema_gen, example_validator,
-                  drift_check, anomaly_gate, span_window, transform, tuner, model_resolver,
-                  trainer, evaluator, safe_to_serve, pusher]
+                  drift_check, anomaly_gate, span_window, cache_resolver, transform, tuner,
+                  model_resolver, trainer, evaluator, safe_to_serve, pusher]
     batch = batch_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"]) \
         if config.inference_data_root else []
     components += batch

@@ -73,6 +73,13 @@ def test_clean_span_2_retrains_warm_on_the_window_and_pushes_a_new_version(setup
     assert history["warm_start"].startswith(first.artifacts["Trainer"]["Model"])
     newest, older = history["recency_weights"]
     assert newest == pytest.approx(2 * older)
+    # Transform was handed span 1's analyzer cache, keyed by span 1 (not by the window that
+    # held it then): span 1's entry carries over and only span 2's is new.
+    first_cache = set(os.listdir(first.artifacts["Transform"]["TransformCache"]))
+    cache = set(os.listdir(summary.artifacts["Transform"]["TransformCache"]))
+    assert [k for k in first_cache if k.startswith("span-")] == \
+        [k for k in cache if k.startswith("span-1-")]
+    assert len([k for k in cache if k.startswith("span-2-")]) == 1
 
 
 def test_drifted_span_3_stops_before_training_and_pushes_nothing(setup, capsys):

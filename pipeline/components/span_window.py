@@ -14,6 +14,7 @@ component gathers them instead: split `train_0` is the newest span's train split
 the one before, ..., and `eval` the newest span's eval split. Transform analyzes all train
 splits together and materializes each one; the Trainer reads them in age order, which is
 what recency weights need. Files are hard-linked where the filesystem allows (no copy).
+SOURCES_FILE names the span artifact behind each train split (SpanTransform's cache keys).
 A window with fewer spans than K so far gets empty splits for the missing ages.
 """
 
@@ -29,6 +30,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
 EVAL_SPLIT = "eval"
+SOURCES_FILE = "sources.json"  # {split: {"span": N, "uri": span artifact}}, beside the splits
 
 
 def train_splits(spans: int) -> list[str]:
@@ -102,3 +104,8 @@ def SpanWindow(
             f"span-{newest.span}")
     window.set_string_custom_property(
         "spans", json.dumps([int(a.span or 0) for a in newest_first]))
+    # Which span artifact each split holds: SpanTransform keys its analyzer cache by it.
+    sources = {split: {"span": int(a.span or 0), "uri": a.uri}
+               for split, a in zip(splits, newest_first, strict=False)}
+    with fileio.open(os.path.join(window.uri, SOURCES_FILE), "w") as f:
+        f.write(json.dumps(sources))
