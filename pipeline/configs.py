@@ -58,9 +58,11 @@ class PipelineConfig:
                                      "evaluate on the newest")
     recency_half_life: float = setting(0.0, "example weights halve every this many spans back "
                                             "from the newest (0 = equal weights)")
-    analyzer_cache: bool = setting(True, "with spans: Transform reads each older span's "
-                                         "analyzer results from the last run's cache instead "
-                                         "of analysing it again")
+    analyzer_cache: bool = setting(False, "with spans: Transform reads each older span's "
+                                          "analyzer results from the last run's cache instead "
+                                          "of analysing it again (costs ~19 s of extra stages "
+                                          "a run: slower at 100k rows a span, "
+                                          "benchmarks/README.md)")
     drift_action: str = setting("stop", "what a drift breach against the previous span does: "
                                         "stop (before Transform) | warn")
     train_buckets: int = setting(3, "hash buckets for the train split")

@@ -180,8 +180,8 @@ def create_components(config: PipelineConfig) -> list:
     span_window = SpanWindow(examples=recent_spans, spans=window_spans)
     span_window.add_upstream_node(span_examples)  # this run's span is part of the window
     train_splits = span_window_splits(window_spans)
-    # Across runs the analyzer cache pays: each span is analysed once while it stays in the
-    # window (SpanTransform keys the cache by span). Flat data is a new span every run.
+    # With --analyzer-cache each span is analysed once while it stays in the window
+    # (SpanTransform keys the cache by span). Flat data is a new span every run: no cache.
     cache = {"disable_analyzer_cache": True}
     transform_class = Transform
     if across_runs and config.analyzer_cache:

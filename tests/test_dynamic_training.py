@@ -25,7 +25,7 @@ def setup(tmp_path_factory):
     source = bundled.materialize()
     args = ["--watch", str(root / "spans"), "--once", "--settle-seconds", "0",
             "--output-root", str(root / "out"), "--train-steps", "200", "--training-spans", "2",
-            "--warm-start", "--recency-half-life", "1", "--no-safe-to-serve",
+            "--warm-start", "--recency-half-life", "1", "--analyzer-cache", "--no-safe-to-serve",
             "--min-auc", "0.8", "--max-auc-drop", "0.05"]  # the flow is under test, not quality
     config = configs.load(env={}, output_root=str(root / "out"))
     return root / "spans", source, args, config
