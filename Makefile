@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale clean
+.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-tflite - TFLite export: size, AUC loss and single-row latency vs the SavedModel"
 	@echo "make bench-input - the Trainer's tf.data input vs the read-and-parse limit"
 	@echo "make bench-scale - the pipeline on 15k, 100k and 1M simulated rows: time and memory per component"
+	@echo "make bench-cache - Transform per span with and without the span-keyed analyzer cache"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -54,6 +55,9 @@ bench-input: data
 
 bench-scale: data
 	$(PY) benchmarks/scale.py --rows 15000,100000,1000000 $(ARGS)
+
+bench-cache: data
+	$(PY) benchmarks/analyzer_cache.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -2,8 +2,8 @@
 
 CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
   -> DriftCheck (vs the previous span) -> AnomalyGate
-  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (span-keyed analyzer cache
-     across runs) -> [Tuner]
+  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (with --analyzer-cache:
+     SpanTransform, its cache keyed by span) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
   -> Evaluator (newest span, vs the latest blessed model)
   -> [SafeToServe] -> Pusher
