@@ -60,8 +60,8 @@ class PipelineConfig:
                                             "from the newest (0 = equal weights)")
     analyzer_cache: bool = setting(False, "with spans: Transform reads each older span's "
                                           "analyzer results from the last run's cache instead "
-                                          "of analysing it again (costs ~19 s of extra stages "
-                                          "a run: slower at 100k rows a span, "
+                                          "of analysing it again (costs ~18 s of extra stages "
+                                          "a run: slower at 100k-300k rows a span, "
                                           "benchmarks/README.md)")
     drift_action: str = setting("stop", "what a drift breach against the previous span does: "
                                         "stop (before Transform) | warn")

@@ -7,8 +7,8 @@ artifact every run (span 5 is `window/41/Split-train_0` in one run, `window/42/S
 in the next), so no run could read what the last one wrote. This executor keys each window
 split by the span artifact it came from, which SpanWindow records in SOURCES_FILE: a run
 analyses its new span and reads the older spans' analyzer results from the cache.
-Opt-in (--analyzer-cache): the cache's own stages cost more than they save at 100k rows a
-span (benchmarks/README.md).
+Opt-in (--analyzer-cache): the cache's own stages cost more than they save at 100k-300k
+rows a span (benchmarks/README.md).
 """
 
 from __future__ import annotations
