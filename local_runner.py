@@ -60,7 +60,7 @@ def ensure_data(config: configs.PipelineConfig) -> None:
         return
     if root.resolve() == bundled.RAW_DIR.resolve():
         bundled.materialize()
-    pattern = (config.input_pattern or "*").replace("{SPAN}", "*").replace("{VERSION}", "*")
+    pattern = configs.input_glob(config)
     if not root.is_dir() or not any(p.is_file() for p in root.glob(pattern)):
         raise bundled.DataError(
             f"no files match {pattern!r} in {root}; point --data-root at a directory of CSV "

@@ -140,14 +140,13 @@ def _table(records: list[bytes]):
     return table, labels
 
 
-def gradient_boosting_quality(ours: dict, records: list[bytes]) -> dict:
+def gradient_boosting_quality(ours: dict, test, test_labels: list[int]) -> dict:
     """A gradient-boosted tree baseline trained on our train split, on the same held-out
-    rows: what the raw features allow without a neural network."""
+    rows (`_table`): what the raw features allow without a neural network."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import accuracy_score, roc_auc_score
 
     train, train_labels = _table(eval_split_records(ours, "train"))
-    test, test_labels = _table(records)
     for name in train.select_dtypes("category"):
         test[name] = test[name].cat.set_categories(train[name].cat.categories)
     model = HistGradientBoostingClassifier(max_iter=300, learning_rate=0.05, random_state=0,
@@ -167,7 +166,6 @@ def held_out_quality(ours: dict, reference: dict | None) -> dict:
     import tensorflow as tf
     from sklearn.metrics import accuracy_score, roc_auc_score
 
-    from models import features as F
 
     held_out = set(eval_split_records(ours))
     if reference:
@@ -175,11 +173,7 @@ def held_out_quality(ours: dict, reference: dict | None) -> dict:
     records = sorted(held_out)
     if not records:
         raise SystemExit("the two pipelines' eval splits share no rows; cannot compare quality")
-    labels = []
-    for record in records:
-        feature = tf.train.Example.FromString(record).features.feature
-        tips, fare = feature["tips"].float_list.value[0], feature["fare"].float_list.value[0]
-        labels.append(int(tips > F.TIP_FRACTION * fare))
+    table, labels = _table(records)
     batch = tf.constant(records)
     result = {"held_out_rows": len(records), "positive_rate": float(np.mean(labels))}
     ours_model = tf.saved_model.load(latest_model(ours["serving_dir"]))
@@ -190,7 +184,7 @@ def held_out_quality(ours: dict, reference: dict | None) -> dict:
         q = ref_model.signatures["serving_default"](examples=batch)["outputs"].numpy().reshape(-1)
         result["reference"] = {"auc": roc_auc_score(labels, q),
                                "accuracy": accuracy_score(labels, q > 0.5)}
-    result["gradient_boosting"] = gradient_boosting_quality(ours, records)
+    result["gradient_boosting"] = gradient_boosting_quality(ours, table, labels)
     return result
 
 

@@ -258,6 +258,11 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
+def input_glob(config: PipelineConfig) -> str:
+    """INPUT_PATTERN as a glob under DATA_ROOT: every span and version."""
+    return (config.input_pattern or "*").replace("{SPAN}", "*").replace("{VERSION}", "*")
+
+
 def input_bytes(config: PipelineConfig) -> int | None:
     """Bytes of the files one run ingests: every file under DATA_ROOT, or with a {SPAN}
     pattern the chosen span's (the newest by default). None for remote data."""
@@ -265,8 +270,7 @@ def input_bytes(config: PipelineConfig) -> int | None:
     if "://" in config.data_root or not root.is_dir():
         return None
     pattern = config.input_pattern or "*"
-    files = [p for p in root.glob(pattern.replace("{SPAN}", "*").replace("{VERSION}", "*"))
-             if p.is_file()]
+    files = [p for p in root.glob(input_glob(config)) if p.is_file()]
     if "{SPAN}" in pattern:
         regex = re.compile(re.escape(pattern).replace(r"\{SPAN\}", r"(\d+)")
                            .replace(r"\{VERSION\}", r"\d+").replace(r"\*", "[^/]*"))
