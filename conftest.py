@@ -9,9 +9,9 @@ import pytest
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 and quiets TensorFlow's C++ logs)
 
 
-@pytest.fixture(scope="session")
-def transform_dir(tmp_path_factory):
-    """A Transform output dir and gzipped transformed records, as the Transform component writes."""
+def write_transform(root, rows: list[dict]):
+    """A Transform output dir and gzipped transformed records of `rows` (tf.Transform
+    instance dicts), as the Transform component writes them."""
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
@@ -19,10 +19,7 @@ def transform_dir(tmp_path_factory):
 
     from models import features as F
     from models.preprocessing import preprocessing_fn
-    from models.preprocessing_test import ROWS
 
-    root = tmp_path_factory.mktemp("transform")
-    rows = ROWS * 8  # enough for a couple of batches
     metadata = dataset_metadata.DatasetMetadata(
         schema_utils.schema_from_feature_spec(F.raw_feature_spec("TRAINING")))
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
@@ -37,6 +34,55 @@ def transform_dir(tmp_path_factory):
     raw_metadata_dir = root / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR
     metadata_io.write_metadata(metadata, str(raw_metadata_dir))
     return root
+
+
+@pytest.fixture(scope="session")
+def transform_dir(tmp_path_factory):
+    """A Transform output of a few hand-written rows."""
+    from models.preprocessing_test import ROWS
+
+    return write_transform(tmp_path_factory.mktemp("transform"), ROWS * 8)
+
+
+def bundled_rows(count: int) -> list[dict[str, str]]:
+    """The first `count` rows of the bundled CSV, as csv.DictReader reads them."""
+    import csv
+    import itertools
+
+    from data import bundled
+
+    with bundled.materialize().open(newline="") as f:
+        return list(itertools.islice(csv.DictReader(f), count))
+
+
+def instance(row: dict[str, str]) -> dict:
+    """A CSV row as a tf.Transform instance dict typed by the training feature spec."""
+    import tensorflow as tf
+
+    from models import features as F
+
+    out = {}
+    for name, spec in F.raw_feature_spec("TRAINING").items():
+        value = row.get(name, "")
+        if value == "":
+            out[name] = []
+        elif spec.dtype == tf.string:
+            out[name] = [value.encode()]
+        elif spec.dtype == tf.int64:
+            out[name] = [int(float(value))]
+        else:
+            out[name] = [float(value)]
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundled_transform(tmp_path_factory):
+    """(Transform output dir, held-out raw CSV rows): 2,400 bundled rows transformed, the
+    600 after them kept raw to score exported models the way a client calls them."""
+    rows = bundled_rows(3000)
+    root = write_transform(tmp_path_factory.mktemp("bundled_transform"),
+                           [instance(r) for r in rows[:2400]])
+    return root, rows[2400:]
 
 
 def train_and_export(transform_dir, path, steps: int, seed: int) -> str:

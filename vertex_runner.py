@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Compile the pipeline for Vertex AI Pipelines and, optionally, submit or schedule it.
+"""Compile the pipeline for Vertex AI Pipelines; submit it, schedule it, or run it offline.
 
 It builds the same create_pipeline(config) DAG the local runner runs, with the `vertex`
 profile: Dataflow for the data-heavy components, Vertex Training for Trainer and Tuner,
@@ -7,21 +7,27 @@ a Vertex endpoint (or a gs:// serving dir) for the Pusher, Vertex ML Metadata.
 
     vertex_runner.py --gcp-project P --gcp-region us-central1 --image IMAGE \\
         --output-root gs://BUCKET/taxi --data-root gs://BUCKET/data [--submit | --schedule CRON]
+    vertex_runner.py --offline          # the compiled job, run here before you pay for it
 
-Every setting is also a TAXI_<NAME> environment variable. Compiling needs no GCP access;
---submit and --schedule use your application-default credentials.
+--offline runs the exact compiled PipelineJob on this machine through TFX's own container
+entrypoint and executors (gs:// -> a local folder, Dataflow -> DirectRunner, CustomJobs ->
+local processes, endpoint -> a local registry); Vertex settings you do not give get
+placeholder values. Every setting is also a TAXI_<NAME> environment variable. Compiling
+needs no GCP access; --submit and --schedule use your application-default credentials.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from pipeline import configs
+from pipeline.orchestration import vertex
 
 log = logging.getLogger("vertex_runner")
 
@@ -35,10 +41,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     action.add_argument("--submit", action="store_true", help="submit one run after compiling")
     action.add_argument("--schedule", metavar="CRON",
                         help="create a recurring schedule, e.g. '0 3 * * *' (continuous training)")
+    action.add_argument("--offline", action="store_true",
+                        help="run the compiled job on this machine through TFX's Vertex "
+                             "container entrypoint; nothing is sent to Google Cloud")
+    parser.add_argument("--offline-root", type=Path, default=Path("outputs/vertex_offline"),
+                        help="with --offline: stands for gs:// and keeps the state later "
+                             "offline runs resolve from (default outputs/vertex_offline)")
+    parser.add_argument("--offline-data", type=Path, default=None,
+                        help="with --offline: the local folder whose files DATA_ROOT holds "
+                             "(default: the bundled sample, materialized if needed)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="label for the run or schedule (repeatable)")
-    parser.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
-                        help="runtime parameter value for the job (repeatable)")
     parser.add_argument("--no-job-cache", dest="job_cache", action="store_false",
                         help="submit with Vertex's step caching off (default: on)")
     parser.add_argument("--log-level", default="INFO")
@@ -56,45 +69,25 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def compile_pipeline(config: configs.PipelineConfig, output: Path) -> Path:
-    """Writes the Vertex PipelineJob JSON for the single DAG and returns its path."""
-    from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfv2
+def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: Path) -> int:
+    from pipeline.orchestration import vertex_offline
 
-    from pipeline.pipeline import create_pipeline
+    data = args.offline_data
+    if data is None:
+        from data import bundled
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    runner = kfv2.KubeflowV2DagRunner(
-        config=kfv2.KubeflowV2DagRunnerConfig(default_image=config.image),
-        output_dir=str(output.parent), output_filename=output.name)
-    if output.exists():
-        output.unlink()  # the runner refuses to overwrite
-    runner.run(create_pipeline(config))
-    return output
-
-
-def submit(template: Path, config: configs.PipelineConfig, *, labels: dict[str, str],
-           parameters: dict[str, Any], enable_caching: bool, schedule: str | None,
-           aiplatform: Any = None) -> Any:
-    """Creates the PipelineJob and submits it, or schedules it. `aiplatform` is injectable."""
-    if aiplatform is None:
-        from google.cloud import aiplatform
-    aiplatform.init(project=config.gcp_project, location=config.gcp_region)
-    job = aiplatform.PipelineJob(
-        display_name=config.pipeline_name,
-        template_path=str(template),
-        pipeline_root=config.pipeline_root,
-        parameter_values=parameters,
-        enable_caching=enable_caching,
-        labels=labels,
-        project=config.gcp_project,
-        location=config.gcp_region,
-    )
-    account = config.service_account or None
-    if schedule:
-        return job.create_schedule(display_name=f"{config.pipeline_name}-schedule", cron=schedule,
-                                   max_concurrent_run_count=1, service_account=account)
-    job.submit(service_account=account)
-    return job
+        data = bundled.materialize().parent
+    try:
+        run = vertex_offline.OfflineRun(job, args.offline_root)
+        vertex_offline.link_data(data, vertex_offline.local_path(config.data_root, run.gcs))
+        ok = run.run()
+    except vertex_offline.OfflineRunError as e:
+        print(f"vertex_runner: {e}", file=sys.stderr)
+        return 1
+    for line in vertex.offline_outcome(run):
+        print(line)
+    print(f"offline run {'succeeded' if ok else 'FAILED'}: logs in {run.logs}")
+    return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None, aiplatform: Any = None) -> int:
@@ -103,19 +96,35 @@ def main(argv: list[str] | None = None, aiplatform: Any = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         args.profile = "vertex"
+        if args.offline:
+            for name, value in vertex.OFFLINE_DEFAULTS.items():
+                if getattr(args, name) is None and f"{configs.ENV_PREFIX}{name.upper()}" \
+                        not in os.environ:
+                    setattr(args, name, value)
         config = configs.from_args(args)
         labels = pairs(args.label, "--label")
-        parameters = pairs(args.parameter, "--parameter")
     except configs.ConfigError as e:
         print(f"vertex_runner: {e}", file=sys.stderr)
         return 2
     output = args.output or Path("outputs") / "vertex" / f"{config.pipeline_name}.json"
-    path = compile_pipeline(config, output)
+    path = vertex.compile_pipeline(config, output)
     print(f"compiled {config.pipeline_name} for Vertex AI Pipelines: {path}")
+    if args.offline:
+        return run_offline(args, config, path)
     if args.submit or args.schedule:
-        result = submit(path, config, labels=labels, parameters=parameters,
-                        enable_caching=args.job_cache, schedule=args.schedule,
-                        aiplatform=aiplatform)
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+
+        try:
+            result = vertex.submit(path, config, labels=labels, enable_caching=args.job_cache,
+                                   schedule=args.schedule, aiplatform=aiplatform)
+        except auth_exceptions.DefaultCredentialsError:
+            print(f"vertex_runner: {vertex.CREDENTIALS_HELP}; the compiled job is {path}",
+                  file=sys.stderr)
+            return 2
+        except api_exceptions.GoogleAPIError as e:
+            print(f"vertex_runner: Vertex AI refused the job: {e}", file=sys.stderr)
+            return 1
         what = f"schedule '{args.schedule}'" if args.schedule else "run"
         print(f"submitted {what}: {getattr(result, 'resource_name', result)}")
     return 0

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import distribution as D
 from models import features as F
 
 log = logging.getLogger(__name__)
@@ -320,21 +321,27 @@ def _hparams_from(fn_args) -> dict[str, Any]:
 def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_files: list[str],
         eval_files: list[str], steps: int, eval_steps: int, rounds: int,
         seed: int | None = None, callbacks: list | None = None, verbose: int = 2,
-        train_weights: list[float] | None = None, base_model: str | None = None):
+        train_weights: list[float] | None = None, base_model: str | None = None,
+        distribution: D.Distribution | None = None):
     """Builds and trains the model in `rounds` epochs, validating after each: the one training
     loop the Trainer and every tuner trial share. `base_model` (a SavedModel this module
-    exported) warm-starts it. Returns (model, history)."""
+    exported) warm-starts it. Under `distribution` (models/distribution.py) the model is built
+    in the strategy's scope and `batch_size` is the global batch. Returns (model, history)."""
+    strategy = distribution.strategy if distribution else tf.distribute.get_strategy()
     train = input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed,
                      weights=train_weights)
     evaluation = input_fn(eval_files, tf_transform_output, hp["batch_size"],
                           shuffle=False, repeat=True)
-    model = build_model(hp)
-    if base_model:
-        try:
-            warm_start(model, base_model, tf_transform_output)
-        except ValueError as e:  # e.g. the tuner chose other layer sizes: start cold
-            log.warning("warm start skipped, training from scratch: %s", e)
-            model = build_model(hp)
+    if distribution and distribution.name != "none":
+        train, evaluation = _shard_by_data(train), _shard_by_data(evaluation)
+    with strategy.scope():
+        model = build_model(hp)
+        if base_model:
+            try:
+                warm_start(model, base_model, tf_transform_output)
+            except ValueError as e:  # e.g. the tuner chose other layer sizes: start cold
+                log.warning("warm start skipped, training from scratch: %s", e)
+                model = build_model(hp)
     rounds = max(1, min(rounds, steps))
     history = model.fit(
         train,
@@ -346,6 +353,14 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
         verbose=verbose,
     )
     return model, history
+
+
+def _shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Every worker reads every file and keeps its share of the batches: correct however
+    few files Transform wrote (FILE sharding would leave a worker without input)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 # ---------------------------------------------------------------- warm start
@@ -400,36 +415,76 @@ def warm_start(model: tf.keras.Model, base_model: str,
 
 
 def run_fn(fn_args) -> None:
-    """Trainer entry point: fit on transformed train split, export with the Transform graph."""
+    """Trainer entry point: fit on transformed train split, export with the Transform graph.
+
+    Under a multi-worker strategy every replica runs this: all train and all take part in
+    the export (saving is collective), but only the chief writes the Trainer's outputs;
+    the others save to a scratch directory they delete, then wait (bounded) for the
+    chief's model, which TFX checks for on every replica."""
     hp = _hparams_from(fn_args)
     custom = dict(fn_args.custom_config or {})
+    distribution = D.choose(custom.get("distribution") or "auto")
+    if distribution.serves_only:
+        D.serve(distribution)  # returns only when the job stops it
+        return
     seed = custom.get("seed")
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
-    log.info("hyperparameters: %s", json.dumps(hp))
+    log.info("hyperparameters: %s (global batch %d = %d replica(s) x %s)", json.dumps(hp),
+             hp["batch_size"], distribution.replicas,
+             round(hp["batch_size"] / distribution.replicas, 2))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     # One file pattern per span of the window, newest first (SpanWindow's train_0, train_1..).
     half_life = float(custom.get("recency_half_life") or 0)
     weights = recency_weights(len(fn_args.train_files), half_life)[::-1] if half_life else None
     if weights:
         log.info("recency weights (newest span first): %s", [round(w, 3) for w in weights])
+    chief = distribution.is_chief
+    run_dir = fn_args.model_run_dir if chief else _scratch(fn_args.model_run_dir, distribution)
     started = time.monotonic()
     model, history = fit(
         hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir,
-                                                  update_freq="epoch")],
-        train_weights=weights, base_model=fn_args.base_model)
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
+        train_weights=weights, base_model=fn_args.base_model, distribution=distribution)
     steps_per_round = history.params["steps"]
     log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round,
              time.monotonic() - started)
-    os.makedirs(fn_args.model_run_dir, exist_ok=True)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
-        json.dump({"hparams": hp, "steps_per_round": steps_per_round,
-                   "warm_start": fn_args.base_model, "recency_weights": weights,
-                   "history": {k: [float(v) for v in vs] for k, vs in history.history.items()}}, f)
+    if chief:
+        os.makedirs(fn_args.model_run_dir, exist_ok=True)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+            json.dump({"hparams": hp, "steps_per_round": steps_per_round,
+                       "warm_start": fn_args.base_model, "recency_weights": weights,
+                       "distribution": {"strategy": distribution.name,
+                                        "replicas": distribution.replicas,
+                                        "reason": distribution.reason},
+                       "history": {k: [float(v) for v in vs]
+                                   for k, vs in history.history.items()}}, f)
     started = time.monotonic()
-    export(model, tf_transform_output, fn_args.serving_model_dir)
+    target = fn_args.serving_model_dir if chief else \
+        _scratch(fn_args.serving_model_dir, distribution)
+    export(model, tf_transform_output, target)
+    if not chief:
+        tf.io.gfile.rmtree(target)
+        tf.io.gfile.rmtree(run_dir)
+        _wait_for_chief_export(fn_args.serving_model_dir)
+        return
     log.info("exported serving signatures to %s in %.1f s", fn_args.serving_model_dir,
              time.monotonic() - started)
+
+
+def _scratch(path: str, distribution: D.Distribution) -> str:
+    return f"{path.rstrip('/')}-scratch-{distribution.task_type}-{distribution.task_index}"
+
+
+def _wait_for_chief_export(serving_model_dir: str) -> None:
+    timeout = float(os.environ.get(D.PEER_TIMEOUT_ENV, D.DEFAULT_PEER_TIMEOUT))
+    deadline = time.monotonic() + timeout
+    marker = os.path.join(serving_model_dir, "saved_model.pb")
+    while not tf.io.gfile.exists(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the chief's model did not appear at {serving_model_dir} "
+                               f"within {timeout:.0f} s ({D.PEER_TIMEOUT_ENV})")
+        time.sleep(1.0)
+    log.info("non-chief replica done; the chief exported %s", serving_model_dir)

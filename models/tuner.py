@@ -9,6 +9,7 @@ then reads from the Tuner's `best_hyperparameters` output.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import keras_tuner
@@ -60,7 +61,10 @@ def tuner_fn(fn_args) -> TunerFnResult:
                                       if k not in SEARCHED}),
         seed=seed,
     )
-    tuner = TrialTrainer(oracle=oracle, directory=fn_args.working_dir, project_name="search",
+    # One directory per tuner process: TFX's Vertex Tuner runs every replica of a parallel
+    # search in /tmp, and replicas sharing a machine (offline) must not overwrite each other.
+    directory = os.path.join(fn_args.working_dir, os.environ.get("KERASTUNER_TUNER_ID", "local"))
+    tuner = TrialTrainer(oracle=oracle, directory=directory, project_name="search",
                          overwrite=True)
     return TunerFnResult(
         tuner=tuner,

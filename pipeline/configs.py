@@ -24,6 +24,7 @@ ENV_PREFIX = "TAXI_"
 
 RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
 
 
@@ -81,6 +82,9 @@ class PipelineConfig:
     seed: int = setting(42, "random seed for training")
     warm_start: bool = setting(False, "start training from the last blessed model's weights "
                                       "(embeddings remapped to the new vocabularies)")
+    distribution: str = setting("auto", "tf.distribute strategy of the Trainer: "
+                                        + "|".join(DISTRIBUTIONS) + "; auto reads TF_CONFIG's "
+                                        "cluster, then the local GPUs (models/distribution.py)")
 
     # Evaluator
     min_auc: float = setting(0.90, "blessing needs eval AUC >= this")
@@ -143,7 +147,10 @@ class PipelineConfig:
     dataflow_max_workers: int = setting(10, "[vertex] Dataflow autoscaling cap")
     training_machine_type: str = setting("n1-standard-4",
                                          "[vertex] Vertex Training machine (Trainer, Tuner)")
-    training_replica_count: int = setting(1, "[vertex] Vertex Training replicas")
+    training_workers: int = setting(0, "[vertex] Trainer replicas beside the primary one "
+                                       "(worker pool 1): synchronous multi-worker training")
+    training_parameter_servers: int = setting(0, "[vertex] parameter servers (worker pool 2); "
+                                                 "needs TRAINING_WORKERS >= 1")
     training_accelerator_type: str = setting("", "[vertex] e.g. NVIDIA_TESLA_T4 (none if empty)")
     training_accelerator_count: int = setting(0, "[vertex] accelerators per replica")
     tuner_parallel_trials: int = setting(2, "[vertex] tuner trials run in parallel")
@@ -152,8 +159,8 @@ class PipelineConfig:
     serving_traffic_percent: int = setting(100, "[vertex] endpoint traffic for the new model")
     serving_machine_type: str = setting("n1-standard-2", "[vertex] endpoint machine type")
     serving_image: str = setting(
-        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest",
-        "[vertex] prediction container for the endpoint")
+        "", "[vertex] prediction container for the endpoint (default: the newest TensorFlow "
+            "CPU image google-cloud-aiplatform lists, in the region's multi-region)")
 
     def __post_init__(self) -> None:
         # Local paths are made absolute: they are recorded in MLMD as execution properties,
@@ -175,6 +182,10 @@ class PipelineConfig:
                                         f"{out}/serving_logs/{self.pipeline_name}/requests.jsonl")
             if self.profile == "vertex":
                 self.dataflow_temp_location = self.dataflow_temp_location or f"{out}/tmp"
+        if self.profile == "vertex" and not self.serving_image:
+            from pipeline.orchestration.vertex_images import default_serving_image
+
+            self.serving_image = default_serving_image(self.gcp_region)
         self.serving_model_name = self.serving_model_name or self.pipeline_name
         self.validate()
 
@@ -209,6 +220,11 @@ class PipelineConfig:
             problems.append("tflite_max_auc_loss must be in [0, 1]")
         if self.beam_multi_processing_min_mb < 0:
             problems.append("beam_multi_processing_min_mb must be >= 0")
+        if self.distribution not in DISTRIBUTIONS:
+            problems.append(f"distribution must be one of {', '.join(DISTRIBUTIONS)} "
+                            f"({_how_to_set('distribution')})")
+        if self.training_workers < 0 or self.training_parameter_servers < 0:
+            problems.append("training_workers and training_parameter_servers must be >= 0")
         if self.beam_direct_running_mode not in RUNNING_MODES:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
         if self.profile == "vertex":
@@ -288,15 +304,19 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names it."""
 
 
+# Where the Dockerfile puts the project inside the pipeline image.
+IMAGE_PROJECT_DIR = "/pipeline"
+
 PROFILES: dict[str, dict[str, Any]] = {
     "local": {},
     # On Vertex every path is a gs:// URI given by the user, except the schema, which
     # the image carries (see Dockerfile: the project lives at /pipeline).
     # Vertex's compiler resolves only the latest artifact, so no rolling window there.
-    "vertex": {"output_root": "", "data_root": "", "schema_dir": "/pipeline/schema",
+    "vertex": {"output_root": "", "data_root": "", "schema_dir": f"{IMAGE_PROJECT_DIR}/schema",
                "training_spans": 1, "report_in_pipeline": True},
 }
 
+GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/|$)")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
 
@@ -313,15 +333,52 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
     if config.gcp_region and not REGION.match(config.gcp_region):
         problems.append(f"gcp_region {config.gcp_region!r} is not a region like us-central1 "
                         f"({_how_to_set('gcp_region')})")
+    # Settings derived from OUTPUT_ROOT are named once, by the flag the user gave.
+    derived = {"pipeline_root", "serving_dir", "dataflow_temp_location"}
+    root = config.output_root
+    if root and not root.startswith("gs://"):
+        problems.append(f"output_root must be a gs:// URI, got {root!r} "
+                        f"({_how_to_set('output_root')}); to try the Vertex pipeline on "
+                        "this machine, run vertex_runner.py --offline")
+    for name in ("output_root", "data_root", "inference_data_root"):
+        value = getattr(config, name)
+        if value.startswith("gs://") and not GCS_URI.match(value):
+            problems.append(f"{name} {value!r} names no bucket ({_how_to_set(name)})")
     for name in ("pipeline_root", "data_root", "serving_dir", "dataflow_temp_location",
                  "inference_data_root"):
         value = getattr(config, name)
+        if name in derived and value.startswith(f"{root.rstrip('/')}/") and root:
+            continue
         if value and not value.startswith("gs://"):
             problems.append(f"{name} must be a gs:// URI, got {value!r} ({_how_to_set(name)})")
     if config.training_spans != 1:
         problems.append("training_spans must be 1 on Vertex: its pipeline compiler resolves only "
                         "the latest artifact, so the rolling window and the drift check against "
                         f"the previous span run locally only ({_how_to_set('training_spans')})")
+    workers, servers = config.training_workers, config.training_parameter_servers
+    if servers and not workers:
+        problems.append(f"training_parameter_servers {servers} needs training_workers >= 1 "
+                        f"({_how_to_set('training_workers')}): parameter servers hold "
+                        "variables, workers compute")
+    if config.distribution == "parameter_server" and not servers:
+        problems.append("distribution parameter_server needs training_parameter_servers >= 1 "
+                        f"({_how_to_set('training_parameter_servers')})")
+    if config.distribution == "multi_worker" and not workers:
+        problems.append("distribution multi_worker needs a cluster: training_workers >= 1 "
+                        f"({_how_to_set('training_workers')})")
+    if config.distribution in ("none", "mirrored") and workers:
+        problems.append(f"distribution {config.distribution} trains on one machine; with "
+                        f"training_workers {workers} every replica would train its own model "
+                        f"(use auto or multi_worker, {_how_to_set('distribution')})")
+    if servers and config.distribution == "multi_worker":
+        problems.append("distribution multi_worker takes no parameter servers "
+                        "(use auto or parameter_server)")
+    if config.serving_endpoint:
+        from pipeline.orchestration.vertex_images import serving_image_problem
+
+        problem = serving_image_problem(config.serving_image)
+        if problem:
+            problems.append(f"{problem} ({_how_to_set('serving_image')})")
     if not 0 <= config.serving_traffic_percent <= 100:
         problems.append("serving_traffic_percent must be in 0..100")
     return problems

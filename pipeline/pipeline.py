@@ -239,7 +239,8 @@ def create_components(config: PipelineConfig) -> list:
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
         **transformed,
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
-                                               "recency_half_life": config.recency_half_life}),
+                                               "recency_half_life": config.recency_half_life,
+                                               "distribution": config.distribution}),
     )
 
     evaluation_config = eval_config(config)
@@ -358,23 +359,32 @@ def _merge_custom_config(extra: dict, ours: dict) -> dict:
             **{k: v for k, v in extra.items() if k != "custom_config"}}
 
 
-def vertex_job_spec(config: PipelineConfig) -> dict:
-    """A Vertex CustomJob spec that runs the pipeline image on the configured machines."""
+def vertex_job_spec(config: PipelineConfig, cluster: bool = True) -> dict:
+    """The CustomJob TFX's Vertex Trainer/Tuner executors launch: {project, job_spec}.
+
+    Pool 0 is the one primary replica Vertex requires; with `cluster`, pool 1 holds
+    TRAINING_WORKERS more workers and pool 2 TRAINING_PARAMETER_SERVERS servers. Vertex
+    gives each replica TF_CONFIG, from which models/distribution.py picks the strategy.
+    The Tuner's job is pool 0 alone: its executor adds the parallel trials as pool 1."""
     machine = {"machine_type": config.training_machine_type}
     if config.training_accelerator_type:
         machine["accelerator_type"] = config.training_accelerator_type
         machine["accelerator_count"] = config.training_accelerator_count
-    spec: dict = {
-        "project": config.gcp_project,
-        "worker_pool_specs": [{
-            "machine_spec": machine,
-            "replica_count": config.training_replica_count,
-            "container_spec": {"image_uri": config.image},
-        }],
-    }
+
+    def pool(replicas: int, machine_spec: dict) -> dict:
+        return {"machine_spec": machine_spec, "replica_count": replicas,
+                "container_spec": {"image_uri": config.image}}
+
+    pools = [pool(1, machine)]
+    if cluster and (config.training_workers or config.training_parameter_servers):
+        pools.append(pool(config.training_workers, machine))
+    if cluster and config.training_parameter_servers:  # servers hold variables: no GPU
+        pools.append(pool(config.training_parameter_servers,
+                          {"machine_type": config.training_machine_type}))
+    job_spec: dict = {"worker_pool_specs": pools}
     if config.service_account:
-        spec["service_account"] = config.service_account
-    return spec
+        job_spec["service_account"] = config.service_account
+    return {"project": config.gcp_project, "job_spec": job_spec}
 
 
 def _vertex_trainer(config: PipelineConfig):
@@ -400,18 +410,20 @@ def _vertex_tuner(config: PipelineConfig):
         "custom_config": {
             constants.ENABLE_VERTEX_KEY: True,
             constants.VERTEX_REGION_KEY: config.gcp_region,
-            executor.TUNING_ARGS_KEY: vertex_job_spec(config),
+            executor.TUNING_ARGS_KEY: vertex_job_spec(config, cluster=False),
             executor.REMOTE_TRIALS_WORKING_DIR_KEY: f"{config.pipeline_root}/tuner-trials",
         },
     }
 
 
 def _vertex_endpoint_pusher(config: PipelineConfig, to_push: dict):
-    """Uploads the blessed model and deploys it to the endpoint with the configured traffic."""
+    """Uploads the blessed model and deploys it to the endpoint with the configured traffic;
+    models left with no traffic are undeployed (pipeline/components/pusher.py)."""
     from tfx.extensions.google_cloud_ai_platform import constants
-    from tfx.extensions.google_cloud_ai_platform.pusher.component import Pusher as VertexPusher
 
-    return VertexPusher(
+    from pipeline.components.vertex_pusher import VertexEndpointPusher
+
+    return VertexEndpointPusher(
         **to_push,
         custom_config={
             constants.ENABLE_VERTEX_KEY: True,
@@ -424,7 +436,7 @@ def _vertex_endpoint_pusher(config: PipelineConfig, to_push: dict):
                 "traffic_percentage": config.serving_traffic_percent,
             },
         },
-    )
+    ).with_id("Pusher")
 
 
 def create_pipeline(

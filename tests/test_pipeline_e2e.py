@@ -181,7 +181,7 @@ def test_the_report_component_writes_the_same_metrics_from_inside_the_run(first_
     from pipeline.components.run_report import REPORT_FILE
 
     config, summary = first_run
-    uri = summary.artifacts["RunReport"]["taxi.RunReport"]
+    uri = summary.artifacts["RunReport"]["pipeline.RunReport"]
     page = Path(uri, REPORT_FILE).read_text(encoding="utf-8")
     for metric in ("auc", "binary_accuracy", "precision", "example_count"):
         assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric

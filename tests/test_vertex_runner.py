@@ -2,7 +2,6 @@
 reaches GCP."""
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -93,12 +92,15 @@ def test_trainer_and_tuner_run_as_vertex_training_jobs_from_the_image(compiled):
         custom = json.loads(_parameter(spec, task, "custom_config"))
         assert custom["ai_platform_enable_vertex"] is True
         assert custom["ai_platform_vertex_region"] == "europe-west4"
-        pool = custom[args_key]["worker_pool_specs"][0]
+        # TFX's Vertex Tuner reads job_args["job_spec"]; a flat CustomJobSpec is a KeyError.
+        assert custom[args_key]["project"] == "demo-project"
+        pool = custom[args_key]["job_spec"]["worker_pool_specs"][0]
         assert pool["machine_spec"] == {"machine_type": "n1-highmem-8",
                                         "accelerator_type": "NVIDIA_TESLA_T4",
                                         "accelerator_count": 1}
         assert pool["container_spec"]["image_uri"] == IMAGE
-        assert custom[args_key]["service_account"].startswith("runner@")
+        assert pool["replica_count"] == 1
+        assert custom[args_key]["job_spec"]["service_account"].startswith("runner@")
     # Code is referenced by dotted path inside the image, never by a local module file.
     assert _parameter(spec, "Trainer", "run_fn") == RUN_FN
     assert _parameter(spec, "Tuner", "tuner_fn") == TUNER_FN
@@ -124,8 +126,10 @@ def test_pusher_targets_a_vertex_endpoint_when_one_is_configured(tmp_path):
     assert custom["ai_platform_serving_args"] == {
         "project_id": "demo-project", "endpoint_name": "taxi-endpoint",
         "machine_type": "n1-standard-2", "traffic_percentage": 20}
-    assert custom["ai_platform_vertex_container_image_uri"].startswith(
-        "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16")
+    # The default is the newest TensorFlow image the Vertex SDK lists, in the region's
+    # multi-region (europe-west4 -> europe); tf2-cpu.2-16 is not one of them.
+    assert custom["ai_platform_vertex_container_image_uri"] == \
+        "europe-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
 
 
 def test_batch_inference_runs_on_dataflow_and_appends_to_bigquery(tmp_path):
@@ -186,8 +190,7 @@ def test_submit_sends_template_root_caching_labels_and_parameters(tmp_path, caps
     fake = FakeAiplatform()
     out = tmp_path / "p.json"
     code = vertex_runner.main([*SETTINGS, "--output", str(out), "--submit", "--label",
-                               "team=ml", "--label", "commit=abc123", "--parameter", "x=1"],
-                              aiplatform=fake)
+                               "team=ml", "--label", "commit=abc123"], aiplatform=fake)
     assert code == 0
     names = [name for name, _ in fake.calls]
     assert names == ["init", "PipelineJob", "submit"]
@@ -196,7 +199,7 @@ def test_submit_sends_template_root_caching_labels_and_parameters(tmp_path, caps
     assert job["pipeline_root"] == "gs://demo-bucket/taxi/pipelines/taxi-big-tipper"
     assert job["enable_caching"] is True
     assert job["labels"] == {"team": "ml", "commit": "abc123"}
-    assert job["parameter_values"] == {"x": "1"}
+    assert "parameter_values" not in job  # the pipeline declares no runtime parameters
     assert (job["project"], job["location"]) == ("demo-project", "europe-west4")
     assert fake.calls[2][1] == {"service_account": "runner@demo-project.iam.gserviceaccount.com"}
     assert "submitted run" in capsys.readouterr().out
@@ -223,7 +226,11 @@ def test_missing_and_malformed_settings_are_listed_without_a_traceback(capsys):
     assert "gcp_project is required (--gcp-project or TAXI_GCP_PROJECT)" in err
     assert "image is required (--image or TAXI_IMAGE)" in err
     assert "gcp_region 'Europe West' is not a region like us-central1" in err
-    assert re.search(r"pipeline_root must be a gs:// URI, got '/tmp/not-gcs", err)
+    # Named once, by the flag the user gave, not by the settings derived from it.
+    assert "output_root must be a gs:// URI, got '/tmp/not-gcs' (--output-root" in err
+    assert "--offline" in err
+    for derived in ("pipeline_root", "serving_dir", "dataflow_temp_location"):
+        assert derived not in err
 
 
 def test_dockerfile_installs_the_same_lock_and_copies_paths_that_exist():
@@ -238,3 +245,61 @@ def test_dockerfile_installs_the_same_lock_and_copies_paths_that_exist():
     assert configs.PROFILES["vertex"]["schema_dir"] == "/pipeline/schema"
     cloudbuild = (ROOT / "cloudbuild.yaml").read_text()
     assert "vertex_runner.py" in cloudbuild and "--submit" in cloudbuild
+
+
+def test_worker_pools_are_shaped_as_vertex_requires(tmp_path):
+    """Pool 0: exactly one primary replica; pool 1: the other workers; pool 2: servers."""
+    out = tmp_path / "p.json"
+    assert vertex_runner.main([*SETTINGS, "--training-workers", "3",
+                               "--training-parameter-servers", "2", "--output", str(out)]) == 0
+    custom = json.loads(_parameter(json.loads(out.read_text()), "Trainer", "custom_config"))
+    pools = custom["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
+    assert [p["replica_count"] for p in pools] == [1, 3, 2]
+    assert pools[2]["machine_spec"] == {"machine_type": "n1-highmem-8"}  # no GPU for servers
+    assert custom["distribution"] == "auto"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--training-parameter-servers", "1"], "training_parameter_servers 1 needs training_workers"),
+    (["--distribution", "multi_worker"], "multi_worker needs a cluster: training_workers >= 1"),
+    (["--distribution", "none", "--training-workers", "2"], "every replica would train its own"),
+    (["--distribution", "parameter_server", "--training-workers", "1"],
+     "needs training_parameter_servers >= 1 (--training-parameter-servers or "
+     "TAXI_TRAINING_PARAMETER_SERVERS)"),
+    (["--serving-endpoint", "e", "--serving-image",
+      "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"],
+     "is not one of Vertex AI's prebuilt prediction containers"),
+])
+def test_impossible_training_and_serving_shapes_are_refused_up_front(flags, message, capsys):
+    assert vertex_runner.main([*SETTINGS, *flags, "--output", "/dev/null"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_submit_without_credentials_says_what_to_do(tmp_path, capsys, monkeypatch):
+    from google.auth import exceptions
+
+    class NoCredentials(FakeAiplatform):
+        def init(self, **kwargs):
+            raise exceptions.DefaultCredentialsError("Your default credentials were not found")
+
+    code = vertex_runner.main([*SETTINGS, "--output", str(tmp_path / "p.json"), "--submit"],
+                              aiplatform=NoCredentials())
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "gcloud auth application-default login" in err and str(tmp_path / "p.json") in err
+
+
+def test_cloudbuild_tags_images_and_needs_a_bucket_when_run_by_hand():
+    cloudbuild = (ROOT / "cloudbuild.yaml").read_text()
+    # `gcloud builds submit` by hand has no SHORT_SHA: the tag must not come out empty.
+    image = next(line for line in cloudbuild.splitlines() if line.strip().startswith("_IMAGE:"))
+    assert image.endswith("pipeline:${BUILD_ID}") and "SHORT_SHA" not in image
+    assert "_BUCKET is required" in cloudbuild
+
+
+def test_a_gs_uri_without_a_bucket_is_refused(capsys):
+    """An empty _BUCKET substitution makes gs:///taxi; it must not compile."""
+    code = vertex_runner.main([*SETTINGS[:6], "--output-root", "gs:///taxi", "--data-root",
+                               "gs:///taxi/data", "--output", "/dev/null"])
+    assert code == 2
+    assert "output_root 'gs:///taxi' names no bucket" in capsys.readouterr().err

@@ -30,7 +30,7 @@ COMPARISON_FILE = "comparison.json"
 class EdgeModel(artifact.Artifact):
     """A directory with model.tflite, model_quant.tflite and comparison.json."""
 
-    TYPE_NAME = "taxi.EdgeModel"  # namespace.Name: what the Vertex compiler accepts
+    TYPE_NAME = "pipeline.EdgeModel"  # importable as a schema title: see pipeline/__init__
 
 
 class EdgeModelTooLossy(RuntimeError):

@@ -68,3 +68,4 @@ class Executor(pusher_executor.Executor):
 
 class Pusher(pusher_component.Pusher):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+

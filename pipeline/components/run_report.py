@@ -27,7 +27,7 @@ REPORT_FILE = "report.html"
 class RunReportPage(artifact.Artifact):
     """A directory with report.html: one self-contained page for the run."""
 
-    TYPE_NAME = "taxi.RunReport"  # namespace.Name: what the Vertex compiler accepts
+    TYPE_NAME = "pipeline.RunReport"  # importable as a schema title: see pipeline/__init__
 
 
 # Which node each input comes from: the report reads artifacts by producing node, as in MLMD.

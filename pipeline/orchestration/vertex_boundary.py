@@ -1,0 +1,411 @@
+"""The Vertex API clients, replaced inside an offline task's process (and nowhere else).
+
+TFX's Vertex Trainer and Tuner executors create a CustomJob with
+`google.cloud.aiplatform.gapic.JobServiceClient` and poll it; TFX's Vertex Pusher uploads
+and deploys with `aiplatform.Model` and `aiplatform.Endpoint`. Offline those names are
+bound to the classes below when the SDK is imported (boundary/sitecustomize.py), so every
+line of TFX's code before the network call runs as on Vertex:
+
+- `create_custom_job` checks the job as Vertex does (worker pool 0 has exactly one
+  replica, every pool an image and a machine type, ...) and refuses what Vertex refuses
+  with the same error class (InvalidArgument); it then starts every replica of every pool
+  as a local process running the pool's own command, with the CLUSTER_SPEC and TF_CONFIG
+  Vertex gives each replica, on free 127.0.0.1 ports.
+- `get_custom_job` waits for the job, bounded in time: the job succeeds when the primary
+  replica (pool 0) succeeds and fails when any replica fails (the others are stopped).
+- `Model.upload` refuses a prediction image Vertex does not provide; `Model.deploy` loads
+  the SavedModel and replays its warmup requests, as the serving container would on load,
+  and records the endpoint's models and traffic split under OFFLINE_ROOT/endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("offline-vertex")
+
+ROOT_ENV = "TAXI_OFFLINE_VERTEX_ROOT"
+JOB_TIMEOUT_ENV = "TAXI_OFFLINE_JOB_TIMEOUT"
+# After the primary replica succeeds, how long other workers get to finish on their own.
+WORKER_GRACE_SECONDS = 120.0
+# TF_CONFIG task types of Vertex's worker pools 0..2 (pool 3, evaluators, is not offline).
+TF_TASK_TYPES = ("chief", "worker", "ps")
+
+
+def offline_root() -> Path:
+    return Path(os.environ[ROOT_ENV])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------- CustomJob
+
+
+def job_spec_problems(custom_job: dict[str, Any]) -> list[str]:
+    """What Vertex would reject in a CustomJob (documented worker pool rules)."""
+    spec = custom_job.get("job_spec") or {}
+    pools = spec.get("worker_pool_specs") or []
+    problems = []
+    if not pools:
+        problems.append("job_spec.worker_pool_specs is empty")
+    if len(pools) > 4:
+        problems.append(f"{len(pools)} worker pools; Vertex takes at most 4")
+    if len(pools) > 3 and pools[3]:
+        problems.append("worker pool 3 (evaluators) is not run offline")
+    for i, pool in enumerate(pools):
+        if not pool:
+            if i == 0:
+                problems.append("worker pool 0 (the primary replica) is empty")
+            continue  # an empty pool is a placeholder Vertex skips
+        replicas = pool.get("replica_count", 1 if i == 0 else 0)
+        if i == 0 and int(replicas) != 1:
+            problems.append(f"worker pool 0 has replica_count {replicas}; Vertex reserves it "
+                            "for exactly one primary replica (put the other workers in pool 1)")
+        if i > 0 and int(replicas) < 1:
+            problems.append(f"worker pool {i} has replica_count {replicas}; it must be >= 1 "
+                            "(or the pool empty)")
+        machine = pool.get("machine_spec") or {}
+        if not machine.get("machine_type"):
+            problems.append(f"worker pool {i} has no machine_spec.machine_type")
+        if machine.get("accelerator_type") and int(machine.get("accelerator_count", 0)) < 1:
+            problems.append(f"worker pool {i} names accelerator_type "
+                            f"{machine['accelerator_type']} with accelerator_count < 1")
+        container = pool.get("container_spec") or {}
+        if not container.get("image_uri"):
+            problems.append(f"worker pool {i} has an empty container_spec.image_uri")
+        if not container.get("command") and not container.get("args"):
+            problems.append(f"worker pool {i} has no command to run")
+    return problems
+
+
+def cluster_env(pools: list[dict[str, Any]], ports: dict[int, list[int]], job_spec: dict,
+                pool: int, index: int) -> dict[str, str]:
+    """CLUSTER_SPEC and TF_CONFIG for one replica, as Vertex sets them."""
+    addresses = {i: [f"127.0.0.1:{p}" for p in ports[i]] for i in ports}
+    cluster_spec = {
+        "cluster": {f"workerpool{i}": a for i, a in addresses.items()},
+        "environment": "cloud",
+        "task": {"type": f"workerpool{pool}", "index": index},
+        "job": job_spec,
+    }
+    tf_config = {
+        "cluster": {TF_TASK_TYPES[i]: a for i, a in addresses.items()},
+        "task": {"type": TF_TASK_TYPES[pool], "index": index},
+        "environment": "cloud",
+    }
+    return {"CLUSTER_SPEC": json.dumps(cluster_spec), "TF_CONFIG": json.dumps(tf_config)}
+
+
+class LocalCustomJob:
+    """The replicas of one CustomJob, as local processes."""
+
+    def __init__(self, name: str, custom_job: dict[str, Any]):
+        self.name = name
+        self.display_name = custom_job.get("display_name", "")
+        spec = custom_job["job_spec"]
+        pools = [p for p in spec["worker_pool_specs"]]
+        self.directory = offline_root() / "jobs" / name.rsplit("/", 1)[-1]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ports = {i: [free_port() for _ in range(int(pool.get("replica_count", 1)))]
+                 for i, pool in enumerate(pools) if pool}
+        self.replicas: list[tuple[str, subprocess.Popen, Path]] = []
+        for i, pool in ports.items():
+            container = pools[i]["container_spec"]
+            command = [*container.get("command", []), *container.get("args", [])]
+            if command and command[0] in ("python", "python3"):
+                command[0] = sys.executable
+            for index in range(len(pool)):
+                label = f"workerpool{i}-{index}"
+                env = {**os.environ, **cluster_env(pools, ports, spec, i, index),
+                       **{e["name"]: e["value"] for e in container.get("env", [])}}
+                scratch = self.directory / label  # each replica is its own container
+                scratch.mkdir(exist_ok=True)
+                log_path = self.directory / f"{label}.log"
+                with log_path.open("w") as out:
+                    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                               env=env, cwd=scratch)
+                self.replicas.append((label, process, log_path))
+        log.info("offline CustomJob %s: %s; logs in %s", self.display_name,
+                 ", ".join(label for label, _, _ in self.replicas), self.directory)
+        self.state, self.error = "JOB_STATE_RUNNING", ""
+
+    def wait(self, timeout: float) -> None:
+        """Until the job ends: the primary replica succeeds, any replica fails, or time's up."""
+        deadline = time.monotonic() + timeout
+        primary = self.replicas[0]
+        while self.state == "JOB_STATE_RUNNING":
+            failed = [(label, p.returncode, path) for label, p, path in self.replicas
+                      if p.poll() not in (None, 0)]
+            if failed:
+                label, code, path = failed[0]
+                self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
+                          f"{path} ends:\n{_tail(path)}")
+            elif primary[1].poll() == 0:
+                self._finish_workers()
+            elif time.monotonic() > deadline:
+                self._end("JOB_STATE_FAILED", f"job did not finish within {timeout:.0f} s "
+                          f"({JOB_TIMEOUT_ENV}); replicas stopped")
+            else:
+                time.sleep(0.5)
+
+    def _finish_workers(self) -> None:
+        deadline = time.monotonic() + WORKER_GRACE_SECONDS
+        for label, process, path in self.replicas[1:]:
+            if label.startswith("workerpool2"):
+                continue  # parameter servers serve until the job ends
+            try:
+                code = process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("replica %s still running %.0f s after the primary finished; "
+                            "stopped", label, WORKER_GRACE_SECONDS)
+                continue
+            if code != 0:
+                self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
+                          f"{path} ends:\n{_tail(path)}")
+                return
+        self._end("JOB_STATE_SUCCEEDED", "")
+
+    def _end(self, state: str, error: str) -> None:
+        for _, process, _ in self.replicas:
+            if process.poll() is None:
+                process.terminate()
+        for _, process, _ in self.replicas:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.state, self.error = state, error
+        log.info("offline CustomJob %s: %s %s", self.display_name, state, error)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_JOBS: dict[str, LocalCustomJob] = {}
+
+
+class OfflineJobServiceClient:
+    """`gapic.JobServiceClient` for the calls TFX's Vertex training client makes."""
+
+    def __init__(self, *args: Any, client_options: Any = None, **kwargs: Any):
+        endpoint = (client_options or {}).get("api_endpoint", "") \
+            if isinstance(client_options, dict) else getattr(client_options, "api_endpoint", "")
+        self.region = endpoint.split("-aiplatform")[0]
+
+    def create_custom_job(self, parent: str, custom_job: dict[str, Any], **_: Any):
+        from google.api_core import exceptions
+
+        problems = job_spec_problems(custom_job)
+        if problems:
+            raise exceptions.InvalidArgument(
+                "offline Vertex refuses the CustomJob as Vertex would: " + "; ".join(problems))
+        name = f"{parent}/customJobs/{uuid.uuid4().int % 10**18}"
+        _JOBS[name] = LocalCustomJob(name, custom_job)
+        return self._proto(_JOBS[name])
+
+    def get_custom_job(self, name: str, **_: Any):
+        job = _JOBS[name]
+        job.wait(float(os.environ.get(JOB_TIMEOUT_ENV, "3600")))
+        return self._proto(job)
+
+    @staticmethod
+    def _proto(job: LocalCustomJob):
+        from google.cloud.aiplatform_v1.types import custom_job, job_state
+        from google.rpc import status_pb2
+
+        return custom_job.CustomJob(name=job.name, display_name=job.display_name,
+                                    state=job_state.JobState[job.state],
+                                    error=status_pb2.Status(code=2 if job.error else 0,
+                                                            message=job.error))
+
+
+# ---------------------------------------------------------------------- endpoints
+
+
+def _endpoints_file() -> Path:
+    return offline_root() / "endpoints.json"
+
+
+def _load_endpoints() -> dict[str, Any]:
+    path = _endpoints_file()
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _save_endpoints(endpoints: dict[str, Any]) -> None:
+    path = _endpoints_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(endpoints, indent=1))
+
+
+class DeployedModel:
+    def __init__(self, record: dict[str, Any]):
+        self.id, self.model, self.display_name = record["id"], record["model"], \
+            record["display_name"]
+        self.artifact_uri = record["artifact_uri"]
+
+
+class OfflineEndpoint:
+    """`aiplatform.Endpoint`, kept in OFFLINE_ROOT/endpoints.json."""
+
+    def __init__(self, endpoint_name: str, *_: Any, **__: Any):
+        endpoints = _load_endpoints()
+        key = endpoint_name.rsplit("/", 1)[-1]
+        if key not in endpoints:
+            from google.api_core import exceptions
+
+            raise exceptions.NotFound(f"endpoint {endpoint_name} not found")
+        self.resource_name = endpoints[key]["resource_name"]
+        self.display_name = endpoints[key]["display_name"]
+        self.name = key
+
+    @classmethod
+    def list(cls, filter: str = "", **_: Any) -> list[OfflineEndpoint]:  # noqa: A002
+        wanted = filter.partition("=")[2].strip('"') if filter else None
+        return [cls(key) for key, e in _load_endpoints().items()
+                if wanted is None or e["display_name"] == wanted]
+
+    @classmethod
+    def create(cls, display_name: str, labels: dict | None = None, **_: Any) -> OfflineEndpoint:
+        endpoints = _load_endpoints()
+        key = str(uuid.uuid4().int % 10**18)
+        endpoints[key] = {"display_name": display_name, "labels": labels or {},
+                          "resource_name": f"projects/offline/locations/offline/endpoints/{key}",
+                          "deployed_models": [], "traffic_split": {}}
+        _save_endpoints(endpoints)
+        return cls(key)
+
+    def _record(self) -> dict[str, Any]:
+        return _load_endpoints()[self.name]
+
+    @property
+    def traffic_split(self) -> dict[str, int]:
+        return dict(self._record()["traffic_split"])
+
+    def list_models(self) -> list[DeployedModel]:
+        return [DeployedModel(r) for r in self._record()["deployed_models"]]
+
+    def undeploy(self, deployed_model_id: str, **_: Any) -> None:
+        endpoints = _load_endpoints()
+        record = endpoints[self.name]
+        if record["traffic_split"].get(deployed_model_id, 0):
+            from google.api_core import exceptions
+
+            raise exceptions.FailedPrecondition(
+                f"deployed model {deployed_model_id} still receives traffic")
+        record["deployed_models"] = [m for m in record["deployed_models"]
+                                     if m["id"] != deployed_model_id]
+        record["traffic_split"].pop(deployed_model_id, None)
+        _save_endpoints(endpoints)
+        log.info("offline endpoint %s: undeployed %s", self.display_name, deployed_model_id)
+
+
+class OfflineModel:
+    """`aiplatform.Model`: upload checks what Vertex would fail on; deploy loads the model."""
+
+    def __init__(self, resource_name: str, display_name: str, artifact_uri: str, image: str):
+        self.resource_name, self.display_name = resource_name, display_name
+        self.artifact_uri, self.image = artifact_uri, image
+
+    @classmethod
+    def upload(cls, display_name: str, artifact_uri: str, serving_container_image_uri: str,
+               **_: Any) -> OfflineModel:
+        from google.api_core import exceptions
+
+        from pipeline.orchestration.vertex_images import serving_image_problem
+
+        problem = serving_image_problem(serving_container_image_uri)
+        if problem:
+            raise exceptions.InvalidArgument(f"offline Vertex: {problem}")
+        if not (Path(artifact_uri) / "saved_model.pb").exists():
+            raise exceptions.InvalidArgument(f"no saved_model.pb under {artifact_uri}")
+        name = f"projects/offline/locations/offline/models/{uuid.uuid4().int % 10**18}"
+        return cls(name, display_name, artifact_uri, serving_container_image_uri)
+
+    def wait(self) -> None:
+        pass
+
+    def deploy(self, endpoint: OfflineEndpoint, traffic_percentage: int = 0,
+               deployed_model_display_name: str | None = None, **_: Any) -> None:
+        from serving import probe
+
+        warmup = Path(self.artifact_uri) / "assets.extra" / "tf_serving_warmup_requests"
+        if warmup.exists():  # what the serving container does on load
+            figures = probe.probe(self.artifact_uri, str(warmup), repeats=1)
+            if figures["errors"]:
+                raise RuntimeError(f"deployed model answers badly: {figures['errors'][:3]}")
+            log.info("offline endpoint: model loaded in %.1f s, warmup p99 %.1f ms",
+                     figures["load_seconds"], figures["p99_ms"])
+        endpoints = _load_endpoints()
+        record = endpoints[endpoint.name]
+        deployed_id = str(uuid.uuid4().int % 10**12)
+        record["deployed_models"].append({
+            "id": deployed_id, "model": self.resource_name, "artifact_uri": self.artifact_uri,
+            "display_name": deployed_model_display_name or self.display_name,
+            "image": self.image})
+        # Vertex: the new model gets its share, the others keep theirs in proportion.
+        rest, others = 100 - int(traffic_percentage), record["traffic_split"]
+        total = sum(others.values())
+        split = {k: (round(v * rest / total) if total else 0) for k, v in others.items()}
+        if not total and rest:
+            traffic_percentage = 100  # the first model takes all traffic
+        split[deployed_id] = int(traffic_percentage)
+        record["traffic_split"] = split
+        _save_endpoints(endpoints)
+        log.info("offline endpoint %s: deployed %s (%s) with %s%% of traffic",
+                 endpoint.display_name, deployed_id, self.artifact_uri, traffic_percentage)
+
+
+# ---------------------------------------------------------------------- installation
+
+
+def patch_aiplatform(aiplatform: Any) -> None:
+    """Binds the SDK's network-facing names to the offline classes."""
+    from google.cloud.aiplatform import gapic
+
+    gapic.JobServiceClient = OfflineJobServiceClient
+    aiplatform.Endpoint = OfflineEndpoint
+    aiplatform.Model = OfflineModel
+    aiplatform.init = lambda **_: None  # project and location only; no credentials needed
+    log.info("offline Vertex: CustomJobs run as local processes, endpoints under %s",
+             offline_root())
+
+
+def install() -> None:
+    """Patches google.cloud.aiplatform when (if ever) the task's process imports it."""
+    import importlib.abc
+
+    class AfterImport(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's API
+            if fullname != "google.cloud.aiplatform":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            original = spec.loader.exec_module
+
+            def exec_module(module):  # noqa: ANN001
+                original(module)
+                patch_aiplatform(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    import importlib.util
+
+    sys.meta_path.insert(0, AfterImport())

@@ -1,0 +1,370 @@
+"""Run a compiled Vertex AI PipelineJob on this machine, task by task, as Vertex would.
+
+For each container task it builds the ExecutorInput Vertex builds (input artifacts from the
+upstream outputs with the spec's own type schemas, parameters, output URIs and the output
+file under the pipeline root) and runs the task's own `command` + `args` from the spec's
+`deploymentSpec` (TFX's container entrypoint, TFX's executors) as a subprocess, then reads
+its ExecutorOutput. A task's `preCacheCheck` hook (ExampleGen's driver) runs first, and its
+output updates the task's parameters and artifacts, as on Vertex. Resolver tasks run their
+filter queries over the artifacts of earlier offline runs (artifact_store.py).
+
+Cloud boundaries are replaced at the narrowest point and nowhere else:
+  gs://BUCKET/...      -> OFFLINE_ROOT/gcs/BUCKET/... (one rewrite of the job's text)
+  Dataflow             -> Beam's DirectRunner (the task's --runner flag)
+  Vertex CustomJob     -> its worker pools as local processes, with CLUSTER_SPEC and
+                          TF_CONFIG on 127.0.0.1 ports; shapes Vertex refuses are refused
+  endpoint upload/deploy -> a local endpoint registry; the deployed SavedModel is loaded
+The last two are the API clients inside the task's process (vertex_boundary.py, installed
+by the `sitecustomize` in boundary/ on the task's PYTHONPATH). The image is this checkout:
+the Dockerfile installs the same lock and code, so `python` is this interpreter.
+
+What it cannot prove: IAM, quotas, that the images exist in their registries, Dataflow's
+and Vertex's own scheduling. Step caching is off (every task runs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.configs import IMAGE_PROJECT_DIR
+from pipeline.orchestration.artifact_store import ArtifactStore, schema_title
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BOUNDARY_DIR = Path(__file__).resolve().parent / "boundary"
+OFFLINE_ROOT_ENV = "TAXI_OFFLINE_VERTEX_ROOT"
+# Beam flags that only mean something to Dataflow; everything else reaches the DirectRunner.
+DATAFLOW_ONLY = ("--runner", "--sdk_container_image", "--experiments", "--machine_type",
+                 "--max_num_workers", "--num_workers", "--service_account_email",
+                 "--worker_machine_type", "--subnetwork", "--network", "--region")
+
+
+class OfflineRunError(RuntimeError):
+    """A task failed, or the spec asks for something this runner cannot do (it says which)."""
+
+
+@dataclass
+class TaskResult:
+    name: str
+    state: str  # SUCCEEDED | FAILED | SKIPPED
+    seconds: float = 0.0
+    log: str = ""
+
+
+@dataclass
+class OfflineRun:
+    """One run of a compiled PipelineJob JSON. `root` stands for gs:// and keeps the state
+    (artifacts for the resolvers, endpoints, logs) that later runs read."""
+
+    job_path: Path
+    root: Path
+    task_timeout: float = 3600.0
+    echo: Callable[[str], None] = print
+    results: list[TaskResult] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.gcs = self.root / "gcs"
+        self.store = ArtifactStore(self.root / "metadata" / "artifacts.jsonl")
+        job = json.loads(localize(self.job_path.read_text(), self.gcs))
+        self.spec = job["pipelineSpec"]
+        self.pipeline_root = job.get("runtimeConfig", {}).get("gcsOutputDirectory", "")
+        if not self.pipeline_root:
+            raise OfflineRunError(f"{self.job_path}: runtimeConfig.gcsOutputDirectory is empty")
+        self.job_id = f"{self.spec['pipelineInfo']['name']}-" \
+                      f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.logs = self.root / "logs" / self.job_id
+        self.produced: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+    # ------------------------------------------------------------------ the DAG
+
+    def run(self) -> bool:
+        tasks = self.spec["root"]["dag"]["tasks"]
+        order = task_order(tasks)
+        self.echo(f"offline Vertex run {self.job_id}: {len(order)} tasks, pipeline root "
+                  f"{self.pipeline_root}")
+        failed = None
+        for i, name in enumerate(order, 1):
+            prefix = f"[{i:>2}/{len(order)}] {name:<52}"
+            if failed:
+                self.results.append(TaskResult(name, "SKIPPED"))
+                self.echo(f"{prefix} skipped (upstream failed)")
+                continue
+            started = time.monotonic()
+            try:
+                self.run_task(name, tasks[name])
+            except OfflineRunError as e:
+                seconds = time.monotonic() - started
+                self.results.append(TaskResult(name, "FAILED", seconds, str(e)))
+                self.echo(f"{prefix} FAILED after {seconds:.1f} s\n{e}")
+                failed = name
+                continue
+            seconds = time.monotonic() - started
+            self.results.append(TaskResult(name, "SUCCEEDED", seconds))
+            self.echo(f"{prefix} done in {seconds:6.1f} s")
+        self._write_run_record()
+        return failed is None
+
+    def run_task(self, name: str, task: dict[str, Any]) -> None:
+        if "triggerPolicy" in task or "iteratorPolicy" in task:
+            raise OfflineRunError(f"task {name}: conditions and loops are not supported offline")
+        component = self.spec["components"][task["componentRef"]["name"]]
+        executor = self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
+        inputs = self.input_artifacts(name, task)
+        if "resolver" in executor:
+            self.produced[name] = self.resolve(executor["resolver"], inputs)
+            return
+        if "container" not in executor:
+            raise OfflineRunError(f"task {name}: executor kind {sorted(executor)} is not "
+                                  "supported offline (only containers and resolvers)")
+        task_dir = f"{self.pipeline_root}/{self.job_id}/{name}_{uuid.uuid4().hex[:8]}"
+        executor_input = {
+            "inputs": {**parameters(name, task, component),
+                       "artifacts": {k: {"artifacts": v} for k, v in inputs.items()}},
+            "outputs": {"artifacts": self.output_artifacts(component, task_dir),
+                        "outputFile": f"{task_dir}/executor_output.json"},
+        }
+        make_output_dirs(executor_input["outputs"]["artifacts"])
+        container = executor["container"]
+        hook = container.get("lifecycle", {}).get("preCacheCheck")
+        if hook:  # ExampleGen's driver: resolves span, version and fingerprint first
+            self.execute(f"{name}.driver", hook, executor_input)
+            merge_driver_output(executor_input, read_output(executor_input))
+        self.execute(name, container, executor_input)
+        outputs = executor_input["outputs"]["artifacts"]
+        merge_outputs(outputs, read_output(executor_input))
+        self.produced[name] = {k: v["artifacts"] for k, v in outputs.items()}
+        for artifacts in self.produced[name].values():
+            for artifact in artifacts:
+                self.store.add(artifact, task=name, job=self.job_id)
+
+    def input_artifacts(self, name: str, task: dict[str, Any]) -> dict[str, list[dict]]:
+        inputs = {}
+        for key, spec in task.get("inputs", {}).get("artifacts", {}).items():
+            if "taskOutputArtifact" not in spec:
+                raise OfflineRunError(f"task {name}: input {key} is {sorted(spec)}; only "
+                                      "upstream task outputs are supported offline")
+            source = spec["taskOutputArtifact"]
+            artifacts = self.produced[source["producerTask"]].get(source["outputArtifactKey"], [])
+            if artifacts:  # an empty resolver leaves an optional input out, as on Vertex
+                inputs[key] = artifacts
+        return inputs
+
+    def output_artifacts(self, component: dict[str, Any], task_dir: str) -> dict[str, Any]:
+        store_prefix = "projects/offline/locations/offline/metadataStores/default/artifacts"
+        return {
+            key: {"artifacts": [{
+                "name": f"{store_prefix}/{uuid.uuid4().hex}",
+                "type": definition["artifactType"],
+                "uri": f"{task_dir}/{key}",
+                "metadata": dict(definition.get("metadata", {})),
+            }]}
+            for key, definition in component.get("outputDefinitions", {})
+            .get("artifacts", {}).items()
+        }
+
+    def resolve(self, resolver: dict[str, Any], inputs: dict[str, list[dict]]) -> dict:
+        out = {}
+        for key, query in resolver.get("outputArtifactQueries", {}).items():
+            out[key] = self.store.query(query["filter"], inputs, int(query.get("limit", 1)))
+        return out
+
+    def execute(self, name: str, container: dict[str, Any], executor_input: dict) -> None:
+        command = [*container.get("command", []), *container.get("args", [])]
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable  # the image's interpreter is this environment's
+        command = direct_runner_args(substitute(command, executor_input, name))
+        env = {**os.environ, **image_env(), OFFLINE_ROOT_ENV: str(self.root)}
+        env["PYTHONPATH"] = os.pathsep.join([str(BOUNDARY_DIR), env.get("PYTHONPATH", "")])
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{name}.log"
+        with log_path.open("w") as out:
+            try:
+                code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                      cwd=PROJECT_ROOT, timeout=self.task_timeout).returncode
+            except subprocess.TimeoutExpired:
+                code = f"timeout after {self.task_timeout:.0f} s"
+        if code != 0:
+            raise OfflineRunError(
+                f"  task {name} exited {code}\n  command: {' '.join(command[:4])} ...\n"
+                f"  log: {log_path}\n  last lines:\n" + tail(log_path))
+
+    # ------------------------------------------------------------------ reporting
+
+    def outputs_of(self, task: str, key: str) -> list[dict[str, Any]]:
+        return self.produced.get(task, {}).get(key, [])
+
+    def _write_run_record(self) -> None:
+        path = self.root / "runs" / f"{self.job_id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "job_id": self.job_id, "pipeline_root": self.pipeline_root,
+            "tasks": [r.__dict__ for r in self.results],
+            "outputs": self.produced}, indent=1))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def localize(job_text: str, gcs_dir: Path) -> str:
+    """Every gs:// URI in the job (roots, parameters, JSON inside parameters) under gcs_dir,
+    and paths into the image's copy of the project (the schema) into this checkout."""
+    for quote in ('"', '\\"'):
+        job_text = job_text.replace(f"{quote}{IMAGE_PROJECT_DIR}/", f"{quote}{PROJECT_ROOT}/")
+    return job_text.replace("gs://", f"{gcs_dir.as_posix()}/")
+
+
+def local_path(uri: str, gcs_dir: Path) -> Path:
+    return Path(localize(uri, gcs_dir))
+
+
+# Artifacts that are one file at their URI; every other artifact is a folder.
+VALUE_TYPES = {f"tfx.{name}" for name in ("String", "Integer", "Float", "Boolean", "JsonValue",
+                                           "Bytes")}
+
+
+def make_output_dirs(outputs: dict[str, Any]) -> None:
+    """On GCS any path can be written without creating folders; on a disk they must exist
+    (TFX's local launcher makes them the same way: a folder per artifact, the parent of a
+    value artifact's file)."""
+    for entry in outputs.values():
+        for artifact in entry["artifacts"]:
+            uri = Path(artifact["uri"])
+            is_file = schema_title(artifact["type"]) in VALUE_TYPES
+            (uri.parent if is_file else uri).mkdir(parents=True, exist_ok=True)
+
+
+def image_env(dockerfile: Path = PROJECT_ROOT / "Dockerfile") -> dict[str, str]:
+    """The ENV the Dockerfile gives the pipeline image, its project folder read as this
+    checkout: what every task's process sees on Vertex."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                key, _, value = pair.partition("=")
+                env[key] = value.replace(IMAGE_PROJECT_DIR, str(PROJECT_ROOT))
+    return env
+
+
+def task_order(tasks: dict[str, Any]) -> list[str]:
+    """Tasks in dependency order (upstream first); ties by name, so runs are repeatable."""
+    needs = {}
+    for name, task in tasks.items():
+        upstream = set(task.get("dependentTasks", []))
+        for spec in task.get("inputs", {}).get("artifacts", {}).values():
+            if "taskOutputArtifact" in spec:
+                upstream.add(spec["taskOutputArtifact"]["producerTask"])
+        needs[name] = upstream
+    order: list[str] = []
+    while needs:
+        ready = sorted(n for n, up in needs.items() if not up - set(order))
+        if not ready:
+            raise OfflineRunError(f"the DAG has a cycle among {sorted(needs)}")
+        order += ready
+        for n in ready:
+            del needs[n]
+    return order
+
+
+def parameters(name: str, task: dict[str, Any], component: dict[str, Any]) -> dict[str, Any]:
+    """Task parameters both as the legacy `parameters` (Value) and as `parameterValues`,
+    as Vertex fills the ExecutorInput for a schema 2.0 spec."""
+    legacy, values = {}, {}
+    for key, spec in task.get("inputs", {}).get("parameters", {}).items():
+        runtime = spec.get("runtimeValue")
+        if runtime is None:
+            raise OfflineRunError(f"task {name}: parameter {key} is {sorted(spec)}; the "
+                                  "pipeline declares no runtime parameters to fill it")
+        if "constantValue" in runtime:
+            value = runtime["constantValue"]
+            legacy[key] = value
+            (kind, raw), = value.items()
+            values[key] = int(raw) if kind == "intValue" else raw
+        else:  # schema 2.1: a plain JSON constant
+            values[key] = runtime["constant"]
+            legacy[key] = _legacy_value(runtime["constant"])
+    return {"parameters": legacy, "parameterValues": values}
+
+
+def _legacy_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return {"stringValue": value if isinstance(value, str) else json.dumps(value)}
+    if isinstance(value, int) or float(value).is_integer():
+        return {"intValue": str(int(value))}
+    return {"doubleValue": value}
+
+
+def substitute(command: list[str], executor_input: dict[str, Any], name: str) -> list[str]:
+    out = []
+    for arg in command:
+        if arg == "{{$}}":
+            out.append(json.dumps(executor_input))
+        elif "{{$" in arg:
+            raise OfflineRunError(f"task {name}: placeholder in {arg!r} is not supported offline")
+        else:
+            out.append(arg)
+    return out
+
+
+def direct_runner_args(command: list[str]) -> list[str]:
+    """Dataflow -> the DirectRunner, in the task's own Beam flags; nothing else changes."""
+    if "--runner=DataflowRunner" not in command:
+        return command
+    kept = [a for a in command if a.split("=", 1)[0] not in DATAFLOW_ONLY]
+    return kept + ["--runner=DirectRunner", "--direct_running_mode=in_memory",
+                   "--direct_num_workers=1"]
+
+
+def read_output(executor_input: dict[str, Any]) -> dict[str, Any]:
+    path = Path(executor_input["outputs"]["outputFile"])
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def merge_outputs(outputs: dict[str, Any], executor_output: dict[str, Any]) -> None:
+    """What the task wrote of its artifacts (URI, metadata) replaces what it was handed."""
+    for key, written in executor_output.get("artifacts", {}).items():
+        if key in outputs and written.get("artifacts"):
+            artifact = outputs[key]["artifacts"][0]
+            new = written["artifacts"][0]
+            artifact["uri"] = new.get("uri") or artifact["uri"]
+            artifact["metadata"] = {**artifact["metadata"], **new.get("metadata", {})}
+
+
+def merge_driver_output(executor_input: dict[str, Any], driver_output: dict[str, Any]) -> None:
+    """Vertex updates the task's parameters and output artifacts from the driver's output."""
+    inputs = executor_input["inputs"]
+    for key, value in driver_output.get("parameterValues", {}).items():
+        inputs["parameterValues"][key] = value
+        inputs["parameters"][key] = _legacy_value(value)
+    merge_outputs(executor_input["outputs"]["artifacts"], driver_output)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join("    " + line for line in text[-lines:])
+
+
+def link_data(data: Path, target: Path) -> None:
+    """The user's (or the bundled) data at the local stand-in of DATA_ROOT."""
+    data = data.resolve()
+    if not data.is_dir():
+        raise OfflineRunError(f"offline data {data} is not a directory")
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(data, target_is_directory=True)
