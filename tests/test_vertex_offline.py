@@ -1,0 +1,185 @@
+"""The compiled Vertex PipelineJob, run offline through TFX's own Vertex code.
+
+Every task runs TFX's container entrypoint (and ExampleGen's driver) as a subprocess on the
+ExecutorInput Vertex would build; TFX's Vertex Trainer, Tuner and Pusher executors run as on
+Vertex, with only the API clients at the network boundary replaced (CustomJobs become local
+processes with TF_CONFIG on loopback, the endpoint a local registry). Two runs share one
+offline root, as two Vertex runs share a project's metadata store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tfx.dsl.components.base import base_executor
+
+from conftest import bundled_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--train-steps", "60", "--min-auc", "0.5", "--warmup-requests", "4",
+        "--log-level", "WARNING"]
+
+
+def run_offline(root: Path, data: Path, *flags: str) -> tuple[int, str]:
+    command = [sys.executable, "vertex_runner.py", "--offline", "--offline-root", str(root),
+               "--offline-data", str(data), "--output", str(root / "job.json"), *FAST, *flags]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400)
+    return done.returncode, done.stdout + done.stderr
+
+
+def newest_record(root: Path) -> dict:
+    runs = sorted((root / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    rows = bundled_rows(2500)
+    with (folder / "data.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def first_run(sample, tmp_path_factory):
+    """The default Vertex DAG, with tuning (2 parallel trials), 2 training replicas and the
+    endpoint Pusher: the first run of a project, so no baseline."""
+    root = tmp_path_factory.mktemp("offline")
+    code, output = run_offline(root, sample, "--enable-tuning", "--tuner-trials", "2",
+                               "--tuner-steps", "20", "--training-workers", "1",
+                               "--serving-endpoint", "taxi-endpoint")
+    return root, code, output, newest_record(root)
+
+
+def test_the_default_vertex_dag_runs_to_a_blessed_model_on_the_endpoint(first_run):
+    root, code, output, record = first_run
+    assert code == 0, output[-5000:]
+    states = {t["name"]: t["state"] for t in record["tasks"]}
+    assert set(states.values()) == {"SUCCEEDED"}, states
+    for task in ("CsvExampleGen", "Tuner", "Trainer", "Evaluator", "SafeToServe", "Pusher",
+                 "RunReport"):
+        assert task in states
+    assert "blessed: yes (no baseline: first blessed model)" in output
+    endpoints = json.loads((root / "endpoints.json").read_text())
+    (endpoint,) = endpoints.values()
+    assert endpoint["display_name"] == "taxi-endpoint"
+    assert list(endpoint["traffic_split"].values()) == [100]
+    # The custom artifact type round-trips through the entrypoint: the report was written.
+    (report,) = record["outputs"]["RunReport"]["report"]
+    assert report["type"]["instanceSchema"].startswith("title: pipeline.RunReport")
+    assert (Path(report["uri"]) / "report.html").stat().st_size > 10_000
+
+
+def test_training_ran_as_a_two_replica_vertex_job_and_only_the_chief_exported(first_run):
+    root, code, output, record = first_run
+    assert code == 0, output[-3000:]
+    (run,) = record["outputs"]["Trainer"]["model_run"]
+    history = json.loads((Path(run["uri"]) / "history.json").read_text())
+    assert history["distribution"]["strategy"] == "multi_worker"
+    assert history["distribution"]["replicas"] == 2
+    (model,) = record["outputs"]["Trainer"]["model"]
+    exported = list(Path(model["uri"]).rglob("saved_model.pb"))
+    assert len(exported) == 1 and "scratch" not in str(exported[0])
+    jobs = {p.parent.name: p.name for p in (root / "jobs").glob("*/workerpool*.log")}
+    logs = sorted(p.name for p in (root / "jobs").glob("*/workerpool*.log"))
+    # One job for the Tuner (2 parallel trials), one for the Trainer (chief + 1 worker).
+    assert len(jobs) == 2 and logs.count("workerpool0-0.log") == 2
+    assert logs.count("workerpool1-0.log") == 2
+    (best,) = record["outputs"]["Tuner"]["best_hyperparameters"]
+    assert Path(best["uri"]).exists()
+
+
+def test_a_second_run_judges_against_the_first_runs_blessed_model(first_run, sample):
+    root, code, output, first = first_run
+    assert code == 0, output[-3000:]
+    code, output = run_offline(root, sample, "--serving-endpoint", "taxi-endpoint",
+                               "--max-auc-drop", "0.3", "--no-safe-to-serve",
+                               "--no-report-in-pipeline")
+    assert code == 0, output[-5000:]
+    second = newest_record(root)
+    (model,) = first["outputs"]["Trainer"]["model"]
+    (resolved,) = second["outputs"]["latest_blessed_model_resolver-model-resolver"]["model"]
+    assert resolved["name"] == model["name"] and resolved["uri"] == model["uri"]
+    (blessing,) = second["outputs"]["Evaluator"]["blessing"]
+    assert blessing["metadata"]["baseline_model_id"] == model["name"]
+    assert blessing["metadata"]["blessed"] == 1
+    # The new model took all the traffic, so the first one was undeployed: one model left.
+    (endpoint,) = json.loads((root / "endpoints.json").read_text()).values()
+    (deployed,) = endpoint["deployed_models"]
+    (pushed,) = second["outputs"]["Pusher"]["pushed_model"]
+    assert deployed["artifact_uri"] == pushed["uri"]
+
+
+# ---------------------------------------------------------------- the CustomJob boundary
+
+
+class EnvRecorder(base_executor.BaseExecutor):
+    """Stands in for a trainer in a CustomJob replica: records what Vertex gives it."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
+        task = json.loads(os.environ["CLUSTER_SPEC"])["task"]
+        path = Path(exec_properties["out"]) / f"{task['type']}-{task['index']}.json"
+        path.write_text(json.dumps({k: os.environ[k] for k in ("CLUSTER_SPEC", "TF_CONFIG")}))
+
+
+LAUNCH = """
+import json, sys
+from tfx.extensions.google_cloud_ai_platform import runner
+job = json.loads(sys.argv[1])
+try:
+    runner.start_cloud_training({}, {}, {"out": sys.argv[2]}, "test_vertex_offline.EnvRecorder",
+                                job, None, enable_vertex=True, vertex_region="us-central1")
+except Exception as e:
+    print(f"{type(e).__name__}: {e}")
+    sys.exit(1)
+"""
+
+
+def launch(job: dict, out: Path, root: Path) -> subprocess.CompletedProcess:
+    """TFX's own Vertex training launcher, in a process where the boundary is installed."""
+    from pipeline.orchestration import vertex_boundary, vertex_offline
+
+    env = {**os.environ, **vertex_offline.image_env(), vertex_boundary.ROOT_ENV: str(root),
+           "PYTHONPATH": os.pathsep.join([str(vertex_offline.BOUNDARY_DIR), str(ROOT),
+                                          str(ROOT / "tests")])}
+    return subprocess.run([sys.executable, "-c", LAUNCH, json.dumps(job), str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def pool(replicas: int, image: str = "img") -> dict:
+    return {"machine_spec": {"machine_type": "n1-standard-4"}, "replica_count": replicas,
+            "container_spec": {"image_uri": image}}
+
+
+def test_every_replica_gets_the_cluster_vertex_describes(tmp_path):
+    job = {"project": "p", "job_spec": {"worker_pool_specs": [pool(1), pool(2), pool(1)]}}
+    done = launch(job, tmp_path, tmp_path / "offline")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    seen = {p.stem: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(seen) == ["workerpool0-0", "workerpool1-0", "workerpool1-1", "workerpool2-0"]
+    tf_config = json.loads(seen["workerpool1-1"]["TF_CONFIG"])
+    assert tf_config["task"] == {"type": "worker", "index": 1}
+    assert [len(tf_config["cluster"][k]) for k in ("chief", "worker", "ps")] == [1, 2, 1]
+    addresses = [a for v in tf_config["cluster"].values() for a in v]
+    assert all(a.startswith("127.0.0.1:") for a in addresses) and len(set(addresses)) == 4
+
+
+@pytest.mark.parametrize("pools, message", [
+    ([pool(2)], "worker pool 0 has replica_count 2; Vertex reserves it for exactly one"),
+    ([pool(1), pool(1, image="")], "worker pool 1 has an empty container_spec.image_uri"),
+    ([pool(1), pool(0)], "worker pool 1 has replica_count 0"),
+])
+def test_job_shapes_vertex_refuses_are_refused(pools, message, tmp_path):
+    job = {"project": "p", "job_spec": {"worker_pool_specs": pools}}
+    done = launch(job, tmp_path, tmp_path / "offline")
+    assert done.returncode == 1
+    assert "InvalidArgument" in done.stdout and message in done.stdout
