@@ -4,11 +4,12 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache clean
+.PHONY: help env run vertex-offline data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache bench-distributed clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
 	@echo "make test   - set up .venv if needed, run the whole test suite (PYTEST_ARGS='-k name' to narrow)"
+	@echo "make vertex-offline - compile the Vertex pipeline and run the compiled job here (ARGS for settings)"
 	@echo "make lint   - ruff check"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make bench  - end-to-end benchmark against TFX's own taxi example"
@@ -18,6 +19,7 @@ help:
 	@echo "make bench-input - the Trainer's tf.data input vs the read-and-parse limit"
 	@echo "make bench-scale - the pipeline on 15k, 100k and 1M simulated rows: time and memory per component"
 	@echo "make bench-cache - Transform per span with and without the span-keyed analyzer cache"
+	@echo "make bench-distributed - the Trainer under each tf.distribute strategy: examples/s, step cost, AUC"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -28,6 +30,9 @@ data: env
 
 run: data
 	$(PY) local_runner.py $(ARGS)
+
+vertex-offline: data
+	$(PY) vertex_runner.py --offline $(ARGS)
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -58,6 +63,9 @@ bench-scale: data
 
 bench-cache: data
 	$(PY) benchmarks/analyzer_cache.py $(ARGS)
+
+bench-distributed: data
+	$(PY) benchmarks/distributed_training.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -7,33 +7,7 @@ exported SavedModels trained on it (the serving tests serve them).
 import pytest
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 and quiets TensorFlow's C++ logs)
-
-
-def write_transform(root, rows: list[dict]):
-    """A Transform output dir and gzipped transformed records of `rows` (tf.Transform
-    instance dicts), as the Transform component writes them."""
-    import apache_beam as beam
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
-
-    from models import features as F
-    from models.preprocessing import preprocessing_fn
-
-    metadata = dataset_metadata.DatasetMetadata(
-        schema_utils.schema_from_feature_spec(F.raw_feature_spec("TRAINING")))
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
-        raw = pipeline | beam.Create(rows)
-        (transformed, out_meta), transform_fn = (raw, metadata) | \
-            tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
-        _ = transform_fn | tft_beam.WriteTransformFn(str(root / "graph"))
-        coder = tft.coders.ExampleProtoCoder(out_meta.dataset_metadata.schema)
-        _ = (transformed | beam.Map(coder.encode) | beam.io.WriteToTFRecord(
-            str(root / "examples" / "part"), file_name_suffix=".gz"))
-    # The Transform component also records the raw schema beside the graph.
-    raw_metadata_dir = root / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR
-    metadata_io.write_metadata(metadata, str(raw_metadata_dir))
-    return root
+from models.sample_transform import bundled_rows, instance, write_transform
 
 
 @pytest.fixture(scope="session")
@@ -42,37 +16,6 @@ def transform_dir(tmp_path_factory):
     from models.preprocessing_test import ROWS
 
     return write_transform(tmp_path_factory.mktemp("transform"), ROWS * 8)
-
-
-def bundled_rows(count: int) -> list[dict[str, str]]:
-    """The first `count` rows of the bundled CSV, as csv.DictReader reads them."""
-    import csv
-    import itertools
-
-    from data import bundled
-
-    with bundled.materialize().open(newline="") as f:
-        return list(itertools.islice(csv.DictReader(f), count))
-
-
-def instance(row: dict[str, str]) -> dict:
-    """A CSV row as a tf.Transform instance dict typed by the training feature spec."""
-    import tensorflow as tf
-
-    from models import features as F
-
-    out = {}
-    for name, spec in F.raw_feature_spec("TRAINING").items():
-        value = row.get(name, "")
-        if value == "":
-            out[name] = []
-        elif spec.dtype == tf.string:
-            out[name] = [value.encode()]
-        elif spec.dtype == tf.int64:
-            out[name] = [int(float(value))]
-        else:
-            out[name] = [float(value)]
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +53,7 @@ class Distribution:
     task_type: str = "chief"
     task_index: int = 0
     tf_config: dict = field(default_factory=dict)
+    watchdog: Watchdog | None = None
 
     @property
     def is_chief(self) -> bool:
@@ -136,11 +136,12 @@ def choose(setting: str = "auto", tf_config: dict[str, Any] | None = None) -> Di
         chosen.strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
     elif name == "multi_worker":
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
-        chosen.strategy = within(timeout, "the other workers did not join", lambda:
-                                 tf.distribute.MultiWorkerMirroredStrategy(
+        # Disarmed by the first training step (models.model.fit): all peers took part.
+        chosen.watchdog = Watchdog(timeout, "the other workers did not join")
+        chosen.strategy = tf.distribute.MultiWorkerMirroredStrategy(
             cluster_resolver=resolver,
             communication_options=tf.distribute.experimental.CommunicationOptions(
-                timeout_seconds=timeout)))
+                timeout_seconds=timeout))
     elif not chosen.serves_only:  # parameter_server, this process coordinates
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         chosen.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
@@ -150,24 +151,34 @@ def choose(setting: str = "auto", tf_config: dict[str, Any] | None = None) -> Di
     return chosen
 
 
-def within(seconds: float, what: str, start: Callable[[], Any]) -> Any:
-    """Runs `start` (which waits for peers); if it has not returned after `seconds`, the
-    process ends with an error naming the setting, instead of waiting for ever."""
-    done = threading.Event()
+# The watcher: a separate process, since TF can block in C++ without releasing the GIL,
+# where no Python thread or signal handler of this process would ever run again.
+WATCHER = """
+import os, select, signal, sys
+ready, _, _ = select.select([sys.stdin], [], [], float(sys.argv[1]))
+if not ready:
+    sys.stderr.write(sys.argv[2] + "\\n")
+    sys.stderr.flush()
+    os.kill(int(sys.argv[3]), signal.SIGKILL)
+"""
 
-    def watchdog() -> None:
-        if not done.wait(seconds):
-            message = (f"distribution: {what} within {seconds:.0f} s ({PEER_TIMEOUT_ENV}); "
-                       f"TF_CONFIG: {os.environ.get('TF_CONFIG', '')}")
-            log.error(message)
-            print(message, file=sys.stderr, flush=True)
-            os._exit(3)
 
-    threading.Thread(target=watchdog, daemon=True).start()
-    try:
-        return start()
-    finally:
-        done.set()
+class Watchdog:
+    """Kills this process, saying why, if it is not disarmed within `seconds`: a cluster
+    whose peers never arrive would otherwise wait for ever (TF blocks in the first
+    collective, not when the strategy is built). Exiting normally disarms it too."""
+
+    def __init__(self, seconds: float, what: str):
+        message = (f"distribution: {what} within {seconds:.0f} s ({PEER_TIMEOUT_ENV}); "
+                   f"TF_CONFIG: {os.environ.get('TF_CONFIG', '')}")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WATCHER, str(seconds), message, str(os.getpid())],
+            stdin=subprocess.PIPE)
+
+    def disarm(self) -> None:
+        if self.process.poll() is None and not self.process.stdin.closed:
+            self.process.stdin.close()  # end of input: the watcher returns at once
+            self.process.wait()
 
 
 def serve(chosen: Distribution) -> None:

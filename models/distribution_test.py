@@ -4,18 +4,15 @@ processes with TF_CONFIG on free 127.0.0.1 ports, each bounded in time."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from models import distribution as D
+from models import local_cluster as C
+from models.sample_transform import raw_rows_auc as auc
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS, BATCH, SEED = 120, 128, 7
 PROCESS_TIMEOUT = 420
 
@@ -66,40 +63,6 @@ def test_only_the_chief_writes_outputs():
 # ---------------------------------------------------------------- training for real
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def trainer_args(transform: Path, out: Path, distribution: str) -> dict:
-    return {
-        "train_files": [str(transform / "examples" / "*")],
-        "eval_files": [str(transform / "examples" / "*")],
-        "transform_output": str(transform / "graph"),
-        "serving_model_dir": str(out / "model"), "model_run_dir": str(out / "run"),
-        "train_steps": STEPS, "eval_steps": 2,
-        "custom_config": {"seed": SEED, "distribution": distribution, "eval_rounds": 2,
-                          "hparams": {"batch_size": BATCH}},
-    }
-
-
-def start(args: dict, tf_config: dict | None = None, env: dict | None = None,
-          log: Path | None = None) -> subprocess.Popen:
-    """run_fn in its own process, as one replica of the Trainer's job runs it."""
-    environ = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
-    environ.pop("TF_CONFIG", None)
-    if tf_config:
-        environ["TF_CONFIG"] = json.dumps(tf_config)
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed by the child
-    return subprocess.Popen([sys.executable, "-m", "models.distribution_test", json.dumps(args)],
-                            cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
-
-
 def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
     try:
         for process in processes:
@@ -112,27 +75,15 @@ def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
         assert process.returncode == 0, log.read_text()[-3000:]
 
 
-def auc(model_dir: Path, rows: list[dict]) -> float:
-    """The exported model scored the way a client calls it: raw rows into serving_default."""
-    import tensorflow as tf
-
-    from models import features as F
-    from models import model as M
-
-    model = tf.saved_model.load(str(model_dir))
-    inputs = M.raw_inputs([{k: v for k, v in r.items() if k in F.BY_NAME} for r in rows])
-    scores = model.signatures["serving_default"](**inputs)[M.PROBABILITY].numpy()
-    labels = np.array([float(r["tips"] or 0) > 0.2 * float(r["fare"] or 0) for r in rows])
-    metric = tf.keras.metrics.AUC()
-    metric.update_state(labels, scores)
-    return float(metric.result())
+def trainer_args(transform: Path, out: Path, distribution: str) -> dict:
+    return C.trainer_args(transform, out, STEPS, BATCH, SEED, distribution)
 
 
 @pytest.fixture(scope="module")
 def single_process(bundled_transform, tmp_path_factory):
     transform, held_out = bundled_transform
     out = tmp_path_factory.mktemp("single")
-    finish([start(trainer_args(transform, out, "none"), log=out / "log")], [out / "log"])
+    finish([C.start(trainer_args(transform, out, "none"), log=out / "log")], [out / "log"])
     return auc(out / "model", held_out)
 
 
@@ -143,13 +94,12 @@ def history(out: Path) -> dict:
 def test_two_workers_train_one_model_and_only_the_chief_exports_it(
         bundled_transform, single_process, tmp_path):
     transform, held_out = bundled_transform
-    ports = free_ports(2)
-    spec = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]}
+    spec = C.cluster_spec(workers=2)
     args = trainer_args(transform, tmp_path, "auto")
     logs = [tmp_path / "chief.log", tmp_path / "worker.log"]
-    processes = [start(args, {"cluster": spec, "task": {"type": "chief", "index": 0}},
+    processes = [C.start(args, {"cluster": spec, "task": {"type": "chief", "index": 0}},
                        log=logs[0]),
-                 start(args, {"cluster": spec, "task": {"type": "worker", "index": 0}},
+                 C.start(args, {"cluster": spec, "task": {"type": "worker", "index": 0}},
                        log=logs[1])]
     finish(processes, logs)
     assert (tmp_path / "model" / "saved_model.pb").exists()
@@ -163,7 +113,7 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(
         bundled_transform, single_process, tmp_path):
     transform, held_out = bundled_transform
     log = tmp_path / "log"
-    finish([start(trainer_args(transform, tmp_path, "mirrored"),
+    finish([C.start(trainer_args(transform, tmp_path, "mirrored"),
                   env={D.LOGICAL_CPUS_ENV: "2"}, log=log)], [log])
     record = history(tmp_path)["distribution"]
     assert (record["strategy"], record["replicas"]) == ("mirrored", 2)
@@ -172,10 +122,9 @@ def test_mirrored_over_two_logical_cpus_matches_one_device(
 
 def test_a_peer_that_never_arrives_ends_the_job_with_an_error(bundled_transform, tmp_path):
     transform, _ = bundled_transform
-    ports = free_ports(2)
-    spec = {"chief": [f"127.0.0.1:{ports[0]}"], "worker": [f"127.0.0.1:{ports[1]}"]}
+    spec = C.cluster_spec(workers=2)
     log = tmp_path / "chief.log"
-    process = start(trainer_args(transform, tmp_path, "multi_worker"),
+    process = C.start(trainer_args(transform, tmp_path, "multi_worker"),
                     {"cluster": spec, "task": {"type": "chief", "index": 0}},
                     env={D.PEER_TIMEOUT_ENV: "20"}, log=log)
     try:
@@ -188,12 +137,12 @@ def test_a_peer_that_never_arrives_ends_the_job_with_an_error(bundled_transform,
     assert "did not join within 20 s" in log.read_text()
 
 
-if __name__ == "__main__":  # one replica: python -m models.distribution_test ARGS_JSON
-    import logging
-
-    from tfx.components.trainer.fn_args_utils import FnArgs
-
-    from models import model as M
-
-    logging.basicConfig(level=logging.INFO)
-    M.run_fn(FnArgs(**json.loads(sys.argv[1])))
+def test_parameter_servers_with_two_workers_train_a_model_that_answers_raw_rows(
+        bundled_transform, single_process, tmp_path):
+    """Variables on one server, steps run by two workers, coordinated by the chief; the
+    workers and the server are stopped once the chief has exported."""
+    transform, held_out = bundled_transform
+    C.run(trainer_args(transform, tmp_path, "auto"), C.cluster_spec(workers=2, servers=1),
+          tmp_path, timeout=PROCESS_TIMEOUT)
+    assert history(tmp_path)["distribution"]["strategy"] == "parameter_server"
+    assert auc(tmp_path / "model", held_out) >= single_process - 0.03

@@ -343,13 +343,17 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
                 log.warning("warm start skipped, training from scratch: %s", e)
                 model = build_model(hp)
     rounds = max(1, min(rounds, steps))
+    callbacks = list(callbacks or [])
+    if distribution and distribution.watchdog:  # the first step proves every peer is there
+        callbacks.append(tf.keras.callbacks.LambdaCallback(
+            on_train_batch_end=lambda *_: distribution.watchdog.disarm()))
     history = model.fit(
         train,
         epochs=rounds,
         steps_per_epoch=math.ceil(steps / rounds),
         validation_data=evaluation,
         validation_steps=max(1, eval_steps or 1),
-        callbacks=callbacks or [],
+        callbacks=callbacks,
         verbose=verbose,
     )
     return model, history
@@ -449,12 +453,13 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
         train_weights=weights, base_model=fn_args.base_model, distribution=distribution)
     steps_per_round = history.params["steps"]
-    log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round,
-             time.monotonic() - started)
+    train_seconds = time.monotonic() - started
+    log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round, train_seconds)
     if chief:
         os.makedirs(fn_args.model_run_dir, exist_ok=True)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
             json.dump({"hparams": hp, "steps_per_round": steps_per_round,
+                       "train_seconds": round(train_seconds, 2),
                        "warm_start": fn_args.base_model, "recency_weights": weights,
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,

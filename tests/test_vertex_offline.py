@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tfx.dsl.components.base import base_executor
 
-from conftest import bundled_rows
+from models.sample_transform import bundled_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--train-steps", "60", "--min-auc", "0.5", "--warmup-requests", "4",
