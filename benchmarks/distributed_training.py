@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     transform = write_transform(work / "transform", [instance(r) for r in rows[:args.rows]])
     held_out = rows[args.rows:]
     results = []
-    for name, (shape, env, setting) in CONFIGS.items():
+    for number, (name, (shape, env, setting)) in enumerate(CONFIGS.items()):
         if args.only and name not in args.only.split(","):
             continue
-        out = work / name.split()[0].replace("(", "")
+        out = work / f"config-{number}"
         out.mkdir()
         spec = C.cluster_spec(*shape) if shape else None
         started = time.monotonic()
