@@ -72,12 +72,11 @@ def offline_outcome(run: Any) -> list[str]:
         lines.append(f"blessed: {'yes' if blessed else 'no'}"
                      + (f" (against the baseline {baseline})" if baseline else
                         " (no baseline: first blessed model)"))
-    for task in ("Pusher",):
-        pushed = run.outputs_of(task, "pushed_model")
-        if pushed:
-            meta = pushed[0]["metadata"]
-            lines.append(f"pushed: {meta.get('pushed_destination')}" if meta.get("pushed")
-                         else "pushed: no")
+    pushed = run.outputs_of("Pusher", "pushed_model")
+    if pushed:
+        meta = pushed[0]["metadata"]
+        lines.append(f"pushed: {meta.get('pushed_destination')}" if meta.get("pushed")
+                     else "pushed: no")
     report = run.outputs_of("RunReport", "report")
     if report:
         lines.append(f"report: {report[0]['uri']}/{REPORT_FILE}")

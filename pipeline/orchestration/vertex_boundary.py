@@ -91,8 +91,8 @@ def job_spec_problems(custom_job: dict[str, Any]) -> list[str]:
     return problems
 
 
-def cluster_env(pools: list[dict[str, Any]], ports: dict[int, list[int]], job_spec: dict,
-                pool: int, index: int) -> dict[str, str]:
+def cluster_env(ports: dict[int, list[int]], job_spec: dict, pool: int,
+                index: int) -> dict[str, str]:
     """CLUSTER_SPEC and TF_CONFIG for one replica, as Vertex sets them."""
     addresses = {i: [f"127.0.0.1:{p}" for p in ports[i]] for i in ports}
     cluster_spec = {
@@ -116,7 +116,7 @@ class LocalCustomJob:
         self.name = name
         self.display_name = custom_job.get("display_name", "")
         spec = custom_job["job_spec"]
-        pools = [p for p in spec["worker_pool_specs"]]
+        pools = spec["worker_pool_specs"]
         self.directory = offline_root() / "jobs" / name.rsplit("/", 1)[-1]
         self.directory.mkdir(parents=True, exist_ok=True)
         ports = {i: [free_port() for _ in range(int(pool.get("replica_count", 1)))]
@@ -129,7 +129,7 @@ class LocalCustomJob:
                 command[0] = sys.executable
             for index in range(len(pool)):
                 label = f"workerpool{i}-{index}"
-                env = {**os.environ, **cluster_env(pools, ports, spec, i, index),
+                env = {**os.environ, **cluster_env(ports, spec, i, index),
                        **{e["name"]: e["value"] for e in container.get("env", [])}}
                 scratch = self.directory / label  # each replica is its own container
                 scratch.mkdir(exist_ok=True)
@@ -163,9 +163,10 @@ class LocalCustomJob:
 
     def _finish_workers(self) -> None:
         deadline = time.monotonic() + WORKER_GRACE_SECONDS
+        servers = any(label.startswith("workerpool2") for label, _, _ in self.replicas)
         for label, process, path in self.replicas[1:]:
-            if label.startswith("workerpool2"):
-                continue  # parameter servers serve until the job ends
+            if servers:
+                break  # with parameter servers, workers and servers serve until the job ends
             try:
                 code = process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
