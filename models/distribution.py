@@ -72,6 +72,10 @@ class Distribution:
         return f"{self.name} ({where}{self.replicas} replica(s)): {self.reason}"
 
 
+def peer_timeout() -> float:
+    return float(os.environ.get(PEER_TIMEOUT_ENV, DEFAULT_PEER_TIMEOUT))
+
+
 def tf_config_from_env() -> dict[str, Any]:
     raw = os.environ.get("TF_CONFIG", "")
     if not raw:
@@ -128,7 +132,7 @@ def choose(setting: str = "auto", tf_config: dict[str, Any] | None = None) -> Di
     task = tf_config.get("task", {})
     chosen = Distribution(name, reason, task_type=task.get("type", "chief"),
                           task_index=int(task.get("index", 0)), tf_config=tf_config)
-    timeout = int(os.environ.get(PEER_TIMEOUT_ENV, DEFAULT_PEER_TIMEOUT))
+    timeout = peer_timeout()
     if name == "none":
         chosen.strategy = tf.distribute.get_strategy()
     elif name == "mirrored":

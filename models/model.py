@@ -484,7 +484,7 @@ def _scratch(path: str, distribution: D.Distribution) -> str:
 
 
 def _wait_for_chief_export(serving_model_dir: str) -> None:
-    timeout = float(os.environ.get(D.PEER_TIMEOUT_ENV, D.DEFAULT_PEER_TIMEOUT))
+    timeout = D.peer_timeout()
     deadline = time.monotonic() + timeout
     marker = os.path.join(serving_model_dir, "saved_model.pb")
     while not tf.io.gfile.exists(marker):

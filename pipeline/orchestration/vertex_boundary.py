@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from models.local_cluster import free_ports
 
 log = logging.getLogger("offline-vertex")
 
@@ -45,10 +46,18 @@ def offline_root() -> Path:
     return Path(os.environ[ROOT_ENV])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def image_command(command: list[str]) -> list[str]:
+    """A container's command as it runs here: the image's `python` is this interpreter
+    (the Dockerfile installs the same lock and code)."""
+    if command and command[0] in ("python", "python3"):
+        return [sys.executable, *command[1:]]
+    return list(command)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a log, indented, for an error message."""
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return "\n".join("    " + line for line in text[-lines:])
 
 
 # ---------------------------------------------------------------------- CustomJob
@@ -119,14 +128,13 @@ class LocalCustomJob:
         pools = spec["worker_pool_specs"]
         self.directory = offline_root() / "jobs" / name.rsplit("/", 1)[-1]
         self.directory.mkdir(parents=True, exist_ok=True)
-        ports = {i: [free_port() for _ in range(int(pool.get("replica_count", 1)))]
+        ports = {i: free_ports(int(pool.get("replica_count", 1)))
                  for i, pool in enumerate(pools) if pool}
         self.replicas: list[tuple[str, subprocess.Popen, Path]] = []
         for i, pool in ports.items():
             container = pools[i]["container_spec"]
-            command = [*container.get("command", []), *container.get("args", [])]
-            if command and command[0] in ("python", "python3"):
-                command[0] = sys.executable
+            command = image_command([*container.get("command", []),
+                                     *container.get("args", [])])
             for index in range(len(pool)):
                 label = f"workerpool{i}-{index}"
                 env = {**os.environ, **cluster_env(ports, spec, i, index),
@@ -152,7 +160,7 @@ class LocalCustomJob:
             if failed:
                 label, code, path = failed[0]
                 self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
-                          f"{path} ends:\n{_tail(path)}")
+                          f"{path} ends:\n{tail(path, 15)}")
             elif primary[1].poll() == 0:
                 self._finish_workers()
             elif time.monotonic() > deadline:
@@ -175,7 +183,7 @@ class LocalCustomJob:
                 continue
             if code != 0:
                 self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
-                          f"{path} ends:\n{_tail(path)}")
+                          f"{path} ends:\n{tail(path, 15)}")
                 return
         self._end("JOB_STATE_SUCCEEDED", "")
 
@@ -191,10 +199,6 @@ class LocalCustomJob:
                 process.wait()
         self.state, self.error = state, error
         log.info("offline CustomJob %s: %s %s", self.display_name, state, error)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 _JOBS: dict[str, LocalCustomJob] = {}

@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -39,12 +38,12 @@ from typing import Any
 
 from pipeline.configs import IMAGE_PROJECT_DIR
 from pipeline.orchestration.artifact_store import ArtifactStore, schema_title
+from pipeline.orchestration.vertex_boundary import ROOT_ENV, image_command, tail
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BOUNDARY_DIR = Path(__file__).resolve().parent / "boundary"
-OFFLINE_ROOT_ENV = "TAXI_OFFLINE_VERTEX_ROOT"
 # Beam flags that only mean something to Dataflow; everything else reaches the DirectRunner.
 DATAFLOW_ONLY = ("--runner", "--sdk_container_image", "--experiments", "--machine_type",
                  "--max_num_workers", "--num_workers", "--service_account_email",
@@ -182,11 +181,9 @@ class OfflineRun:
         return out
 
     def execute(self, name: str, container: dict[str, Any], executor_input: dict) -> None:
-        command = [*container.get("command", []), *container.get("args", [])]
-        if command and command[0] in ("python", "python3"):
-            command[0] = sys.executable  # the image's interpreter is this environment's
+        command = image_command([*container.get("command", []), *container.get("args", [])])
         command = direct_runner_args(substitute(command, executor_input, name))
-        env = {**os.environ, **image_env(), OFFLINE_ROOT_ENV: str(self.root)}
+        env = {**os.environ, **image_env(), ROOT_ENV: str(self.root)}
         env["PYTHONPATH"] = os.pathsep.join([str(BOUNDARY_DIR), env.get("PYTHONPATH", "")])
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{name}.log"
@@ -350,11 +347,6 @@ def merge_driver_output(executor_input: dict[str, Any], driver_output: dict[str,
         inputs["parameterValues"][key] = value
         inputs["parameters"][key] = _legacy_value(value)
     merge_outputs(executor_input["outputs"]["artifacts"], driver_output)
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    text = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return "\n".join("    " + line for line in text[-lines:])
 
 
 def link_data(data: Path, target: Path) -> None:
