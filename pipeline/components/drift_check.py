@@ -5,7 +5,8 @@ for categorical features, Jensen-Shannon divergence for numbers), reviewed like 
 the schema. The check records every distance, breached or not, in `drift.json` (plus TFDV's
 Anomalies proto); AnomalyGate decides whether a breach stops the run, and the run report
 shows the distances. Without a previous span (first run, single-span layout) there is
-nothing to compare, and the artifact says so.
+nothing to compare, and the artifact says so. On Vertex the previous span's statistics come
+from the span catalog (`catalog`), to which the check adds this span's.
 """
 
 import json
@@ -20,6 +21,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
+from pipeline.components import span_catalog
 from pipeline.components.anomaly_gate import ANOMALIES_FILE, DRIFT_FILE
 
 COMPARATORS = {
@@ -61,11 +63,17 @@ def DriftCheck(
     drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
     history: InputArtifact[list[standard_artifacts.ExampleStatistics]] = None,
     split: Parameter[str] = "train",
+    catalog: Parameter[str] = "",
 ) -> None:
     """`history`: StatisticsGen's outputs of every run; the baseline is the newest one of the
     largest span before this one. (TFX's span resolvers skip statistics artifacts: they want
     a `version` property that ExampleStatistics does not have.)"""
     earlier = [a for a in history or [] if (a.span or 0) < (statistics.span or 0)]
+    if catalog:
+        earlier += span_catalog.newest_before(catalog, span_catalog.STATISTICS,
+                                              int(statistics.span or 0), 1,
+                                              standard_artifacts.ExampleStatistics)
+        span_catalog.record(catalog, span_catalog.STATISTICS, statistics)
     baseline_statistics = max(earlier, key=lambda a: (a.span, a.id)) if earlier else None
     result = {"span": int(statistics.span or 0), "split": split, "baseline_span": None,
               "features": [], "breached": []}

@@ -16,6 +16,10 @@ splits together and materializes each one; the Trainer reads them in age order, 
 what recency weights need. Files are hard-linked where the filesystem allows (no copy).
 SOURCES_FILE names the span artifact behind each train split (SpanTransform's cache keys).
 A window with fewer spans than K so far gets empty splits for the missing ages.
+
+With `catalog` (Vertex, where spans cannot be resolved across runs from the metadata store),
+SpanExamples records its output in the span catalog and SpanWindow takes the older spans
+from it (pipeline/components/span_catalog.py).
 """
 
 import json
@@ -28,6 +32,8 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
+
+from pipeline.components import span_catalog
 
 EVAL_SPLIT = "eval"
 SOURCES_FILE = "sources.json"  # {split: {"span": N, "uri": span artifact}}, beside the splits
@@ -68,6 +74,7 @@ def _span(artifact) -> int:
 def SpanExamples(
     examples: InputArtifact[standard_artifacts.Examples],
     spanned: OutputArtifact[standard_artifacts.Examples],
+    catalog: Parameter[str] = "",
 ) -> None:
     spanned.split_names = examples.split_names
     spanned.span = _span(examples)
@@ -77,6 +84,8 @@ def SpanExamples(
     examples_utils.set_file_format(spanned, examples_utils.get_file_format(examples))
     for split in artifact_utils.decode_split_names(examples.split_names):
         _gather(examples.uri, split, os.path.join(spanned.uri, f"Split-{split}"), "")
+    if catalog:
+        span_catalog.record(catalog, span_catalog.EXAMPLES, spanned)
 
 
 @component
@@ -84,9 +93,14 @@ def SpanWindow(
     examples: InputArtifact[list[standard_artifacts.Examples]],
     window: OutputArtifact[standard_artifacts.Examples],
     spans: Parameter[int] = 1,
+    catalog: Parameter[str] = "",
 ) -> None:
     newest_first = sorted(examples, key=lambda a: (a.span or 0, a.id), reverse=True)[:spans]
     newest = newest_first[0]
+    if catalog:  # `examples` is this run's span; the older ones are in the catalog
+        newest_first = [newest] + span_catalog.newest_before(
+            catalog, span_catalog.EXAMPLES, int(newest.span or 0), spans - 1,
+            standard_artifacts.Examples)
     splits = train_splits(spans)
     window.split_names = artifact_utils.encode_split_names(splits + [EVAL_SPLIT])
     window.span = newest.span
