@@ -8,12 +8,19 @@ a Vertex endpoint (or a gs:// serving dir) for the Pusher, Vertex ML Metadata.
     vertex_runner.py --gcp-project P --gcp-region us-central1 --image IMAGE \\
         --output-root gs://BUCKET/taxi --data-root gs://BUCKET/data [--submit | --schedule CRON]
     vertex_runner.py --offline          # the compiled job, run here before you pay for it
+    vertex_runner.py --kfp-host https://KFP --image IMAGE --output-root gs://BUCKET/taxi \\
+        --data-root gs://BUCKET/data      # the same DAG on open-source Kubeflow Pipelines
 
 --offline runs the exact compiled PipelineJob on this machine through TFX's own container
 entrypoint and executors (gs:// -> a local folder, Dataflow -> DirectRunner, CustomJobs ->
 local processes, endpoint -> a local registry); Vertex settings you do not give get
 placeholder values. Every setting is also a TAXI_<NAME> environment variable. Compiling
 needs no GCP access; --submit and --schedule use your application-default credentials.
+
+--target kubeflow (implied by --kfp-host) compiles the same DAG with the `kubeflow` profile:
+the Trainer and Tuner in their task's pod, the Pusher writing to SERVING_DIR, the served
+model as the Evaluator's baseline (Kubeflow's backend runs no resolver), spans through the
+span catalog. --offline runs either target.
 """
 
 from __future__ import annotations
@@ -50,6 +57,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offline-data", type=Path, default=None,
                         help="with --offline: the local folder whose files DATA_ROOT holds "
                              "(default: the bundled sample, materialized if needed)")
+    parser.add_argument("--target", choices=("vertex", "kubeflow"), default=None,
+                        help="what to compile for: Vertex AI Pipelines (default) or open-source "
+                             "Kubeflow Pipelines on any cluster")
+    action.add_argument("--kfp-host", metavar="URL",
+                        help="submit one run to this Kubeflow Pipelines endpoint (implies "
+                             "--target kubeflow), e.g. http://localhost:8080 after "
+                             "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`")
+    parser.add_argument("--kfp-namespace", default=None,
+                        help="with --kfp-host: the user namespace of a multi-user cluster")
+    parser.add_argument("--kfp-experiment", default=None,
+                        help="with --kfp-host: the experiment to file the run under "
+                             "(default: the pipeline name)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="label for the run or schedule (repeatable)")
     parser.add_argument("--no-job-cache", dest="job_cache", action="store_false",
@@ -78,7 +97,7 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
 
         data = bundled.materialize().parent
     try:
-        run = vertex_offline.OfflineRun(job, args.offline_root)
+        run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile)
         vertex_offline.link_data(data, vertex_offline.local_path(config.data_root, run.gcs))
         ok = run.run()
     except vertex_offline.OfflineRunError as e:
@@ -90,12 +109,15 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
     return 0 if ok else 1
 
 
-def main(argv: list[str] | None = None, aiplatform: Any = None) -> int:
+def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        args.profile = "vertex"
+        if args.kfp_host and args.target == "vertex":
+            raise configs.ConfigError("--kfp-host submits to Kubeflow Pipelines: drop "
+                                      "--target vertex")
+        args.profile = "kubeflow" if args.kfp_host else (args.target or "vertex")
         if args.offline:
             for name, value in vertex.OFFLINE_DEFAULTS.items():
                 if getattr(args, name) is None and f"{configs.ENV_PREFIX}{name.upper()}" \
@@ -106,11 +128,25 @@ def main(argv: list[str] | None = None, aiplatform: Any = None) -> int:
     except configs.ConfigError as e:
         print(f"vertex_runner: {e}", file=sys.stderr)
         return 2
-    output = args.output or Path("outputs") / "vertex" / f"{config.pipeline_name}.json"
+    output = args.output or Path("outputs") / config.profile / f"{config.pipeline_name}.json"
     path = vertex.compile_pipeline(config, output)
-    print(f"compiled {config.pipeline_name} for Vertex AI Pipelines: {path}")
+    where = "Kubeflow Pipelines" if config.profile == "kubeflow" else "Vertex AI Pipelines"
+    print(f"compiled {config.pipeline_name} for {where}: {path}")
     if args.offline:
         return run_offline(args, config, path)
+    if args.kfp_host:
+        from pipeline.orchestration import kubeflow
+
+        try:
+            result = kubeflow.submit(path, config, host=args.kfp_host,
+                                     namespace=args.kfp_namespace,
+                                     experiment=args.kfp_experiment or config.pipeline_name,
+                                     enable_caching=args.job_cache, client_factory=kfp_client)
+        except kubeflow.KubeflowError as e:
+            print(f"vertex_runner: {e}", file=sys.stderr)
+            return 1
+        print(f"submitted run {getattr(result, 'run_id', result)} to {args.kfp_host}")
+        return 0
     if args.submit or args.schedule:
         from google.api_core import exceptions as api_exceptions
         from google.auth import exceptions as auth_exceptions

@@ -445,13 +445,16 @@ def run_fn(fn_args) -> None:
         log.info("recency weights (newest span first): %s", [round(w, 3) for w in weights])
     chief = distribution.is_chief
     run_dir = fn_args.model_run_dir if chief else _scratch(fn_args.model_run_dir, distribution)
+    # On Kubeflow the base model is ServedModel's output, empty before the first push.
+    base_model = fn_args.base_model if fn_args.base_model and tf.io.gfile.exists(
+        os.path.join(fn_args.base_model, "saved_model.pb")) else None
     started = time.monotonic()
     model, history = fit(
         hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
-        train_weights=weights, base_model=fn_args.base_model, distribution=distribution)
+        train_weights=weights, base_model=base_model, distribution=distribution)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started
     log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round, train_seconds)
@@ -460,7 +463,7 @@ def run_fn(fn_args) -> None:
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
             json.dump({"hparams": hp, "steps_per_round": steps_per_round,
                        "train_seconds": round(train_seconds, 2),
-                       "warm_start": fn_args.base_model, "recency_weights": weights,
+                       "warm_start": base_model, "recency_weights": weights,
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,
                                         "reason": distribution.reason},

@@ -229,9 +229,12 @@ class PipelineConfig:
             problems.append(f"beam_direct_running_mode must be one of {', '.join(RUNNING_MODES)}")
         if self.profile == "vertex":
             problems += vertex_problems(self)
+        if self.profile == "kubeflow":
+            problems += kubeflow_problems(self)
         if problems:
-            raise ConfigError("; ".join(problems) if self.profile != "vertex" else
-                              "Vertex settings missing or invalid:\n  - "
+            title = PROFILE_TITLES.get(self.profile)
+            raise ConfigError("; ".join(problems) if not title else
+                              f"{title} settings missing or invalid:\n  - "
                               + "\n  - ".join(problems))
 
     @property
@@ -311,10 +314,15 @@ PROFILES: dict[str, dict[str, Any]] = {
     "local": {},
     # On Vertex every path is a gs:// URI given by the user, except the schema, which
     # the image carries (see Dockerfile: the project lives at /pipeline).
-    # Vertex's compiler resolves only the latest artifact, so no rolling window there.
     "vertex": {"output_root": "", "data_root": "", "schema_dir": f"{IMAGE_PROJECT_DIR}/schema",
-               "training_spans": 1, "report_in_pipeline": True},
+               "report_in_pipeline": True},
+    # Open-source Kubeflow Pipelines on any cluster: the same image and DAG, with the
+    # Trainer in its task's pod, the Pusher writing to SERVING_DIR (an object store or
+    # volume the cluster's TF Serving reads) and the served model as baseline.
+    "kubeflow": {"output_root": "", "data_root": "", "schema_dir": f"{IMAGE_PROJECT_DIR}/schema",
+                 "report_in_pipeline": True},
 }
+PROFILE_TITLES = {"vertex": "Vertex", "kubeflow": "Kubeflow"}
 
 GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/|$)")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
@@ -351,10 +359,10 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
             continue
         if value and not value.startswith("gs://"):
             problems.append(f"{name} must be a gs:// URI, got {value!r} ({_how_to_set(name)})")
-    if config.training_spans != 1:
-        problems.append("training_spans must be 1 on Vertex: its pipeline compiler resolves only "
-                        "the latest artifact, so the rolling window and the drift check against "
-                        f"the previous span run locally only ({_how_to_set('training_spans')})")
+    if config.analyzer_cache:
+        problems.append("analyzer_cache runs locally only: on Vertex the window's older spans "
+                        "come from the span catalog, which the cache is not keyed by "
+                        f"({_how_to_set('analyzer_cache')})")
     workers, servers = config.training_workers, config.training_parameter_servers
     if servers and not workers:
         problems.append(f"training_parameter_servers {servers} needs training_workers >= 1 "
@@ -381,6 +389,37 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
             problems.append(f"{problem} ({_how_to_set('serving_image')})")
     if not 0 <= config.serving_traffic_percent <= 100:
         problems.append("serving_traffic_percent must be in 0..100")
+    return problems
+
+
+def kubeflow_problems(config: PipelineConfig) -> list[str]:
+    """What stops a run on open-source Kubeflow Pipelines, with the flag that set it."""
+    problems = [f"{name} is required ({_how_to_set(name)})"
+                for name in ("image", "data_root") if not getattr(config, name)]
+    # Every path is read inside the cluster's pods, never on this machine.
+    for name in ("output_root", "data_root"):
+        value = getattr(config, name)
+        if value and "://" not in value:
+            problems.append(f"{name} must be a URI the cluster's pods can read (gs://, s3://, "
+                            f"hdfs://), got {value!r} ({_how_to_set(name)})")
+    if "{SPAN}" in config.input_pattern:
+        problems.append("a {SPAN} layout needs ExampleGen's driver, which Vertex runs as a "
+                        "pre-cache hook and Kubeflow Pipelines' backend does not: give each "
+                        "run its span's folder as data_root and no {SPAN} pattern "
+                        f"({_how_to_set('input_pattern')})")
+    if config.training_workers or config.training_parameter_servers:
+        problems.append("training_workers and training_parameter_servers are Vertex Training "
+                        "pools; on Kubeflow the Trainer runs in its task's pod (mirrored over "
+                        "the pod's GPUs) (--training-workers 0)")
+    if config.distribution in ("multi_worker", "parameter_server"):
+        problems.append(f"distribution {config.distribution} needs a cluster of replicas, "
+                        "which Kubeflow's Trainer pod is not (use auto, none or mirrored; "
+                        f"{_how_to_set('distribution')})")
+    if config.serving_endpoint:
+        problems.append("serving_endpoint is a Vertex endpoint; on Kubeflow the Pusher "
+                        f"writes to serving_dir ({_how_to_set('serving_endpoint')})")
+    if config.analyzer_cache:
+        problems.append(f"analyzer_cache runs locally only ({_how_to_set('analyzer_cache')})")
     return problems
 
 

@@ -89,7 +89,9 @@ def test_auto_running_mode_sizes_the_span_a_run_ingests(tmp_path):
     assert configs.input_bytes(configs.load(env={}, data_root="gs://b/d")) is None
 
 
-def test_vertex_refuses_a_rolling_window_it_cannot_resolve():
-    with pytest.raises(configs.ConfigError, match="training_spans must be 1 on Vertex"):
-        configs.load("vertex", env={}, gcp_project="p", gcp_region="us-central1", image="i",
-                     data_root="gs://b/data", output_root="gs://b/out", training_spans=3)
+def test_vertex_takes_a_rolling_window_but_refuses_the_analyzer_cache():
+    vertex = {"gcp_project": "p", "gcp_region": "us-central1", "image": "i",
+              "data_root": "gs://bkt/data", "output_root": "gs://bkt/out"}
+    assert configs.load("vertex", env={}, training_spans=3, **vertex).training_spans == 3
+    with pytest.raises(configs.ConfigError, match="analyzer_cache runs locally only"):
+        configs.load("vertex", env={}, analyzer_cache=True, **vertex)

@@ -5,7 +5,7 @@ CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> 
   -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (with --analyzer-cache:
      SpanTransform, its cache keyed by span) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
-  -> Evaluator (newest span, vs the latest blessed model)
+  -> Evaluator (newest span, vs the latest blessed model; on Kubeflow, vs the served model)
   -> [SafeToServe] -> Pusher
   [InferenceExampleGen -> BulkInferrer (blessed candidate) -> PredictionsExport]
   [EdgeExport: the blessed candidate as TFLite, compared with the SavedModel on eval]
@@ -60,6 +60,7 @@ from pipeline.components.predictions_export import PREDICTION_COLUMN, Prediction
 from pipeline.components.pusher import Pusher
 from pipeline.components.run_report import RunReport
 from pipeline.components.safe_to_serve import SafeToServe
+from pipeline.components.served_model import BaselineEvaluator, ServedModel
 from pipeline.components.span_transform import SpanTransform
 from pipeline.components.span_window import EVAL_SPLIT, SpanExamples, SpanWindow
 from pipeline.components.span_window import train_splits as span_window_splits
@@ -145,31 +146,36 @@ def create_components(config: PipelineConfig) -> list:
     example_gen = CsvExampleGen(
         input_base=config.data_root, input_config=input_config(config),
         output_config=output_config(config), range_config=range_config(config))
-    span_examples = SpanExamples(examples=example_gen.outputs["examples"])
+    # Spans across runs: the training window and the previous span's statistics. Only with a
+    # span layout (a {SPAN} pattern): flat data is one span, run after run. Locally they are
+    # resolved from MLMD: a producer's own output channel resolves only this run's
+    # artifacts, so these channels name the producer instead, which reaches its artifacts of
+    # every run. Vertex's compiler resolves only "the latest artifact", so there the span
+    # catalog under the pipeline root carries them (pipeline/components/span_catalog.py).
+    across_runs = "{SPAN}" in config.input_pattern
+    catalog = f"{config.pipeline_root}/span_catalog" \
+        if across_runs and config.profile == "vertex" else ""
+    window_spans = config.training_spans if across_runs else 1
+    span_examples = SpanExamples(examples=example_gen.outputs["examples"], catalog=catalog)
     examples = span_examples.outputs["spanned"]  # ExampleGen's output, with its span
     statistics_gen = StatisticsGen(examples=examples)
     schema_gen = ImportSchemaGen(schema_file=f"{config.schema_dir}/schema.pbtxt")
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
-    # Spans across runs, resolved from MLMD: the training window and the previous span's
-    # statistics. A producer's own output channel resolves only this run's artifacts, so
-    # these channels name the producer instead, which reaches its artifacts of every run.
-    # Only with a span layout (a {SPAN} pattern): flat data is one span, run after run.
-    # Vertex's compiler resolves latest artifacts only (configs: a window of one span there).
     drift_check = cache_resolver = None
     recent_spans = examples
-    across_runs = "{SPAN}" in config.input_pattern and config.profile != "vertex"
-    window_spans = config.training_spans if across_runs else 1
     if across_runs:
-        recent_spans = rolling_range(
-            _all_runs(standard_artifacts.Examples, span_examples, "spanned"),
-            num_spans=config.training_spans, min_spans=1)
+        if not catalog:
+            recent_spans = rolling_range(
+                _all_runs(standard_artifacts.Examples, span_examples, "spanned"),
+                num_spans=config.training_spans, min_spans=1)
         drift_check = DriftCheck(
             statistics=statistics_gen.outputs["statistics"],
             schema=schema_gen.outputs["schema"],
-            history=_all_runs(standard_artifacts.ExampleStatistics, statistics_gen,
-                              "statistics"),
+            history=None if catalog else _all_runs(
+                standard_artifacts.ExampleStatistics, statistics_gen, "statistics"),
+            catalog=catalog,
         )
     anomaly_gate = AnomalyGate(
         anomalies=example_validator.outputs["anomalies"],
@@ -177,14 +183,14 @@ def create_components(config: PipelineConfig) -> list:
         drift_action=config.drift_action,
     )
 
-    span_window = SpanWindow(examples=recent_spans, spans=window_spans)
+    span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog)
     span_window.add_upstream_node(span_examples)  # this run's span is part of the window
     train_splits = span_window_splits(window_spans)
     # With --analyzer-cache each span is analysed once while it stays in the window
     # (SpanTransform keys the cache by span). Flat data is a new span every run: no cache.
     cache = {"disable_analyzer_cache": True}
     transform_class = Transform
-    if across_runs and config.analyzer_cache:
+    if across_runs and config.analyzer_cache and not catalog:
         cache_resolver = Resolver(
             strategy_class=LatestArtifactStrategy,
             cache=Channel(type=standard_artifacts.TransformCache),
@@ -223,11 +229,15 @@ def create_components(config: PipelineConfig) -> list:
                                                  "seed": config.seed, "hparams": config.hparams}),
         )
 
-    model_resolver = Resolver(
-        strategy_class=LatestBlessedModelStrategy,
-        model=Channel(type=standard_artifacts.Model),
-        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    if config.profile == "kubeflow":  # no resolvers there: the served model is the baseline
+        model_resolver = ServedModel(serving_dir=config.serving_dir).with_id("ServedModel")
+    else:
+        model_resolver = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+    baseline = model_resolver.outputs["model"]
 
     trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
         _vertex_trainer(config)
@@ -235,7 +245,7 @@ def create_components(config: PipelineConfig) -> list:
         run_fn=RUN_FN,
         schema=schema_gen.outputs["schema"],
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
-        base_model=model_resolver.outputs["model"] if config.warm_start else None,
+        base_model=baseline if config.warm_start else None,
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
         **transformed,
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
@@ -244,12 +254,12 @@ def create_components(config: PipelineConfig) -> list:
     )
 
     evaluation_config = eval_config(config)
-    evaluator = Evaluator(
+    evaluator = (BaselineEvaluator if config.profile == "kubeflow" else Evaluator)(
         examples=examples,
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
+        baseline_model=baseline,
         eval_config=evaluation_config,
-    )
+    ).with_id("Evaluator")
 
     safe_to_serve = None
     if config.safe_to_serve:

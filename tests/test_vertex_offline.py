@@ -4,7 +4,8 @@ Every task runs TFX's container entrypoint (and ExampleGen's driver) as a subpro
 ExecutorInput Vertex would build; TFX's Vertex Trainer, Tuner and Pusher executors run as on
 Vertex, with only the API clients at the network boundary replaced (CustomJobs become local
 processes with TF_CONFIG on loopback, the endpoint a local registry). Two runs share one
-offline root, as two Vertex runs share a project's metadata store.
+offline root, as two Vertex runs share a project's metadata store, and ingest two spans of a
+span layout: the second trains on a window of both and checks drift against the first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +25,8 @@ from models.sample_transform import bundled_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--train-steps", "60", "--min-auc", "0.5", "--warmup-requests", "4",
-        "--log-level", "WARNING"]
+        "--log-level", "WARNING", "--input-pattern", "span-{SPAN}/*", "--training-spans", "2"]
+SPAN_ROWS = 2500
 
 
 def run_offline(root: Path, data: Path, *flags: str) -> tuple[int, str]:
@@ -38,21 +41,28 @@ def newest_record(root: Path) -> dict:
     return json.loads(runs[-1].read_text())
 
 
-@pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    rows = bundled_rows(2500)
-    with (folder / "data.csv").open("w", newline="") as f:
+def write_span(folder: Path, span: int) -> None:
+    """Span N holds the bundled rows N-1 spans in: the data a day later."""
+    rows = bundled_rows(SPAN_ROWS * span)[-SPAN_ROWS:]
+    (folder / f"span-{span}").mkdir()
+    with (folder / f"span-{span}" / "data.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("data")
+    write_span(folder, 1)
     return folder
 
 
 @pytest.fixture(scope="module")
 def first_run(sample, tmp_path_factory):
-    """The default Vertex DAG, with tuning (2 parallel trials), 2 training replicas and the
-    endpoint Pusher: the first run of a project, so no baseline."""
+    """The default Vertex DAG on span 1 of a span layout (so with the drift check), with
+    tuning (2 parallel trials), 2 training replicas and the endpoint Pusher: the first run of
+    a project, so no baseline model and no previous span."""
     root = tmp_path_factory.mktemp("offline")
     code, output = run_offline(root, sample, "--enable-tuning", "--tuner-trials", "2",
                                "--tuner-steps", "20", "--training-workers", "1",
@@ -77,6 +87,10 @@ def test_the_default_vertex_dag_runs_to_a_blessed_model_on_the_endpoint(first_ru
     (report,) = record["outputs"]["RunReport"]["report"]
     assert report["type"]["instanceSchema"].startswith("title: pipeline.RunReport")
     assert (Path(report["uri"]) / "report.html").stat().st_size > 10_000
+    (window,) = record["outputs"]["SpanWindow"]["window"]
+    assert json.loads((Path(window["uri"]) / "sources.json").read_text()).keys() == {"train_0"}
+    (drift,) = record["outputs"]["DriftCheck"]["drift"]
+    assert json.loads((Path(drift["uri"]) / "drift.json").read_text())["baseline_span"] is None
 
 
 def test_training_ran_as_a_two_replica_vertex_job_and_only_the_chief_exported(first_run):
@@ -98,10 +112,13 @@ def test_training_ran_as_a_two_replica_vertex_job_and_only_the_chief_exported(fi
     assert Path(best["uri"]).exists()
 
 
-def test_a_second_run_judges_against_the_first_runs_blessed_model(first_run, sample):
+def test_a_second_run_on_the_next_span_trains_on_both_and_judges_against_the_first_model(
+        first_run, sample):
     root, code, output, first = first_run
     assert code == 0, output[-3000:]
+    write_span(sample, 2)
     code, output = run_offline(root, sample, "--serving-endpoint", "taxi-endpoint",
+                               "--drift-action", "warn",
                                "--max-auc-drop", "0.3", "--no-safe-to-serve",
                                "--no-report-in-pipeline")
     assert code == 0, output[-5000:]
@@ -117,6 +134,18 @@ def test_a_second_run_judges_against_the_first_runs_blessed_model(first_run, sam
     (deployed,) = endpoint["deployed_models"]
     (pushed,) = second["outputs"]["Pusher"]["pushed_model"]
     assert deployed["artifact_uri"] == pushed["uri"]
+    # The window: span 2 (this run's) and span 1 (the first run's, from the span catalog).
+    (examples,) = first["outputs"]["SpanExamples"]["spanned"]
+    (window,) = second["outputs"]["SpanWindow"]["window"]
+    sources = json.loads((Path(window["uri"]) / "sources.json").read_text())
+    assert {k: v["span"] for k, v in sources.items()} == {"train_0": 2, "train_1": 1}
+    assert sources["train_1"]["uri"] == examples["uri"]
+    assert list((Path(window["uri"]) / "Split-train_1").iterdir())
+    # Drift: this span's statistics against the first run's, every feature measured.
+    (drift,) = second["outputs"]["DriftCheck"]["drift"]
+    measured = json.loads((Path(drift["uri"]) / "drift.json").read_text())
+    assert measured["span"] == 2 and measured["baseline_span"] == 1
+    assert len(measured["features"]) >= 5
 
 
 # ---------------------------------------------------------------- the CustomJob boundary
@@ -183,3 +212,36 @@ def test_job_shapes_vertex_refuses_are_refused(pools, message, tmp_path):
     done = launch(job, tmp_path, tmp_path / "offline")
     assert done.returncode == 1
     assert "InvalidArgument" in done.stdout and message in done.stdout
+
+
+# ---------------------------------------------------------------- the same DAG for Kubeflow
+
+
+def test_the_kubeflow_target_runs_without_resolvers_or_hooks_against_the_served_model(
+        first_run, sample):
+    """As open-source Kubeflow Pipelines runs it: no ExampleGen driver hook, no resolver
+    task; the model in the serving folder (here the endpoint's) is baseline and warm start."""
+    root, code, output, first = first_run
+    assert code == 0, output[-3000:]
+    (pushed,) = first["outputs"]["Pusher"]["pushed_model"]
+    serving = root / "gcs" / "offline-bucket" / "taxi" / "serving" / "taxi-big-tipper"
+    shutil.copytree(pushed["uri"], serving / "1700000000")
+    code, output = run_offline(root, sample, "--target", "kubeflow", "--input-pattern",
+                               "span-1/*", "--warm-start", "--max-auc-drop", "0.3",
+                               "--no-safe-to-serve", "--no-report-in-pipeline")
+    assert code == 0, output[-5000:]
+    assert "offline kubeflow run" in output and "CsvExampleGen.driver" not in output
+    record = newest_record(root)
+    assert not any("resolver" in t["name"] for t in record["tasks"])
+    (served,) = record["outputs"]["ServedModel"]["model"]
+    assert served["metadata"]["found"] == 1
+    assert served["metadata"]["served_version"] == "1700000000"
+    (run,) = record["outputs"]["Trainer"]["model_run"]
+    assert json.loads((Path(run["uri"]) / "history.json").read_text())["warm_start"]
+    (blessing,) = record["outputs"]["Evaluator"]["blessing"]
+    assert blessing["metadata"]["blessed"] == 1
+    assert blessing["metadata"]["baseline_model_id"]  # judged against the served model
+    (push,) = record["outputs"]["Pusher"]["pushed_model"]
+    assert push["metadata"]["pushed"] == 1
+    versions = sorted(p.name for p in serving.iterdir())
+    assert len(versions) == 2 and versions[0] == "1700000000"

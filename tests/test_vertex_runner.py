@@ -303,3 +303,17 @@ def test_a_gs_uri_without_a_bucket_is_refused(capsys):
                                "gs:///taxi/data", "--output", "/dev/null"])
     assert code == 2
     assert "output_root 'gs:///taxi' names no bucket" in capsys.readouterr().err
+
+
+def test_a_span_layout_compiles_the_window_and_drift_check_over_the_span_catalog(tmp_path):
+    out = tmp_path / "spans.json"
+    assert vertex_runner.main([*SETTINGS, "--input-pattern", "span-{SPAN}/*",
+                               "--training-spans", "3", "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    catalog = "gs://demo-bucket/taxi/pipelines/taxi-big-tipper/span_catalog"
+    for task in ("SpanExamples", "SpanWindow", "DriftCheck"):
+        assert _parameter(spec, task, "catalog") == catalog
+    window = spec["pipelineSpec"]["root"]["dag"]["tasks"]["SpanWindow"]["inputs"]["parameters"]
+    assert window["spans"]["runtimeValue"]["constantValue"]["intValue"] == "3"
+    gate = spec["pipelineSpec"]["root"]["dag"]["tasks"]["AnomalyGate"]["inputs"]["artifacts"]
+    assert gate["drift"]["taskOutputArtifact"]["producerTask"] == "DriftCheck"

@@ -1,0 +1,65 @@
+"""The served model as the baseline, for orchestrators without resolvers (Kubeflow Pipelines).
+
+Locally and on Vertex, "the latest blessed model" (Evaluator's baseline, the Trainer's warm
+start) is a Resolver over the metadata store. Open-source Kubeflow Pipelines' backend
+compiles no resolver task ("resolver not implemented yet", KFP's argo compiler), so on the
+kubeflow profile ServedModel takes the newest version under SERVING_DIR, the folder TF
+Serving (or KServe) serves from and to which the Pusher writes only blessed models. With
+nothing served yet its output is empty (`found` = 0), and BaselineEvaluator and the
+Trainer's run_fn treat an empty model as none: the first run is judged on thresholds alone.
+"""
+
+
+import logging
+import os
+
+from tfx.components import Evaluator
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.dsl.component.experimental.annotations import OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.components.base import executor_spec
+from tfx.dsl.io import fileio
+from tfx.types import standard_artifacts, standard_component_specs
+from tfx.utils import io_utils, path_utils
+
+from pipeline.components.pusher import newest_version
+
+log = logging.getLogger(__name__)
+
+
+def has_saved_model(path: str | None) -> bool:
+    return bool(path) and fileio.exists(os.path.join(path, "saved_model.pb"))
+
+
+@component
+def ServedModel(
+    model: OutputArtifact[standard_artifacts.Model],
+    serving_dir: Parameter[str],
+) -> None:
+    version = newest_version(serving_dir)
+    source = os.path.join(serving_dir, version) if version else ""
+    if not has_saved_model(source):
+        log.info("no model served under %s yet: no baseline, no warm start", serving_dir)
+        model.set_int_custom_property("found", 0)
+        return
+    io_utils.copy_dir(source, path_utils.serving_model_path(model.uri))
+    model.set_int_custom_property("found", 1)
+    model.set_string_custom_property("served_version", version)
+    model.set_string_custom_property("source", source)
+    log.info("baseline: served version %s (%s)", version, source)
+
+
+class _Executor(evaluator_executor.Executor):
+    """TFX's Evaluator, given no baseline when the baseline artifact holds no model."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
+        key = standard_component_specs.BASELINE_MODEL_KEY
+        baselines = [a for a in input_dict.get(key, [])
+                     if has_saved_model(path_utils.serving_model_path(a.uri))]
+        if not baselines:
+            input_dict = {k: v for k, v in input_dict.items() if k != key}
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class BaselineEvaluator(Evaluator):
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(_Executor)
