@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import contract
 from models import distribution as D
 from models import features as F
 
@@ -210,31 +211,18 @@ def raw_serving_inputs() -> dict[str, tf.TensorSpec]:
 
 
 def raw_instance(row: dict[str, Any]) -> dict[str, Any]:
-    """One raw row (CSV strings, bytes or numbers; None or '' = absent) -> the values
-    `serving_default` takes for it: every serving feature, strings as str ('' = absent),
-    numbers as float (NaN = absent). This is a REST `instance`; unknown keys are an error."""
-    unknown = set(row) - set(F.BY_NAME) - set(F.UNUSED) - {F.LABEL_SOURCE}
-    if unknown:
-        raise ValueError(f"unknown feature(s) {sorted(unknown)}; the model takes "
-                         f"{[f.name for f in F.SERVING_FEATURES]}")
-    instance: dict[str, Any] = {}
-    for f in F.SERVING_FEATURES:
-        value = row.get(f.name)
-        if isinstance(value, bytes):
-            value = value.decode()
-        if f.dtype == "string":
-            instance[f.name] = "" if value is None else str(value)
-            continue
-        try:
-            instance[f.name] = math.nan if value is None or value == "" else float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"feature {f.name!r}: {value!r} is not a number") from None
-    return instance
+    """One raw row -> the values `serving_default` takes for it (a REST `instance`), by the
+    raw-row contract (models/contract.py); a row it refuses raises ContractError."""
+    return contract.instance(row)
 
 
 def raw_inputs(rows: list[dict[str, Any]]) -> dict[str, tf.Tensor]:
     """Rows of raw values -> the tensors `serving_default` takes (see raw_instance)."""
-    instances = [raw_instance(row) for row in rows]
+    return instance_tensors([raw_instance(row) for row in rows])
+
+
+def instance_tensors(instances: list[dict[str, Any]]) -> dict[str, tf.Tensor]:
+    """Instances the contract produced -> one tensor per serving feature."""
     return {f.name: tf.constant([i[f.name] for i in instances],
                                 tf.string if f.dtype == "string" else tf.float64)
             for f in F.SERVING_FEATURES}
@@ -265,6 +253,35 @@ def raw_to_parsed(raw: dict[str, tf.Tensor], spec: dict) -> dict[str, tf.Tensor 
     return parsed
 
 
+def guard_raw(raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The raw-row contract's presence and finiteness rules inside the graph: TF Serving's
+    clients reach the model without models/contract.py. A required value that is absent
+    ("" or NaN), an infinite number, or one that overflows float32 fails the request with a
+    message naming the feature (CheckNumerics), instead of being imputed or scored as NaN."""
+    required = set(contract.required())
+    guarded = {}
+    for name, value in raw.items():
+        if value.dtype == tf.string:
+            if name not in required:
+                guarded[name] = value
+                continue
+            flag = tf.where(tf.equal(value, ""), tf.constant(math.nan, tf.float32), 0.0)
+            check = tf.debugging.check_numerics(flag, f"{name} is required, got an empty string")
+        else:
+            as_float32 = tf.cast(value, tf.float32)  # what the graph computes in: 1e308 -> inf
+            if name in required:
+                check = tf.debugging.check_numerics(
+                    as_float32, f"{name} is required and must be a finite 32-bit float "
+                                "(NaN means absent)")
+            else:
+                check = tf.debugging.check_numerics(
+                    tf.where(tf.math.is_nan(value), tf.zeros_like(as_float32), as_float32),
+                    f"{name} must be a finite 32-bit float (NaN means absent)")
+        with tf.control_dependencies([check]):
+            guarded[name] = tf.identity(value)
+    return guarded
+
+
 class _ExportModule(tf.Module):
     """Holds the model and the Transform layer so both are tracked in the SavedModel."""
 
@@ -279,12 +296,15 @@ class _ExportModule(tf.Module):
     def _predict(self, parsed) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer(parsed)
         features = {k: transformed[k] for k in self._input_names}
-        return {PROBABILITY: self.model(features, training=False)}
+        probability = self.model(features, training=False)
+        # Never answer a non-finite probability (TF Serving would return it as NaN).
+        return {PROBABILITY: tf.debugging.check_numerics(
+            probability, "the model produced a non-finite probability")}
 
     def signatures(self) -> dict[str, Any]:
         @tf.function(input_signature=[raw_serving_inputs()])
         def serve_raw(raw):
-            return self._predict(raw_to_parsed(raw, self._serving_spec))
+            return self._predict(raw_to_parsed(guard_raw(raw), self._serving_spec))
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
         def serve_examples(examples):

@@ -76,7 +76,8 @@ def _serialized(rows, with_label=False):
 
 
 def test_raw_and_example_signatures_agree_and_give_probabilities(exported):
-    rows = ROWS + [raw_row(company=None, trip_seconds=None, dropoff_latitude=None)]
+    # ROWS[4] has community area 99, outside the schema's domain: the contract refuses it.
+    rows = ROWS[:4] + [raw_row(company=None, trip_seconds=None, dropoff_latitude=None)]
     # Rows as a REST client sends them: first value of each feature, absent ones as None.
     raw = M.raw_inputs([{k: v[0] if v else None for k, v in r.items()} for r in rows])
     by_raw = exported.signatures["serving_default"](**raw)[M.PROBABILITY].numpy()
@@ -85,6 +86,38 @@ def test_raw_and_example_signatures_agree_and_give_probabilities(exported):
     assert by_raw.shape == (len(rows),)
     assert np.all((by_raw >= 0) & (by_raw <= 1))
     np.testing.assert_allclose(by_raw, by_example, atol=1e-6)
+
+
+def _with(raw: dict, name: str, value) -> dict:
+    """The raw tensors of a valid request with one value replaced, as a TF Serving client
+    could send it (no models/contract.py on the way)."""
+    column = raw[name].numpy().tolist()
+    column[0] = value
+    return {**raw, name: tf.constant(column, raw[name].dtype)}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("fare", float("nan"), "fare is required"),
+    ("payment_type", b"", "payment_type is required"),
+    ("fare", float("inf"), "fare is required and must be a finite"),
+    ("trip_seconds", float("-inf"), "trip_seconds must be a finite 32-bit float"),
+    ("trip_seconds", 1e308, "trip_seconds must be a finite 32-bit float"),
+])
+def test_the_exported_graph_refuses_what_the_contract_refuses(exported, name, value, message):
+    raw = M.raw_inputs([{k: v[0] if v else None for k, v in r.items()} for r in ROWS[:2]])
+    serve = exported.signatures["serving_default"]
+    assert np.isfinite(serve(**raw)[M.PROBABILITY].numpy()).all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(**_with(raw, name, value))
+
+
+def test_an_absent_optional_number_is_scored_as_absent(exported):
+    rows = [{k: v[0] if v else None for k, v in r.items()} for r in ROWS[:1]]
+    raw = M.raw_inputs(rows)
+    serve = exported.signatures["serving_default"]
+    as_nan = serve(**_with(raw, "trip_seconds", float("nan")))[M.PROBABILITY].numpy()
+    left_out = serve(**M.raw_inputs([{**rows[0], "trip_seconds": None}]))[M.PROBABILITY]
+    np.testing.assert_allclose(as_nan, left_out.numpy(), atol=1e-7)
 
 
 def test_transform_features_signature_matches_the_model_inputs(exported):
@@ -122,7 +155,7 @@ def _copy_with_vocabulary(src, dest, feature, vocabulary):
 def test_warm_start_makes_the_new_model_predict_as_the_base_model(
         exported_models, transform_dir, tmp_path):
     tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
-    raw = M.raw_inputs([{k: v[0] if v else None for k, v in r.items()} for r in ROWS])
+    raw = M.raw_inputs([{k: v[0] if v else None for k, v in r.items()} for r in ROWS[:4]])
     base = tf.saved_model.load(exported_models[1]).signatures["serving_default"]
     tf.keras.utils.set_random_seed(99)
     model = M.build_model(M.hparams())

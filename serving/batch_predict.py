@@ -51,27 +51,37 @@ class Decoded:
 def decode_chunk(frame: pd.DataFrame, key: str, first_row: int) -> Decoded:
     """CSV strings -> `serving_default` inputs (strings, '' = absent; float64, NaN = absent).
 
-    Vectorised per column; a row with any value that is not of its feature's type is bad.
+    The raw-row contract (models/contract.py), vectorised per column: rows that a cheap
+    test marks as suspect are judged value by value by the contract itself, so a bad row's
+    reason is the message the REST server would give.
     """
-    from models import features as F
+    from models import contract
 
     rows = pd.RangeIndex(first_row, first_row + len(frame))
     reasons = pd.Series("", index=frame.index, dtype=object)
     inputs: dict[str, np.ndarray] = {}
-    for feature in F.SERVING_FEATURES:
-        text = frame[feature.name]
-        if feature.dtype == "string":
-            inputs[feature.name] = text.to_numpy(dtype=object)
-            continue
-        number = pd.to_numeric(text, errors="coerce")
-        wrong = number.isna() & (text != "")
-        if wrong.any():  # rare: the reasons are built for those rows only
-            odd = text[wrong]
-            odd = odd[odd.str.strip().str.lower() != "nan"]  # "nan" says absent, as online
-            first = odd.index[reasons[odd.index] == ""]
-            reasons[first] = f"feature {feature.name!r}: " + odd[first].map(repr) + \
-                " is not a number"
-        inputs[feature.name] = number.to_numpy(dtype=np.float64, na_value=np.nan)
+    for column in contract.fields():
+        text = frame[column.name]
+        if column.dtype == "string":
+            suspect = (text == "") if column.required else pd.Series(False, index=text.index)
+            inputs[column.name] = text.to_numpy(dtype=object)
+        else:
+            absent = (text == "") | (text.str.strip().str.lower() == "nan")
+            number = pd.to_numeric(text, errors="coerce")
+            fine = np.isfinite(number) & (number.abs() <= contract.FLOAT32_MAX)
+            if column.dtype == "int":
+                fine &= number.round() == number
+            if column.minimum is not None:
+                fine &= number >= column.minimum
+            if column.maximum is not None:
+                fine &= number <= column.maximum
+            suspect = (absent & column.required) | (~absent & ~fine)
+            inputs[column.name] = number.to_numpy(dtype=np.float64, na_value=np.nan)
+        for index in suspect.index[suspect & (reasons == "")]:  # rare: judged one by one
+            try:
+                contract.value(column, {column.name: text[index]})
+            except contract.ContractError as e:
+                reasons[index] = str(e)
     good = (reasons == "").to_numpy()
     keys = (pd.Series(rows, index=frame.index) if key == ROW_COLUMN else frame[key])[good]
     bad = [{ROW_COLUMN: str(row), "reason": reason, **record}

@@ -6,6 +6,10 @@ writes TF Serving warmup records with it. Formats follow TF Serving's REST API
 (https://www.tensorflow.org/tfx/serving/api_rest): row `instances` or columnar `inputs`;
 `{"b64": ...}` for binary strings; NaN for an absent number (TF Serving's JSON parser
 accepts NaN, and the project's raw signature reads NaN as "absent").
+
+Requests to the raw signature are read by the raw-row contract (models/contract.py): an
+optional feature may be left out or sent as null, "" or NaN; what the contract refuses is a
+400 naming the feature and value. Other signatures take exactly their tensors.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
+from models import contract
 from models import features as F
 from models import model as M
 
@@ -100,6 +105,8 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
                            "'inputs' (columnar format)")
     specs = input_specs(signature)
     names = sorted(specs)
+    if set(names) == {f.name for f in F.SERVING_FEATURES}:
+        return _decode_raw(body, max_batch)
     if "instances" in body:
         instances = body["instances"]
         if not isinstance(instances, list):
@@ -156,9 +163,65 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
     return tensors, False
 
 
+def _contract_value(value: Any, where: str, name: str) -> Any:
+    """A JSON value as the contract reads it: TF Serving's {"b64": ...} becomes bytes."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except (ValueError, TypeError):
+            raise RequestError(f"{where}{name!r} has invalid base64") from None
+    return value
+
+
+def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]:
+    """The raw signature's request, row or columnar, through the raw-row contract."""
+    if "instances" in body:
+        rows = body["instances"]
+        if not isinstance(rows, list):
+            raise RequestError("'instances' must be a list")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise RequestError(f"instance {i} must be an object of named inputs, got "
+                                   f"{json_type(row)}")
+        where = "instance {}: ".format
+        row_format = True
+    else:
+        columns = body["inputs"]
+        if not isinstance(columns, dict):
+            raise RequestError("'inputs' must be an object of named inputs, one list each")
+        for name, column in columns.items():
+            if not isinstance(column, list):
+                raise RequestError(f"input {name!r} must be a list (one value per example)")
+        lengths = {len(column) for column in columns.values()}
+        if len(lengths) > 1:
+            raise RequestError(f"inputs have different lengths {sorted(lengths)}")
+        size = lengths.pop() if lengths else 0
+        rows = [{name: column[i] for name, column in columns.items()} for i in range(size)]
+        where = "example {}: ".format
+        row_format = False
+    if not rows:
+        raise RequestError("the request has no examples: nothing to predict")
+    if len(rows) > max_batch:
+        raise RequestError(f"batch of {len(rows)} exceeds the server's limit of {max_batch}; "
+                           "split the request")
+    try:
+        instances = [contract.instance(
+            {name: _contract_value(value, where(i), name) for name, value in row.items()},
+            where=where(i)) for i, row in enumerate(rows)]
+    except contract.ContractError as e:
+        raise RequestError(str(e)) from None
+    return M.instance_tensors(instances), row_format
+
+
 def encode_predictions(outputs: Mapping[str, tf.Tensor], row_format: bool) -> dict[str, Any]:
     """Signature outputs -> TF Serving's response: bare values when there is one output."""
     values = {k: v.numpy().tolist() for k, v in outputs.items()}
+    for name, column in values.items():  # a model exported without the graph's guard
+        bad = [i for i, v in enumerate(np.ravel(column))
+               if isinstance(v, float) and not np.isfinite(v)]
+        if bad:
+            raise RequestError(f"the model produced a non-finite {name} for example(s) "
+                               f"{bad[:10]}; nothing is returned for this request")
     if row_format:
         if len(values) == 1:
             return {"predictions": next(iter(values.values()))}

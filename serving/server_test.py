@@ -112,12 +112,18 @@ def test_request_log_has_raw_features_predictions_and_keys(server, rows, tmp_pat
 BAD_REQUESTS = [
     ("malformed JSON", b'{"instances": [', 400, "malformed JSON"),
     ("no instances", {"signature_name": "serving_default"}, 400, "exactly one of"),
-    ("empty instances", {"instances": []}, 400, "empty"),
-    ("missing feature", "drop:fare", 400, "missing input(s) ['fare']"),
-    ("unknown feature", "add:colour", 400, "unknown input(s) ['colour']"),
-    ("wrong type", "set:fare=twelve", 400, "input 'fare' expects a number, got string"),
-    ("null number", "set:fare=None", 400, "send NaN for an absent number"),
-    ("number for string", "set:company=7", 400, "input 'company' expects a string"),
+    ("empty instances", {"instances": []}, 400, "no examples"),
+    ("missing feature", "drop:fare", 400, "instance 0: 'fare' is required: it was left out"),
+    ("unknown feature", "add:colour", 400, "instance 0: unknown feature(s) ['colour']"),
+    ("wrong type", "set:fare=twelve", 400, "'fare': 'twelve' is not a number"),
+    ("null required", "set:fare=null", 400, "'fare' is required: it was null"),
+    ("NaN required", "set:fare=NaN", 400, "'fare' is required: it was nan"),
+    ("empty required string", 'set:payment_type=""', 400, "'payment_type' is required"),
+    ("Infinity", "set:fare=Infinity", 400, "'fare': inf is not a finite number"),
+    ("1e308", "set:trip_seconds=1e308", 400, "is not a finite number the model can compute"),
+    ("negative fare", "set:fare=-50", 400, "'fare': -50 is below the schema's minimum 0"),
+    ("hour 24", "set:trip_start_hour=24", 400, "above the schema's maximum 23"),
+    ("number for string", "set:company=7", 400, "'company' expects a string, got int 7"),
     ("oversized batch", "many:101", 400, "exceeds the server's limit of 100"),
     ("unknown signature", {"signature_name": "nope", "instances": [1]}, 400, "signature 'nope'"),
 ]
@@ -134,10 +140,62 @@ def bad_body(kind, row):
         instance[arg] = 1.0
     elif action == "set":
         name, value = arg.split("=")
-        instance[name] = None if value == "None" else int(value) if value.isdigit() else value
+        try:
+            instance[name] = json.loads(value)  # NaN, Infinity, null, numbers, "strings"
+        except json.JSONDecodeError:
+            instance[name] = value
     elif action == "many":
         return {"instances": [instance] * int(arg)}
     return {"instances": [instance]}
+
+
+def post_bytes(server, body: bytes) -> tuple[int, dict]:
+    """A request body exactly as another language's JSON encoder wrote it."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=30)
+    conn.request("POST", f"/v1/models/{MODEL}:predict", body=body,
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def js_stringify(value) -> bytes:
+    """What a browser's JSON.stringify writes: NaN and Infinity as null, undefined dropped."""
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), allow_nan=False).encode()
+
+
+def test_absent_optional_values_in_any_spelling_get_the_absent_answer(server, rows):
+    """Omitted, null (JSON.stringify's NaN), "" and NaN all mean absent, in rows and columns."""
+    row = {**rows[0], "company": "", "trip_seconds": "", "dropoff_census_tract": ""}
+    (expected,) = client_for(server).predict([row])
+    instance = payloads.encode_row(row)  # "" and NaN, as serving.client sends them
+    omitted = {k: v for k, v in instance.items()
+               if k not in ("company", "trip_seconds", "dropoff_census_tract")}
+    nulls = {**omitted, "company": None, "trip_seconds": None, "dropoff_census_tract": None}
+    columnar = {k: [v, v] for k, v in nulls.items()}
+    for body in ({"instances": [omitted]}, {"instances": [nulls]}, {"instances": [instance]},
+                 {"inputs": columnar}):
+        code, answer = post_bytes(server, js_stringify(body))
+        assert code == 200, answer
+        values = answer.get("predictions") or answer["outputs"]
+        np.testing.assert_allclose(values[0], expected, rtol=1e-6)
+        assert all(np.isfinite(values))
+
+
+def test_a_javascript_client_cannot_slip_a_required_value_through_as_null(server, rows):
+    instance = payloads.encode_row(rows[0])
+    code, answer = post_bytes(server, js_stringify({"instances": [{**instance,
+                                                                   "fare": float("nan")}]}))
+    assert code == 400 and "'fare' is required: it was null" in answer["error"]
 
 
 @pytest.mark.parametrize("name,kind,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])

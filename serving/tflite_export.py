@@ -175,6 +175,27 @@ def export(saved_model_dir: str, out_dir: str | Path) -> dict[str, Path]:
     return paths
 
 
+def _check_contract(feed: dict[str, np.ndarray]) -> None:
+    """The exported graph's presence and finiteness guards, which the converter drops:
+    without them a NaN fare would be scored as a zero fare on the device."""
+    from models import contract
+
+    for field in contract.fields():
+        values = feed[field.name]
+        if field.dtype == "string":
+            absent = np.isin(values, ["", b""])
+            broken = absent if field.required else np.zeros(len(values), bool)
+            why = "is required, got an empty string"
+        else:
+            numbers = values.astype(np.float64)
+            finite = np.isfinite(numbers) & (np.abs(numbers) <= contract.FLOAT32_MAX)
+            broken = ~finite if field.required else ~finite & ~np.isnan(numbers)
+            why = "must be a finite 32-bit float" + \
+                  (" (required: NaN is absent)" if field.required else "")
+        if broken.any():
+            raise ValueError(f"{field.name!r} {why}: row(s) {np.flatnonzero(broken)[:10].tolist()}")
+
+
 class TFLiteModel:
     """A .tflite file from `export`, called like `serving_default` with numpy arrays."""
 
@@ -194,13 +215,21 @@ class TFLiteModel:
             raise ValueError(f"missing input(s) {sorted(missing)}; the model takes "
                              f"{self.input_names}")
         feed = {name: np.asarray(inputs[name]) for name in self.input_names}
+        _check_contract(feed)
         rows = len(feed[self.input_names[0]])
         if rows == 1:
             # A fresh interpreter keeps the converter's shapes for a batch of 1, which fail
             # to prepare (a concat of rank 1 and rank 2); a batch of 2 makes the runtime
             # infer shapes itself. So one row runs as two copies of itself.
             feed = {name: np.repeat(values, 2) for name, values in feed.items()}
-        return self._runner(**feed)[PROBABILITY][:rows]
+        probabilities = self._runner(**feed)[PROBABILITY][:rows]
+        # The converter drops the SavedModel's CheckNumerics guards: guard here instead.
+        bad = np.flatnonzero(~np.isfinite(probabilities))
+        if bad.size:
+            raise ValueError(f"the model produced a non-finite probability for row(s) "
+                             f"{bad[:10].tolist()}: their inputs break the raw-row contract "
+                             "(models/contract.py)")
+        return probabilities
 
 
 @dataclass

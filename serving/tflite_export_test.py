@@ -23,12 +23,13 @@ def exported(exported_models, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rows():
-    """Bundled rows, some with absent values and categories the vocabularies never saw."""
+    """Bundled rows, some with absent optional values and categories the vocabularies never
+    saw (within the raw-row contract: required values present, numbers in the domain)."""
     with open(bundled.materialize(), newline="") as f:
         rows = list(itertools.islice(csv.DictReader(f), ROWS))
-    rows[0].update(company="", payment_type="", dropoff_census_tract="", trip_miles="")
-    rows[1].update(company="Cab Co Never Seen", payment_type="Bitcoin", trip_start_hour="99")
-    rows[2].update(pickup_latitude="", dropoff_longitude="", fare="")
+    rows[0].update(company="", dropoff_census_tract="", trip_seconds="")
+    rows[1].update(company="Cab Co Never Seen", payment_type="Bitcoin")
+    rows[2].update(pickup_latitude="", dropoff_longitude="", pickup_community_area="")
     return rows
 
 
@@ -79,6 +80,23 @@ def test_missing_inputs_are_named(exported):
     _, paths = exported
     with pytest.raises(ValueError, match="missing input.*fare"):
         tflite_export.TFLiteModel(paths["float"]).predict({"company": np.array([""], object)})
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("fare", np.nan, "'fare' must be a finite 32-bit float \\(required"),
+    ("payment_type", "", "'payment_type' is required"),
+    ("trip_seconds", np.inf, "'trip_seconds' must be a finite"),
+])
+def test_the_device_model_refuses_what_the_saved_model_refuses(exported, rows, name, value,
+                                                                message):
+    saved_model, paths = exported
+    inputs = {k: v.numpy() for k, v in M.raw_inputs(rows[:3]).items()}
+    inputs[name] = inputs[name].copy()
+    inputs[name][1] = value
+    with pytest.raises(ValueError, match=message):
+        tflite_export.TFLiteModel(paths["float"]).predict(inputs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=name):
+        tf.saved_model.load(saved_model).signatures["serving_default"](**inputs)
 
 
 def test_example_script_scores_csv_rows(exported, capsys):
