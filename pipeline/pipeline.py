@@ -179,6 +179,7 @@ def create_components(config: PipelineConfig) -> list:
         )
     anomaly_gate = AnomalyGate(
         anomalies=example_validator.outputs["anomalies"],
+        statistics=statistics_gen.outputs["statistics"],
         drift=drift_check.outputs["drift"] if drift_check else None,
         drift_action=config.drift_action,
     )

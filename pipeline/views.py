@@ -54,18 +54,30 @@ def _common(feature) -> statistics_pb2.CommonStatistics:
     return getattr(feature, which).common_stats if which else statistics_pb2.CommonStatistics()
 
 
+def with_value(common: statistics_pb2.CommonStatistics) -> int:
+    """Examples that carry a value for the feature. TFDV counts as missing only examples
+    without the feature; CsvExampleGen writes an empty cell as the feature with no values,
+    which TFDV counts as present. For features of at most one value (all of ours) the
+    examples with a value are the values."""
+    if common.max_num_values <= 1:
+        return int(min(common.num_non_missing, common.tot_num_values))
+    return int(common.num_non_missing)  # several values per example: no exact zero count
+
+
 def statistics_frame(stats: statistics_pb2.DatasetFeatureStatisticsList) -> pd.DataFrame:
-    """One row per feature: presence, centre and spread, or the commonest values."""
+    """One row per feature: presence (an empty cell counts as missing), centre and spread,
+    or the commonest values."""
     dataset = stats.datasets[0]
     rows = []
     for feature in dataset.features:
         common = _common(feature)
         total = common.num_non_missing + common.num_missing
+        present = with_value(common)
         row = {
             "feature": _name(feature),
             "type": statistics_pb2.FeatureNameStatistics.Type.Name(feature.type).lower(),
-            "count": int(common.num_non_missing),
-            "missing %": 100.0 * common.num_missing / total if total else 0.0,
+            "count": present,
+            "missing %": 100.0 * (total - present) / total if total else 0.0,
         }
         if feature.HasField("num_stats"):
             s = feature.num_stats

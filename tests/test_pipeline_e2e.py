@@ -25,7 +25,7 @@ import local_runner
 from data import bundled, simulator
 from models import features as F
 from models import model as M
-from pipeline import configs, run_summary
+from pipeline import configs, run_summary, views
 
 SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
@@ -128,6 +128,26 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
     assert "AUC ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
     assert "safe to serve" in page and summary.pushed_destination in page
     assert output_uri(config, "Transform", "TransformGraph") in page  # lineage
+
+
+def test_the_statistics_table_counts_empty_cells_as_missing(first_run):
+    """CsvExampleGen writes an empty cell as the feature with no values, which TFDV counts as
+    present: the report must still say a third of the trips have no company."""
+    config, summary = first_run
+    stats_uri = output_uri(config, "StatisticsGen", "ExampleStatistics")
+    train = views.load_statistics(f"{stats_uri}/Split-train/FeatureStats.pb")
+    frame = views.statistics_frame(train)
+    examples_uri = output_uri(config, "SpanExamples", "Examples")
+    records = read_records(f"{examples_uri}/Split-train/*")
+    empty = sum(not tf.train.Example.FromString(r).features.feature["company"].bytes_list.value
+                for r in records)
+    share = 100.0 * empty / len(records)
+    assert 25 < share < 45  # ~34% in the bundled data
+    assert frame.loc["company", "missing %"] == pytest.approx(share)
+    assert frame.loc["company", "count"] == len(records) - empty
+    assert frame.loc["fare", "missing %"] == 0
+    with open(summary.report_path, encoding="utf-8") as f:
+        assert f"<td>{share:.4g}</td>" in f.read()
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -324,6 +344,8 @@ def test_anomaly_stops_the_run_before_transform_and_nothing_is_pushed(first_run,
     header, rows = bundled.read_rows(workdir / "data" / "data.csv")
     for row in rows[:5]:
         row["fare"] = "N/A"  # a string in a numeric column
+    for row in rows[5:8]:
+        row["trip_miles"] = ""  # a required value left empty: never imputed
     bundled.write_rows(bad / "data.csv", header, rows)
     before = snapshot(config.serving_dir)
     args = ["--data-root", str(bad), "--output-root", str(workdir / "out"),
@@ -334,11 +356,26 @@ def test_anomaly_stops_the_run_before_transform_and_nothing_is_pushed(first_run,
     with open(err.split("Report: ")[1].split()[0], encoding="utf-8") as f:
         assert "feature &#x27;fare&#x27;" in f.read()  # the report names the anomaly too
     assert "feature 'fare'" in err and "FLOAT" in err
+    assert "feature 'trip_miles'" in err and "a required column has empty cells" in err
     latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in latest.components}
     assert states["AnomalyGate"] == "FAILED"
     assert "Transform" not in states and "Pusher" not in states
     assert snapshot(config.serving_dir) == before
+
+
+def test_a_csv_with_only_a_header_stops_at_the_gate(first_run, workdir, capsys):
+    config, _ = first_run
+    empty = workdir / "empty-data"
+    header, _ = bundled.read_rows(workdir / "data" / "data.csv")
+    bundled.write_rows(empty / "data.csv", header, [])
+    args = ["--data-root", str(empty), "--output-root", str(workdir / "out")]
+    assert local_runner.main(args) == 2
+    err = capsys.readouterr().err
+    assert "run stopped by data validation" in err and "no rows: the input is empty" in err
+    states = {c.node_id: c.state for c in run_summary.summarize(
+        config.metadata_path, config.pipeline_name).components}
+    assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
 
 
 def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):

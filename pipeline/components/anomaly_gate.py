@@ -13,6 +13,7 @@ import logging
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputDict, Parameter
 from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
@@ -37,6 +38,21 @@ def read_anomalies(artifact_uri: str, split_names: str) -> dict[str, anomalies_p
     return result
 
 
+# What an anomaly means for a person who wrote the CSV, where TFDV's wording is about protos.
+HINTS = {
+    anomalies_pb2.AnomalyInfo.INVALID_FEATURE_SHAPE:
+        "a required column has empty cells: every row must carry a value, the model never "
+        "guesses it",
+    anomalies_pb2.AnomalyInfo.FEATURE_TYPE_NOT_PRESENT: "the column is missing or empty",
+}
+NO_ROWS = "no rows: the input is empty (a header-only or 0-byte file?)"
+
+
+def _hints(info: anomalies_pb2.AnomalyInfo) -> str:
+    hints = [HINTS[r.type] for r in info.reason if r.type in HINTS]
+    return f": {'; '.join(hints)}" if hints else ""
+
+
 def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
     """One line per (split, feature) anomaly, readable without TFDV."""
     lines = []
@@ -44,10 +60,10 @@ def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
         for feature, info in sorted(anomalies.anomaly_info.items()):
             details = "; ".join(r.description or r.short_description for r in info.reason)
             lines.append(f"split '{split}': feature '{feature}': {info.short_description}"
-                         f" ({details})")
+                         f"{_hints(info)} ({details})")
         if anomalies.HasField("dataset_anomaly_info"):
             info = anomalies.dataset_anomaly_info
-            lines.append(f"split '{split}': dataset: {info.short_description}")
+            lines.append(f"split '{split}': dataset: {info.short_description}{_hints(info)}")
     return lines
 
 
@@ -63,8 +79,15 @@ def AnomalyGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     drift: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
     drift_action: Parameter[str] = "stop",
+    statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
 ) -> OutputDict(anomaly_count=int, drift_breaches=int):
     problems = describe(read_anomalies(anomalies.uri, anomalies.split_names))
+    # TFDV validates nothing on a split without rows (and so reports nothing).
+    if statistics is not None:
+        for split in artifact_utils.decode_split_names(statistics.split_names):
+            dataset = stats_artifact_utils.load_statistics(statistics, split).proto().datasets
+            if not dataset or dataset[0].num_examples == 0:
+                problems.append(f"split '{split}': {NO_ROWS}")
     drifted = []
     if drift is not None:
         with fileio.open(os.path.join(drift.uri, DRIFT_FILE)) as f:
