@@ -67,6 +67,23 @@ def describe(anomalies_by_split: dict[str, anomalies_pb2.Anomalies]) -> list[str
     return lines
 
 
+def statistics_problems(split: str, stats) -> list[str]:
+    """What the statistics show and TFDV's validation does not report: a split without rows
+    (TFDV validates nothing then), and strings that are not UTF-8 (a Latin-1 export:
+    served JSON can never carry those bytes, so the value would be out of vocabulary in
+    production), which TFDV counts but does not flag without a string domain."""
+    if not stats.datasets or stats.datasets[0].num_examples == 0:
+        return [f"split '{split}': {NO_ROWS}"]
+    problems = []
+    for feature in stats.datasets[0].features:
+        bad = feature.string_stats.invalid_utf8_count if feature.HasField("string_stats") else 0
+        if bad:
+            name = feature.path.step[0] if feature.path.step else feature.name
+            problems.append(f"split '{split}': feature '{name}': {bad} value(s) are not UTF-8 "
+                            "(re-export the file as UTF-8)")
+    return problems
+
+
 def describe_drift(result: dict) -> list[str]:
     """One line per feature whose distance to the previous span breached its threshold."""
     return [f"feature '{r['feature']}': {r['comparator']} {r['distance']:.3f} > threshold "
@@ -85,9 +102,8 @@ def AnomalyGate(
     # TFDV validates nothing on a split without rows (and so reports nothing).
     if statistics is not None:
         for split in artifact_utils.decode_split_names(statistics.split_names):
-            dataset = stats_artifact_utils.load_statistics(statistics, split).proto().datasets
-            if not dataset or dataset[0].num_examples == 0:
-                problems.append(f"split '{split}': {NO_ROWS}")
+            problems += statistics_problems(
+                split, stats_artifact_utils.load_statistics(statistics, split).proto())
     drifted = []
     if drift is not None:
         with fileio.open(os.path.join(drift.uri, DRIFT_FILE)) as f:
