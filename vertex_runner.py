@@ -19,8 +19,8 @@ needs no GCP access; --submit and --schedule use your application-default creden
 
 --target kubeflow (implied by --kfp-host) compiles the same DAG with the `kubeflow` profile:
 the Trainer and Tuner in their task's pod, the Pusher writing to SERVING_DIR, the served
-model as the Evaluator's baseline (Kubeflow's backend runs no resolver), spans through the
-span catalog. --offline runs either target.
+model as the Evaluator's baseline (Kubeflow's backend runs no resolver), one span per run
+(no {SPAN} layouts: KFP runs no ExampleGen driver). --offline runs either target.
 """
 
 from __future__ import annotations
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any 
             raise configs.ConfigError("--kfp-host submits to Kubeflow Pipelines: drop "
                                       "--target vertex")
         args.profile = "kubeflow" if args.kfp_host else (args.target or "vertex")
+        if args.profile == "kubeflow" and (args.submit or args.schedule):
+            raise configs.ConfigError("--submit and --schedule send the job to Vertex AI; "
+                                      "to run on Kubeflow Pipelines give --kfp-host URL")
         if args.offline:
             for name, value in vertex.OFFLINE_DEFAULTS.items():
                 if getattr(args, name) is None and f"{configs.ENV_PREFIX}{name.upper()}" \

@@ -66,15 +66,24 @@ def input_specs(signature) -> dict[str, tf.TensorSpec]:
     return dict(signature.structured_input_signature[1])
 
 
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def _b64(value: dict, what: str) -> bytes:
+    """TF Serving's {"b64": ...} for binary strings."""
+    try:
+        return base64.b64decode(value["b64"], validate=True)
+    except (ValueError, TypeError):
+        raise RequestError(f"{what} has invalid base64") from None
+
+
 def _tensor(name: str, values: Sequence[Any], spec: tf.TensorSpec, where: str) -> tf.Tensor:
     if spec.dtype == tf.string:
         out = []
         for i, value in enumerate(values):
-            if isinstance(value, dict) and set(value) == {"b64"}:
-                try:
-                    out.append(base64.b64decode(value["b64"], validate=True))
-                except (ValueError, TypeError):
-                    raise RequestError(f"{where(i)}: input {name!r} has invalid base64") from None
+            if _is_b64(value):
+                out.append(_b64(value, f"{where(i)}: input {name!r}"))
             elif isinstance(value, str):
                 out.append(value.encode())
             else:
@@ -163,16 +172,6 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
     return tensors, False
 
 
-def _contract_value(value: Any, where: str, name: str) -> Any:
-    """A JSON value as the contract reads it: TF Serving's {"b64": ...} becomes bytes."""
-    if isinstance(value, dict) and set(value) == {"b64"}:
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except (ValueError, TypeError):
-            raise RequestError(f"{where}{name!r} has invalid base64") from None
-    return value
-
-
 def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]:
     """The raw signature's request, row or columnar, through the raw-row contract."""
     if "instances" in body:
@@ -205,9 +204,9 @@ def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]
         raise RequestError(f"batch of {len(rows)} exceeds the server's limit of {max_batch}; "
                            "split the request")
     try:
-        instances = [contract.instance(
-            {name: _contract_value(value, where(i), name) for name, value in row.items()},
-            where=where(i)) for i, row in enumerate(rows)]
+        instances = [contract.instance(  # the contract reads b64 strings as bytes
+            {name: _b64(value, f"{where(i)}{name!r}") if _is_b64(value) else value
+             for name, value in row.items()}, where=where(i)) for i, row in enumerate(rows)]
     except contract.ContractError as e:
         raise RequestError(str(e)) from None
     return M.instance_tensors(instances), row_format

@@ -153,6 +153,12 @@ def test_settings_kubeflow_cannot_honour_are_refused_with_the_flag(flags, messag
     assert "Kubeflow settings missing or invalid" in err and message in err
 
 
+def test_a_kubeflow_job_is_never_sent_to_vertex(capsys, tmp_path):
+    code = vertex_runner.main(["--target", "kubeflow", "--submit", *SETTINGS,
+                               "--output", str(tmp_path / "job.json")])
+    assert code == 2 and "give --kfp-host URL" in capsys.readouterr().err
+
+
 def test_the_package_is_the_pipeline_spec_as_yaml(tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"pipelineSpec": {"pipelineInfo": {"name": "n"},
