@@ -273,7 +273,7 @@ def test_edge_export_writes_tflite_models_that_predict_raw_rows_as_the_saved_mod
     assert edge["size_bytes"]["quantized"] < edge["size_bytes"]["float"] / 1.5
     # Rows with absent values and unseen categories, as a device would get them.
     rows = [dict(r) for r in bundled.read_rows(workdir / "data" / "data.csv")[1][:64]]
-    rows[0].update(company="", payment_type="Bitcoin", dropoff_census_tract="", fare="")
+    rows[0].update(company="", payment_type="Bitcoin", dropoff_census_tract="", trip_seconds="")
     inputs = {k: v.numpy() for k, v in M.raw_inputs(rows).items()}
     model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
     expected = model.signatures["serving_default"](**M.raw_inputs(rows))[M.PROBABILITY].numpy()
