@@ -25,6 +25,8 @@ from typing import Any
 from models import features as F
 
 FLOAT32_MAX = 3.4028234663852886e38
+# Columns a raw row may carry: the features, the CSV's unused columns and the label source.
+KNOWN = frozenset(F.BY_NAME) | frozenset(F.UNUSED) | {F.LABEL_SOURCE}
 
 
 class ContractError(ValueError):
@@ -136,8 +138,7 @@ def instance(row: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """A raw row (JSON values, CSV strings, pandas values, bytes) -> the values
     `serving_default` takes: every serving feature, strings as str ("" = absent), numbers
     as float (NaN = absent). `where` prefixes messages (e.g. "instance 3: ")."""
-    known = set(F.BY_NAME) | set(F.UNUSED) | {F.LABEL_SOURCE}
-    unknown = sorted(set(row) - known)
+    unknown = sorted(set(row) - KNOWN)
     if unknown:
         raise ContractError(f"{where}unknown feature(s) {unknown}; the model takes "
                             f"{[f.name for f in F.SERVING_FEATURES]}")
