@@ -64,7 +64,7 @@ class PipelineConfig:
                                           "of analysing it again (costs ~18 s of extra stages "
                                           "a run: slower at 100k-300k rows a span, "
                                           "benchmarks/README.md)")
-    drift_action: str = setting("stop", "what a drift breach against the previous span does: "
+    drift_action: str = setting("stop", "what a drift breach does: "
                                         "stop (before Transform) | warn")
     train_buckets: int = setting(3, "hash buckets for the train split")
     eval_buckets: int = setting(1, "hash buckets for the eval split")

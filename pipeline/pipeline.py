@@ -1,7 +1,7 @@
 """create_pipeline(config): the single DAG used by the local runner, Vertex and the notebook.
 
 CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
-  -> DriftCheck (vs the previous span) -> AnomalyGate
+  -> DriftCheck (vs the last blessed model's data) -> AnomalyGate
   -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (with --analyzer-cache:
      SpanTransform, its cache keyed by span) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
@@ -163,18 +163,31 @@ def create_components(config: PipelineConfig) -> list:
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
 
+    if config.profile == "kubeflow":  # no resolvers there: the served model is the baseline
+        model_resolver = ServedModel(serving_dir=config.serving_dir).with_id("ServedModel")
+    else:
+        model_resolver = Resolver(
+            strategy_class=LatestBlessedModelStrategy,
+            model=Channel(type=standard_artifacts.Model),
+            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+        ).with_id("latest_blessed_model_resolver")
+    baseline = model_resolver.outputs["model"]
+
+    # Drift: against the data behind the last blessed model (locally, in every layout), or
+    # the previous span before one is blessed; on Vertex against the previous span only.
     drift_check = cache_resolver = None
     recent_spans = examples
-    if across_runs:
-        if not catalog:
-            recent_spans = rolling_range(
-                _all_runs(standard_artifacts.Examples, span_examples, "spanned"),
-                num_spans=config.training_spans, min_spans=1)
+    if across_runs and not catalog:
+        recent_spans = rolling_range(
+            _all_runs(standard_artifacts.Examples, span_examples, "spanned"),
+            num_spans=config.training_spans, min_spans=1)
+    if config.profile == "local" or across_runs:
         drift_check = DriftCheck(
             statistics=statistics_gen.outputs["statistics"],
             schema=schema_gen.outputs["schema"],
             history=None if catalog else _all_runs(
                 standard_artifacts.ExampleStatistics, statistics_gen, "statistics"),
+            blessed_model=None if catalog else baseline,
             catalog=catalog,
         )
     anomaly_gate = AnomalyGate(
@@ -229,16 +242,6 @@ def create_components(config: PipelineConfig) -> list:
             **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
                                                  "seed": config.seed, "hparams": config.hparams}),
         )
-
-    if config.profile == "kubeflow":  # no resolvers there: the served model is the baseline
-        model_resolver = ServedModel(serving_dir=config.serving_dir).with_id("ServedModel")
-    else:
-        model_resolver = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
-    baseline = model_resolver.outputs["model"]
 
     trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
         _vertex_trainer(config)

@@ -76,13 +76,16 @@ def _drift(summary: run_summary.RunSummary) -> str:
     if not drift:
         return _p("no drift check in this run")
     if drift.get("baseline_span") is None:
-        return _p(f"Span {drift['span']} is the first span: no previous span to compare with.")
+        return _p(f"Span {drift['span']}: no model is blessed yet and there is no previous "
+                  "span, so there is nothing to compare with.")
+    from pipeline.components.anomaly_gate import drift_baseline
     breached = drift["breached"]
-    parts = [_p(f"Span {drift['span']} against span {drift['baseline_span']} "
+    against = drift_baseline(drift)
+    parts = [_p(f"Span {drift['span']} against {against} "
                 f"({drift['split']} split): "
                 + (f"{len(breached)} feature(s) beyond threshold: {', '.join(breached)}"
                    if breached else "every feature within its threshold")),
-             views.img(views.distances_png(drift["features"], "drift against the previous span"),
+             views.img(views.distances_png(drift["features"], f"drift against {against}"),
                        "drift distances"),
              views.table(views.distances_frame(drift["features"]))]
     return "\n".join(parts)
@@ -177,7 +180,7 @@ def build(summary: run_summary.RunSummary) -> str:
         ("Outcome", f"<pre>{html.escape(run_summary.format_summary(summary))}</pre>"),
         ("Components", _section(_components, summary)),
         ("Data", _section(_data, summary)),
-        ("Drift against the previous span", _section(_drift, summary)),
+        ("Drift against the data in service", _section(_drift, summary)),
         ("Training", _section(_training, summary)),
         ("Evaluation (candidate, with the baseline's columns when there is one)",
          _section(_evaluation, summary)),

@@ -277,8 +277,10 @@ def format_drift(drift: dict[str, Any]) -> list[str]:
     if not drift:
         return []
     if drift.get("baseline_span") is None:
-        return [f"Drift: span {drift['span']} has no previous span to compare with"]
-    lines = [f"Drift: span {drift['span']} vs span {drift['baseline_span']}: "
+        return [f"Drift: span {drift['span']} has no blessed model's data or previous span "
+                "to compare with"]
+    from pipeline.components.anomaly_gate import drift_baseline
+    lines = [f"Drift: span {drift['span']} vs {drift_baseline(drift)}: "
              f"{len(drift['breached'])} feature(s) beyond threshold"]
     for row in drift["features"][:5]:
         mark = "BREACH" if row["breached"] else "ok"

@@ -30,7 +30,7 @@ from pipeline import configs, run_summary, views
 SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
 COMPONENTS = {"CsvExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
-              "ExampleValidator", "AnomalyGate", "SpanWindow", "Transform",
+              "ExampleValidator", "DriftCheck", "AnomalyGate", "SpanWindow", "Transform",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
               "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport",
               "RunReport"}
@@ -323,10 +323,15 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     states = {c.node_id: c.state for c in second.components}
     assert set(states) == COMPONENTS
     assert {n for n, s in states.items() if s == "ran"} <= {
-        "latest_blessed_model_resolver", "ImportSchemaGen", "Evaluator", "SafeToServe", "Pusher",
-        "BulkInferrer", "PredictionsExport", "EdgeExport", "RunReport",
-    }  # a new blessing: the same model scores and exports again
+        "latest_blessed_model_resolver", "ImportSchemaGen", "DriftCheck", "AnomalyGate",
+        "Evaluator", "SafeToServe", "Pusher", "BulkInferrer", "PredictionsExport", "EdgeExport",
+        "RunReport",
+    }  # a new blessing (and a drift baseline): the same model scores and exports again
     assert second.blessed is True and second.pushed is True
+    # The same data against the data behind the blessed first model: no distance at all.
+    assert "the data behind the last blessed model" in second.drift["baseline"]
+    assert second.drift["breached"] == [] and second.drift["features"]
+    assert max(r["distance"] for r in second.drift["features"]) == 0
     assert snapshot(config.serving_dir) == before  # the same model is not copied again
 
     third = local_runner.run(config)
@@ -376,6 +381,29 @@ def test_a_csv_with_only_a_header_stops_at_the_gate(first_run, workdir, capsys):
     states = {c.node_id: c.state for c in run_summary.summarize(
         config.metadata_path, config.pipeline_name).components}
     assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
+
+
+def test_shifted_data_in_the_flat_layout_stops_at_the_drift_check(first_run, workdir, capsys):
+    """No spans, no previous span: the new file is compared with the data behind the blessed
+    model, so fares written in cents instead of dollars stop the run before training."""
+    config, _ = first_run
+    shifted = workdir / "cents-data"
+    header, rows = bundled.read_rows(workdir / "data" / "data.csv")
+    for row in rows:
+        row["fare"] = f"{float(row['fare']) * 100:.2f}"
+    bundled.write_rows(shifted / "data.csv", header, rows)
+    before = snapshot(config.serving_dir)
+    args = ["--data-root", str(shifted), "--output-root", str(workdir / "out")]
+    assert local_runner.main(args) == 2
+    err = capsys.readouterr().err
+    assert "drift beyond the schema's thresholds in 1 feature" in err
+    assert "feature 'fare': Jensen-Shannon" in err
+    assert "the data behind the last blessed model" in err
+    latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    states = {c.node_id: c.state for c in latest.components}
+    assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
+    assert latest.drift["breached"] == ["fare"]
+    assert snapshot(config.serving_dir) == before
 
 
 def test_a_weaker_candidate_is_not_blessed_and_not_pushed(first_run, workdir):

@@ -1,9 +1,9 @@
 """AnomalyGate: stops the run when ExampleValidator found anomalies or DriftCheck a drift.
 
 In TFX 1.16 ExampleValidator only records anomalies; Transform and Trainer run anyway.
-This component reads what it recorded (and what DriftCheck measured against the previous
-span) and fails, naming every feature, anomaly and distance, so the pipeline stops before
-Transform (which is wired to run after it) and nothing is pushed. With
+This component reads what it recorded (and what DriftCheck measured against the data
+behind the last blessed model) and fails, naming every feature, anomaly and distance, so the
+pipeline stops before Transform (which is wired to run after it) and nothing is pushed. With
 `drift_action="warn"` a drift breach is logged instead.
 """
 
@@ -84,10 +84,15 @@ def statistics_problems(split: str, stats) -> list[str]:
     return problems
 
 
+def drift_baseline(result: dict) -> str:
+    """What the data was compared with (drift.json of older runs names only a span)."""
+    return result.get("baseline") or f"span {result['baseline_span']}"
+
+
 def describe_drift(result: dict) -> list[str]:
-    """One line per feature whose distance to the previous span breached its threshold."""
+    """One line per feature whose distance to the baseline breached its threshold."""
     return [f"feature '{r['feature']}': {r['comparator']} {r['distance']:.3f} > threshold "
-            f"{r['threshold']:g} (span {result['span']} vs span {result['baseline_span']})"
+            f"{r['threshold']:g} (span {result['span']} vs {drift_baseline(result)})"
             for r in result["features"] if r["breached"]]
 
 

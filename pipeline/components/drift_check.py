@@ -1,12 +1,20 @@
-"""DriftCheck: this span's statistics against the previous span's, with TFDV's drift comparators.
+"""DriftCheck: this run's statistics against the data behind the last blessed model (or,
+before any model is blessed, the previous span's), with TFDV's drift comparators.
 
 The thresholds are the `drift_comparator` of each feature in schema/schema.pbtxt (L-infinity
 for categorical features, Jensen-Shannon divergence for numbers), reviewed like the rest of
 the schema. The check records every distance, breached or not, in `drift.json` (plus TFDV's
 Anomalies proto); AnomalyGate decides whether a breach stops the run, and the run report
-shows the distances. Without a previous span (first run, single-span layout) there is
-nothing to compare, and the artifact says so. On Vertex the previous span's statistics come
-from the span catalog (`catalog`), to which the check adds this span's.
+shows the distances.
+
+The baseline is the training data of the model in service, because that is what the new data
+must not drift from: the statistics of the run that trained the last blessed model (the
+newest statistics recorded before that model; with a span layout, its newest span). A span
+that was stopped for drift is never the baseline of the next one. Before any model is
+blessed, a span layout compares with the previous span; otherwise there is nothing to compare
+and the artifact says so. On Vertex the previous span's statistics come from the span catalog
+(`catalog`), to which the check adds this span's; there (no history) the previous span is
+the baseline.
 """
 
 import json
@@ -52,6 +60,22 @@ def compare(current: statistics_pb2.DatasetFeatureStatisticsList,
     return anomalies, distances(anomalies)
 
 
+def blessed_data(history: list, blessed_model) -> tuple:
+    """The statistics of the run that trained `blessed_model`, and how to name them.
+
+    Artifact ids grow as a store records artifacts, and a run records its statistics before
+    it trains: the newest statistics older than the model are that run's (a cached
+    StatisticsGen hands on the artifact it reused, which describes the same data)."""
+    if blessed_model is None or blessed_model.id is None:
+        return None, None
+    behind = [a for a in history if a.id is not None and a.id < blessed_model.id]
+    if not behind:
+        return None, None
+    chosen = max(behind, key=lambda a: a.id)
+    return chosen, (f"span {chosen.span or 0}, the data behind the last blessed model "
+                    f"(Model {blessed_model.id})")
+
+
 def _load(artifact, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
     return stats_artifact_utils.load_statistics(artifact, split).proto()
 
@@ -62,28 +86,37 @@ def DriftCheck(
     schema: InputArtifact[standard_artifacts.Schema],
     drift: OutputArtifact[standard_artifacts.ExampleAnomalies],
     history: InputArtifact[list[standard_artifacts.ExampleStatistics]] = None,
+    blessed_model: InputArtifact[standard_artifacts.Model] = None,
     split: Parameter[str] = "train",
     catalog: Parameter[str] = "",
 ) -> None:
-    """`history`: StatisticsGen's outputs of every run; the baseline is the newest one of the
-    largest span before this one. (TFX's span resolvers skip statistics artifacts: they want
-    a `version` property that ExampleStatistics does not have.)"""
-    earlier = [a for a in history or [] if (a.span or 0) < (statistics.span or 0)]
+    """`history`: StatisticsGen's outputs of every run. (TFX's span resolvers skip statistics
+    artifacts: they want a `version` property that ExampleStatistics does not have.)
+    `blessed_model`: the latest blessed model, if any."""
+    span = int(statistics.span or 0)
+    baseline_statistics, baseline = blessed_data(history or [], blessed_model)
+    if baseline_statistics is None:
+        earlier = [a for a in history or [] if (a.span or 0) < span]
+        if catalog:
+            earlier += span_catalog.newest_before(catalog, span_catalog.STATISTICS, span, 1,
+                                                  standard_artifacts.ExampleStatistics)
+        if earlier:
+            baseline_statistics = max(earlier, key=lambda a: (a.span, a.id))
+            baseline = f"span {baseline_statistics.span or 0}, the previous span"
     if catalog:
-        earlier += span_catalog.newest_before(catalog, span_catalog.STATISTICS,
-                                              int(statistics.span or 0), 1,
-                                              standard_artifacts.ExampleStatistics)
         span_catalog.record(catalog, span_catalog.STATISTICS, statistics)
-    baseline_statistics = max(earlier, key=lambda a: (a.span, a.id)) if earlier else None
-    result = {"span": int(statistics.span or 0), "split": split, "baseline_span": None,
+    result = {"span": span, "split": split, "baseline_span": None, "baseline": None,
               "features": [], "breached": []}
     drift.split_names = artifact_utils.encode_split_names([split])
     anomalies = anomalies_pb2.Anomalies()
+    current = _load(statistics, split)
+    if not current.datasets or current.datasets[0].num_examples == 0:
+        baseline_statistics = None  # no rows: nothing to compare; AnomalyGate stops the run
     if baseline_statistics is not None:
         schema_proto = tfdv.load_schema_text(io_utils.get_only_uri_in_dir(schema.uri))
-        anomalies, rows = compare(_load(statistics, split), _load(baseline_statistics, split),
-                                  schema_proto)
-        result.update(baseline_span=int(baseline_statistics.span or 0), features=rows,
+        anomalies, rows = compare(current, _load(baseline_statistics, split), schema_proto)
+        result.update(baseline_span=int(baseline_statistics.span or 0), baseline=baseline,
+                      features=rows,
                       breached=[r["feature"] for r in rows if r["breached"]])
     split_dir = os.path.join(drift.uri, f"Split-{split}")
     fileio.makedirs(split_dir)
