@@ -3,7 +3,8 @@
 Span 1 trains and pushes; span 2 (drawn from the same distribution) retrains on the window
 of both spans, warm-started from span 1's model with recency weights, is compared with that
 baseline and pushed as a new version; span 3 (fares inflated, payments moved to cash) breaches
-the drift thresholds against span 2 and stops before training: nothing is pushed and the
+the drift thresholds against span 2 (the data behind the last blessed model) and stops
+before training: nothing is pushed and the
 report names the drifted features. A further poll finds nothing new to do.
 """
 
@@ -53,7 +54,8 @@ def test_span_1_trains_and_pushes(setup, capsys):
     assert summary.data_source["span"] == 1 and summary.window_spans == [1]
     assert summary.drift["baseline_span"] is None  # nothing to compare with yet
     assert summary.pushed and len(_versions(config)) == 1
-    assert "Drift: span 1 has no previous span" in capsys.readouterr().out
+    assert "Drift: span 1 has no blessed model's data or previous span" in \
+        capsys.readouterr().out
 
 
 def test_clean_span_2_retrains_warm_on_the_window_and_pushes_a_new_version(setup):
@@ -64,6 +66,7 @@ def test_clean_span_2_retrains_warm_on_the_window_and_pushes_a_new_version(setup
     summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
     assert summary.data_source["span"] == 2 and summary.window_spans == [2, 1]
     assert summary.drift["baseline_span"] == 1 and summary.drift["breached"] == []
+    assert "the data behind the last blessed model" in summary.drift["baseline"]
     assert len(summary.drift["features"]) >= 15  # every compared feature has a distance
     assert "auc" in summary.baseline_metrics  # compared with span 1's blessed model
     assert summary.blessed and summary.pushed and len(_versions(config)) == 2
@@ -89,7 +92,8 @@ def test_drifted_span_3_stops_before_training_and_pushes_nothing(setup, capsys):
     assert local_runner.main(args) == 2
     err = capsys.readouterr().err
     assert "drift beyond the schema's thresholds" in err
-    assert "feature 'fare': Jensen-Shannon" in err and "(span 3 vs span 2)" in err
+    assert "feature 'fare': Jensen-Shannon" in err
+    assert "(span 3 vs span 2, the data behind the last blessed model" in err
     assert "feature 'payment_type': L-infinity" in err
     summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in summary.components}
@@ -98,7 +102,7 @@ def test_drifted_span_3_stops_before_training_and_pushes_nothing(setup, capsys):
     assert _versions(config) == before
     with open(err.split("Report: ")[1].split()[0], encoding="utf-8") as f:
         page = f.read()
-    assert "Drift against the previous span" in page and "fare, " in page
+    assert "Drift against the data in service" in page and "fare, " in page
     assert run_summary.finished_spans(config.metadata_path, config.pipeline_name) == {
         1: "pushed", 2: "pushed", 3: "stopped by data validation"}
 
