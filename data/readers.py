@@ -1,0 +1,303 @@
+"""Users' files as Arrow batches: CSV the way Excel, R, pandas and warehouses write it, and
+Parquet, each file read by pyarrow's C++ readers, in bounded batches.
+
+What a CSV may be: quoted header and fields, newlines inside quoted fields, a UTF-8 byte-order
+mark, CRLF, `,` `;` tab or `|` as delimiter (detected from the header line, or set),
+compressed as `.gz`, `.bz2` or `.zst` (by extension), columns in any order. Every CSV column
+is read as bytes: types come from the schema later (`typed_columns`), never guessed per
+file, and bytes that are not UTF-8 reach validation, which names them. A pandas index (a
+first column with no name, or `Unnamed: 0`; Parquet's `__index_level_N__`) is dropped with
+a note. Anything else that cannot be read raises `InputError`: one line naming the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from pipeline.components import example_encoding as enc
+
+log = logging.getLogger(__name__)
+
+COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+PARQUET = {".parquet", ".pq"}
+DELIMITERS = (",", ";", "\t", "|")
+BATCH_BYTES = 16 << 20  # CSV block size: bounds memory whatever the file's size
+BATCH_ROWS = 131072  # Parquet batch size
+NOT_DATA = {  # magic bytes of files people export by mistake
+    b"PK\x03\x04": "a zip archive or an Excel workbook (.xlsx): save the sheet as CSV",
+    b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook (.xls): save the sheet as CSV",
+    b"%PDF": "a PDF document",
+    b"SQLite format 3": "an SQLite database",
+}
+INDEX = re.compile(r"^(|Unnamed: 0|__index_level_\d+__)$")
+
+
+class InputError(RuntimeError):
+    """A file that cannot be read as data; the message names it and says why."""
+
+
+def file_format(path: str) -> str:
+    """"csv" or "parquet", from the name (a compression extension aside)."""
+    base, ext = os.path.splitext(path.lower())
+    if ext in COMPRESSION:
+        ext = os.path.splitext(base)[1]
+    if ext in (".xlsx", ".xls", ".xlsm", ".ods"):
+        raise InputError(f"{path}: a spreadsheet workbook, not CSV: save the sheet as CSV "
+                         "(File > Save As > CSV UTF-8) or Parquet")
+    return "parquet" if ext in PARQUET else "csv"
+
+
+def span_format(paths: list[str]) -> str:
+    """The one format of a span's files; CSV and Parquet mixed in one span are refused."""
+    formats = {p: file_format(p) for p in paths}
+    if len(set(formats.values())) > 1:
+        csv_file = next(p for p, f in formats.items() if f == "csv")
+        parquet_file = next(p for p, f in formats.items() if f == "parquet")
+        raise InputError(f"{csv_file}: CSV and Parquet files are mixed in one span (e.g. "
+                         f"{parquet_file}); keep one format per span")
+    return next(iter(formats.values()), "csv")
+
+
+class _Remote(io.RawIOBase):
+    """A gs:// (or other TFX filesystem) file as the file object pyarrow wraps."""
+
+    def __init__(self, path: str):
+        from tfx.dsl.io import fileio
+
+        self._file = fileio.open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._file.read(size)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _open(path: str):
+    stream = pa.input_stream(path) if "://" not in path \
+        else pa.PythonFile(_Remote(path), mode="r")
+    ext = os.path.splitext(path.lower())[1]
+    if ext in COMPRESSION:
+        return pa.CompressedInputStream(stream, COMPRESSION[ext])
+    return stream
+
+
+def _head(path: str, size: int = 65536) -> bytes:
+    try:
+        with _open(path) as f:
+            return f.read(size)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise InputError(f"{path}: cannot be read as {_compression_name(path)}: "
+                         f"{_first_line(e)}") from e
+
+
+def _compression_name(path: str) -> str:
+    ext = os.path.splitext(path.lower())[1]
+    return f"{COMPRESSION[ext]}-compressed data" if ext in COMPRESSION else "a file"
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _check_not_binary(path: str, head: bytes) -> None:
+    for magic, what in NOT_DATA.items():
+        if head.startswith(magic):
+            raise InputError(f"{path}: {what}, not CSV")
+    if head.startswith(b"PAR1"):
+        raise InputError(f"{path}: a Parquet file named like CSV: name it .parquet")
+    if b"\x00" in head[:8192]:
+        raise InputError(f"{path}: binary content (NUL bytes), not CSV text")
+
+
+def header(path: str, head: bytes, delimiter: str | None = None) -> tuple[list[str], str]:
+    """Column names and delimiter, from the header line (BOM and quotes removed)."""
+    text = head.decode("utf-8-sig", errors="strict") if head else ""
+    first = text.splitlines()[0] if text else ""
+    if delimiter is None:
+        counts = {d: first.count(d) for d in DELIMITERS}
+        delimiter = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+    names = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    return names, delimiter
+
+
+def read_batches(path: str, delimiter: str | None = None) -> Iterator[pa.RecordBatch]:
+    """The file's rows in bounded batches; CSV columns as bytes, Parquet's as stored."""
+    if file_format(path) == "parquet":
+        yield from _parquet_batches(path)
+        return
+    head = _head(path)
+    if not head.strip():
+        log.warning("%s is empty: no rows", path)
+        return
+    _check_not_binary(path, head)
+    try:
+        names, delimiter = header(path, head, delimiter)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: the header line is not UTF-8 text ({e.reason} at byte "
+                         f"{e.start}): export the file as CSV UTF-8") from e
+    duplicated = sorted({n for n in names if names.count(n) > 1 and not INDEX.match(n)})
+    if duplicated:
+        raise InputError(f"{path}: column(s) {duplicated} appear more than once in the header")
+    try:
+        reader = pcsv.open_csv(
+            _open(path),
+            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1,
+                                          block_size=BATCH_BYTES),
+            parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pcsv.ConvertOptions(column_types={n: pa.binary() for n in names},
+                                                check_utf8=False))
+        for batch in reader:
+            yield _drop_index(path, batch)
+    except pa.ArrowInvalid as e:
+        raise InputError(f"{path}: not readable as CSV with delimiter {delimiter!r}: "
+                         f"{_first_line(e)}") from e
+
+
+def _parquet_batches(path: str) -> Iterator[pa.RecordBatch]:
+    try:
+        parquet = pq.ParquetFile(_open(path))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a Parquet file: {_first_line(e)}") from e
+    for field in parquet.schema_arrow:
+        if pa.types.is_list(field.type) or pa.types.is_struct(field.type) \
+                or pa.types.is_large_list(field.type) or pa.types.is_map(field.type):
+            raise InputError(f"{path}: column '{field.name}' holds {field.type}: one value "
+                             "per cell is supported")
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+        yield _drop_index(path, batch)
+
+
+def _drop_index(path: str, batch: pa.RecordBatch) -> pa.RecordBatch:
+    dropped = [n for n in batch.schema.names if INDEX.match(n)]
+    if not dropped:
+        return batch
+    log.info("%s: ignoring the index column(s) %s (a pandas index, not data)", path, dropped)
+    keep = [i for i, n in enumerate(batch.schema.names) if not INDEX.match(n)]
+    return pa.RecordBatch.from_arrays([batch.column(i) for i in keep],
+                                      [batch.schema.names[i] for i in keep])
+
+
+# ----------------------------------------------------------------- typing by the schema
+
+INT_TEXT = r"^\s*[+-]?\d+\s*$"
+FLOAT_TEXT = (r"^\s*[+-]?((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[iI][nN][fF]([iI][nN][iI][tT][yY])?"
+              r"|[nN][aA][nN])\s*$")
+
+
+def _text(column: pa.Array) -> pa.Array:
+    """A column as trimmed text ("" for no value); numbers as written by str()."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        column = column.cast(pa.large_string(), safe=False)
+    elif pa.types.is_timestamp(column.type):
+        column = pc.cast(column.cast(pa.timestamp("s")), pa.int64())
+    if pa.types.is_boolean(column.type):
+        column = column.cast(pa.int64())
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = column.cast(pa.large_string())
+    return pc.fill_null(pc.utf8_trim_whitespace(column), "")
+
+
+def profile(column: pa.Array) -> dict[str, int]:
+    """What pass one learns of a column: rows, values, and values that are not integers /
+    not numbers (text as written; a float that is whole, like pandas' `60.0`, is an
+    integer)."""
+    text = _text(column)
+    present = pc.not_equal(text, "")
+    values = pc.sum(present).as_py() or 0
+    is_int = pc.match_substring_regex(text, INT_TEXT)
+    is_float = pc.match_substring_regex(text, FLOAT_TEXT)
+    whole = _whole(text, pc.and_(is_float, pc.invert(is_int)))
+    return {"rows": len(column), "values": values,
+            "not_int": values - (pc.sum(pc.or_(is_int, whole)).as_py() or 0),
+            "not_float": values - (pc.sum(is_float).as_py() or 0)}
+
+
+def _whole(text: pa.Array, candidates: pa.Array) -> pa.Array:
+    numbers = pc.cast(pc.if_else(candidates, text, "0"), pa.float64())
+    finite = pc.is_finite(numbers)
+    return pc.and_(candidates, pc.and_(finite, pc.equal(pc.floor(numbers), numbers)))
+
+
+def kind_of(schema_type: str | None, stats: dict[str, int]) -> str:
+    """The feature kind a column is written as: its schema type when every value parses as
+    it; otherwise what CsvExampleGen would infer (a column with text becomes BYTES, and
+    validation names the type mismatch); ABSENT when no row has a value."""
+    if stats["values"] == 0:
+        return enc.ABSENT
+    if schema_type == enc.BYTES:
+        return enc.BYTES
+    if schema_type == enc.INT and stats["not_int"] == 0:
+        return enc.INT
+    if schema_type in (None, enc.INT) and stats["not_int"] == 0:
+        return enc.INT
+    if stats["not_float"] == 0:
+        return enc.FLOAT
+    return enc.BYTES
+
+
+def typed_columns(batch: pa.RecordBatch, kinds: dict[str, str]) -> list[enc.Column]:
+    """The batch's columns as the encoder takes them; a column that this file lacks is
+    written without values."""
+    rows, columns = batch.num_rows, []
+    present = dict(zip(batch.schema.names, batch.columns, strict=True))
+    for name, kind in kinds.items():
+        column = present.get(name)
+        if kind == enc.ABSENT:
+            columns.append(enc.Column(name, kind))
+            continue
+        if column is None:
+            columns.append(enc.Column(name, kind, _empty(kind, rows), np.zeros(rows, bool)))
+            continue
+        if kind == enc.BYTES:
+            raw = column
+            if not (pa.types.is_binary(raw.type) or pa.types.is_large_binary(raw.type)):
+                raw = pc.fill_null(_text_untrimmed(raw), "").cast(pa.large_binary())
+            raw = pc.fill_null(raw.cast(pa.large_binary()), b"")
+            valid = pc.not_equal(pc.binary_length(raw), 0).to_numpy(zero_copy_only=False)
+            columns.append(enc.Column(name, kind, raw, valid))
+            continue
+        text = _text(column)
+        valid = pc.not_equal(text, "")
+        if kind == enc.FLOAT:
+            numbers = pc.cast(pc.if_else(valid, text, "0"), pa.float64())
+            values = numbers.to_numpy(zero_copy_only=False).astype(np.float32)
+        else:
+            unsigned = pc.replace_substring_regex(text, r"^\+", "")
+            is_int = pc.match_substring_regex(unsigned, r"^-?\d+$")
+            ints = pc.cast(pc.if_else(is_int, unsigned, "0"), pa.int64())
+            whole = pc.cast(pc.cast(pc.if_else(pc.and_(valid, pc.invert(is_int)), text, "0"),
+                                    pa.float64()), pa.int64())
+            values = pc.if_else(is_int, ints, whole).to_numpy(zero_copy_only=False)
+        columns.append(enc.Column(name, kind, values,
+                                  valid.to_numpy(zero_copy_only=False).astype(bool)))
+    return columns
+
+
+def _text_untrimmed(column: pa.Array) -> pa.Array:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column.cast(pa.large_string())
+
+
+def _empty(kind: str, rows: int):
+    if kind == enc.BYTES:
+        return pa.array([b""] * rows, pa.large_binary())
+    return np.zeros(rows, np.float32 if kind == enc.FLOAT else np.int64)
