@@ -13,7 +13,8 @@ MLMD's cache. A span stopped by data validation or drift is not retried: fix the
 the schema, then run it by hand with --span N.
 
 Exit status: 0 the run finished (whether or not the model was blessed), 2 data
-validation stopped it, 1 another failure.
+validation stopped it or the input cannot be read (one line names the file), 1 another
+failure.
 """
 
 from __future__ import annotations
@@ -68,13 +69,23 @@ def ensure_data(config: configs.PipelineConfig) -> None:
             "(omit both for the bundled sample).")
 
 
-def _validation_error(error: BaseException | None) -> BaseException | None:
-    """The AnomalyGate's DataValidationError, wherever it sits in the exception chain."""
+def _in_chain(error: BaseException | None, name: str) -> BaseException | None:
+    """The exception of type `name` wherever it sits in the exception chain (the
+    AnomalyGate's DataValidationError, ExampleGen's InputError)."""
     while error is not None:
-        if type(error).__name__ == "DataValidationError":
+        if type(error).__name__ == name:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def _input_error(error: BaseException) -> str | None:
+    """ExampleGen's one line about a file it cannot read; Beam re-raises a worker's error
+    with the original type and its message augmented with the step, which is cut off."""
+    found = _in_chain(error, "InputError")
+    if found is None:
+        return None
+    return str(found).split(" [while running")[0].strip().splitlines()[0]
 
 
 def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
@@ -160,7 +171,12 @@ def run_and_print(config: configs.PipelineConfig) -> int:
         print(f"local_runner: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - report the cause in one readable message
-        cause = _validation_error(e)
+        unreadable = _input_error(e)
+        if unreadable is not None:
+            print(f"\nlocal_runner: run stopped: the input cannot be read: {unreadable}",
+                  file=sys.stderr)
+            return 2
+        cause = _in_chain(e, "DataValidationError")
         if cause is None:
             raise
         print(f"\nlocal_runner: run stopped by data validation.\n{cause}", file=sys.stderr)

@@ -108,7 +108,10 @@ def eval_split_records(info: dict, split: str = "eval") -> list[bytes]:
 
     from pipeline import run_summary
 
-    uri = run_summary.newest_output(info["metadata_path"], "CsvExampleGen", "Examples")
+    try:  # ours is ExampleGen; TFX's example (and our older runs) CsvExampleGen
+        uri = run_summary.newest_output(info["metadata_path"], "ExampleGen", "Examples")
+    except FileNotFoundError:
+        uri = run_summary.newest_output(info["metadata_path"], "CsvExampleGen", "Examples")
     files = sorted(tf.io.gfile.glob(f"{uri}/Split-{split}/*"))
     return [tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = configs.load(env={})
     model = batch_predict.resolve_model(args.model, config.serving_dir)
-    examples = args.examples or run_summary.newest_output(config.metadata_path, "CsvExampleGen",
+    examples = args.examples or run_summary.newest_output(config.metadata_path, "ExampleGen",
                                                           "Examples")
     paths = tflite_export.export(model, args.out)
     inputs, labels = tflite_export.labelled_rows(examples, "eval", model)

@@ -89,7 +89,7 @@ class _Remote(io.RawIOBase):
 
 
 def _open(path: str):
-    stream = pa.input_stream(path) if "://" not in path \
+    stream = pa.input_stream(path, compression=None) if "://" not in path \
         else pa.PythonFile(_Remote(path), mode="r")
     ext = os.path.splitext(path.lower())[1]
     if ext in COMPRESSION:
@@ -127,12 +127,11 @@ def _check_not_binary(path: str, head: bytes) -> None:
 
 def header(path: str, head: bytes, delimiter: str | None = None) -> tuple[list[str], str]:
     """Column names and delimiter, from the header line (BOM and quotes removed)."""
-    text = head.decode("utf-8-sig", errors="strict") if head else ""
-    first = text.splitlines()[0] if text else ""
+    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8-sig", errors="strict")
     if delimiter is None:
         counts = {d: first.count(d) for d in DELIMITERS}
         delimiter = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
-    names = next(csv.reader(io.StringIO(text), delimiter=delimiter), [])
+    names = next(csv.reader(io.StringIO(first), delimiter=delimiter), [])
     return names, delimiter
 
 

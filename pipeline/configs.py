@@ -26,6 +26,8 @@ RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
+EXAMPLE_GENS = ("arrow", "tfx-csv")
+DELIMITERS = ("", ",", ";", "tab", "|")
 
 
 def setting(default: Any, help_text: str) -> Any:
@@ -54,6 +56,12 @@ class PipelineConfig:
     # ExampleGen and spans
     input_pattern: str = setting("", "files under DATA_ROOT that ExampleGen reads; `span-{SPAN}/*` "
                                      "reads time spans (default: every file, as span 0)")
+    example_gen: str = setting("arrow", "arrow: CSV as Excel, R, pandas or a warehouse writes "
+                                        "it (quoted, BOM, ;/tab, .gz/.bz2/.zst) and Parquet, "
+                                        "typed by the schema | tfx-csv: TFX's CsvExampleGen "
+                                        "(plain UTF-8 CSV only), for comparison")
+    csv_delimiter: str = setting("", "CSV delimiter: , ; tab | (default: detected from each "
+                                     "file's header line)")
     span: int = setting(-1, "with a {SPAN} pattern: the span to ingest (-1 = the newest)")
     training_spans: int = setting(3, "rolling window: train on the newest K ingested spans; "
                                      "evaluate on the newest")
@@ -209,6 +217,12 @@ class PipelineConfig:
             problems.append("training_spans must be >= 1")
         if self.recency_half_life < 0:
             problems.append("recency_half_life must be >= 0 (0 = off)")
+        if self.example_gen not in EXAMPLE_GENS:
+            problems.append(f"example_gen must be one of {', '.join(EXAMPLE_GENS)}")
+        if self.csv_delimiter not in DELIMITERS:
+            problems.append("csv_delimiter must be one of , ; tab | (or empty: detected)")
+        if self.csv_delimiter and self.example_gen != "arrow":
+            problems.append("csv_delimiter needs example_gen arrow (CsvExampleGen reads commas)")
         if self.drift_action not in DRIFT_ACTIONS:
             problems.append(f"drift_action must be one of {', '.join(DRIFT_ACTIONS)}")
         if self.predictions_format not in PREDICTION_FORMATS:

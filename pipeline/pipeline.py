@@ -1,6 +1,6 @@
 """create_pipeline(config): the single DAG used by the local runner, Vertex and the notebook.
 
-CsvExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
+ArrowExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
   -> DriftCheck (vs the last blessed model's data) -> AnomalyGate
   -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (with --analyzer-cache:
      SpanTransform, its cache keyed by span) -> [Tuner]
@@ -54,6 +54,7 @@ from tfx.types import Channel, standard_artifacts
 from models import features as F
 from models.model import PROBABILITY
 from pipeline.components.anomaly_gate import AnomalyGate
+from pipeline.components.arrow_example_gen import ArrowExampleGen
 from pipeline.components.drift_check import DriftCheck
 from pipeline.components.edge_export import EdgeExport
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
@@ -71,6 +72,7 @@ RUN_FN = "models.model.run_fn"
 TUNER_FN = "models.tuner.tuner_fn"
 EVAL_SIGNATURE = "serving_examples"
 INFERENCE_SPLIT = "unlabelled"
+EXAMPLE_GEN = "ExampleGen"  # the node id, whichever ExampleGen reads the data
 
 
 def output_config(config: PipelineConfig) -> example_gen_pb2.Output:
@@ -141,11 +143,22 @@ def _all_runs(artifact_type, producer, output_key: str) -> Channel:
     return Channel(type=artifact_type, producer_component_id=producer.id, output_key=output_key)
 
 
+def example_gen(config: PipelineConfig, input_base: str, **kwargs):
+    """ArrowExampleGen (users' CSV as their tools write it, and Parquet), or TFX's
+    CsvExampleGen with `example_gen=tfx-csv`; the same Examples artifact out."""
+    if config.example_gen == "tfx-csv":
+        return CsvExampleGen(input_base=input_base, **kwargs)
+    delimiter = "\t" if config.csv_delimiter == "tab" else config.csv_delimiter
+    return ArrowExampleGen(input_base=input_base, delimiter=delimiter,
+                           schema_file=f"{config.schema_dir}/schema.pbtxt", **kwargs)
+
+
 def create_components(config: PipelineConfig) -> list:
     """The components in run order; `create_pipeline` wraps them, the notebook runs them."""
-    example_gen = CsvExampleGen(
-        input_base=config.data_root, input_config=input_config(config),
-        output_config=output_config(config), range_config=range_config(config))
+    ingest = example_gen(
+        config, config.data_root, input_config=input_config(config),
+        output_config=output_config(config), range_config=range_config(config),
+    ).with_id(EXAMPLE_GEN)
     # Spans across runs: the training window and the previous span's statistics. Only with a
     # span layout (a {SPAN} pattern): flat data is one span, run after run. Locally they are
     # resolved from MLMD: a producer's own output channel resolves only this run's
@@ -156,7 +169,7 @@ def create_components(config: PipelineConfig) -> list:
     catalog = f"{config.pipeline_root}/span_catalog" \
         if across_runs and config.profile == "vertex" else ""
     window_spans = config.training_spans if across_runs else 1
-    span_examples = SpanExamples(examples=example_gen.outputs["examples"], catalog=catalog)
+    span_examples = SpanExamples(examples=ingest.outputs["examples"], catalog=catalog)
     examples = span_examples.outputs["spanned"]  # ExampleGen's output, with its span
     statistics_gen = StatisticsGen(examples=examples)
     schema_gen = ImportSchemaGen(schema_file=f"{config.schema_dir}/schema.pbtxt")
@@ -296,7 +309,7 @@ def create_components(config: PipelineConfig) -> list:
                     base_directory=config.serving_dir)),
         )
 
-    components = [example_gen, span_examples, statistics_gen, schema_gen, example_validator,
+    components = [ingest, span_examples, statistics_gen, schema_gen, example_validator,
                   drift_check, anomaly_gate, span_window, cache_resolver, transform, tuner,
                   model_resolver, trainer, evaluator, safe_to_serve, pusher]
     batch = batch_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"]) \
@@ -338,8 +351,8 @@ def batch_inference(config: PipelineConfig, model, blessing) -> list:
     BulkInferrer runs the model's `serving_examples` signature (the Transform graph inside)
     and writes each input example back with the probability added, so the key travels with
     it; PredictionsExport turns that into a table (and BigQuery rows on Vertex)."""
-    inference_gen = CsvExampleGen(
-        input_base=config.inference_data_root,
+    inference_gen = example_gen(
+        config, config.inference_data_root,
         output_config=example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
             example_gen_pb2.SplitConfig.Split(name=INFERENCE_SPLIT, hash_buckets=1)])),
     ).with_id("InferenceExampleGen")

@@ -163,7 +163,7 @@ def _lineage(summary: run_summary.RunSummary) -> str:
     rows = [("data", summary.data_source.get("input_base", "")),
             ("span", str(summary.data_source.get("span") or 0)),
             ("training window (spans, newest first)", window),
-            ("examples", summary.artifacts.get("CsvExampleGen", {}).get("Examples", "")),
+            ("examples", summary.artifacts.get("ExampleGen", {}).get("Examples", "")),
             ("schema", summary.artifacts.get("ImportSchemaGen", {}).get("Schema", "")),
             ("transform graph", summary.artifacts.get("Transform", {}).get("TransformGraph", "")),
             ("model", summary.artifacts.get("Trainer", {}).get("Model", "")),

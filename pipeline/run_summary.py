@@ -95,10 +95,14 @@ def pipeline_runs(store: metadata_store.MetadataStore, pipeline_name: str) -> li
     return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
 
 
+OLD_NODE_IDS = {"CsvExampleGen": "ExampleGen"}  # runs recorded before the node was renamed
+
+
 def _node_id(store, execution_id: int, pipeline_name: str) -> str:
     for context in store.get_contexts_by_execution(execution_id):
         if context.type == "node":
-            return context.name.removeprefix(f"{pipeline_name}.")
+            node = context.name.removeprefix(f"{pipeline_name}.")
+            return OLD_NODE_IDS.get(node, node)
     return "?"
 
 
@@ -135,7 +139,7 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: str | None = None)
         for artifact in _artifacts_out(store, execution.id):
             summary.artifacts.setdefault(node, {})[artifact.type] = artifact.uri
             _read_outcome(summary, node, artifact)
-        if node == "CsvExampleGen":
+        if node == "ExampleGen":
             summary.data_source = {k: _prop(execution, k) for k in ("input_base", "span")}
         elif node == "Evaluator":
             summary.eval_config = _prop(execution, "eval_config") or ""
@@ -154,7 +158,7 @@ def from_artifacts(pipeline_name: str, run_id: str, by_node: dict[str, list],
             proto.type = artifact.type_name  # set by MLMD queries, not on executor inputs
             summary.artifacts.setdefault(node, {})[artifact.type_name] = artifact.uri
             _read_outcome(summary, node, proto)
-            if node == "CsvExampleGen":
+            if node == "ExampleGen":
                 summary.data_source = {"input_base": artifact.uri,
                                        "span": getattr(artifact, "span", None)}
     return summary
@@ -223,7 +227,7 @@ def finished_spans(metadata_path: str, pipeline_name: str) -> dict[int, str]:
         for execution in store.get_executions_by_context(run.id):
             node = _node_id(store, execution.id, pipeline_name)
             state = STATE.get(execution.last_known_state)
-            if node == "CsvExampleGen" and state in ("ran", "cached"):
+            if node == "ExampleGen" and state in ("ran", "cached"):
                 span = _prop(execution, "span")
             elif node == "AnomalyGate" and state == "FAILED":
                 outcome = "stopped by data validation"

@@ -29,7 +29,7 @@ from pipeline import configs, run_summary, views
 
 SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
-COMPONENTS = {"CsvExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
+COMPONENTS = {"ExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "DriftCheck", "AnomalyGate", "SpanWindow", "Transform",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
               "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport",
@@ -226,7 +226,7 @@ def test_pushed_model_serves_raw_rows_and_examples(first_run, workdir):
     by_raw = model.signatures["serving_default"](**raw)[M.PROBABILITY].numpy()
     assert by_raw.shape == (50,)
     assert np.all((by_raw >= 0) & (by_raw <= 1))
-    examples = read_records(output_uri(config, "CsvExampleGen", "Examples") + "/Split-eval/*")
+    examples = read_records(output_uri(config, "ExampleGen", "Examples") + "/Split-eval/*")
     serving = []
     for record in examples[:50]:  # the SERVING environment: no label source
         example = tf.train.Example.FromString(record)
@@ -292,7 +292,7 @@ def test_no_skew_between_transform_output_and_the_served_transform_layer(first_r
     materialized = tf.io.parse_example(
         read_records(output_uri(config, "Transform", "Examples") + "/Split-eval/*"),
         graph.transformed_feature_spec())
-    raw = read_records(output_uri(config, "CsvExampleGen", "Examples") + "/Split-eval/*")
+    raw = read_records(output_uri(config, "ExampleGen", "Examples") + "/Split-eval/*")
     model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
     served = model.signatures["transform_features"](examples=tf.constant(raw))
     assert len(raw) == int(materialized[F.LABEL_XF].shape[0]) > 100
@@ -339,7 +339,7 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     cached = {n for n, s in states.items() if s == "cached"}
     # Resolvers and importers are look-ups, not work: all the rest is cached.
     assert COMPONENTS - cached <= {"latest_blessed_model_resolver", "ImportSchemaGen"}
-    assert {"CsvExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= cached
+    assert {"ExampleGen", "Transform", "Trainer", "Evaluator", "Pusher"} <= cached
     assert snapshot(config.serving_dir) == before
 
 

@@ -75,7 +75,7 @@ def test_the_default_vertex_dag_runs_to_a_blessed_model_on_the_endpoint(first_ru
     assert code == 0, output[-5000:]
     states = {t["name"]: t["state"] for t in record["tasks"]}
     assert set(states.values()) == {"SUCCEEDED"}, states
-    for task in ("CsvExampleGen", "Tuner", "Trainer", "Evaluator", "SafeToServe", "Pusher",
+    for task in ("ExampleGen", "Tuner", "Trainer", "Evaluator", "SafeToServe", "Pusher",
                  "RunReport"):
         assert task in states
     assert "blessed: yes (no baseline: first blessed model)" in output
@@ -230,7 +230,7 @@ def test_the_kubeflow_target_runs_without_resolvers_or_hooks_against_the_served_
                                "span-1/*", "--warm-start", "--max-auc-drop", "0.3",
                                "--no-safe-to-serve", "--no-report-in-pipeline")
     assert code == 0, output[-5000:]
-    assert "offline kubeflow run" in output and "CsvExampleGen.driver" not in output
+    assert "offline kubeflow run" in output and "ExampleGen.driver" not in output
     record = newest_record(root)
     assert not any("resolver" in t["name"] for t in record["tasks"])
     (served,) = record["outputs"]["ServedModel"]["model"]

@@ -77,7 +77,7 @@ def _parameter(spec, task, name):
 
 def test_data_components_run_on_dataflow(compiled):
     _, spec = compiled
-    for task in ("CsvExampleGen", "StatisticsGen", "Transform", "Evaluator"):
+    for task in ("ExampleGen", "StatisticsGen", "Transform", "Evaluator"):
         args = " ".join(_executor_args(spec, task))
         assert "--runner=DataflowRunner" in args, task
         assert "--region=europe-west4" in args and "--project=demo-project" in args

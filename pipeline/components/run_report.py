@@ -31,7 +31,7 @@ class RunReportPage(artifact.Artifact):
 
 
 # Which node each input comes from: the report reads artifacts by producing node, as in MLMD.
-NODES = {"examples": "CsvExampleGen", "statistics": "StatisticsGen",
+NODES = {"examples": "ExampleGen", "statistics": "StatisticsGen",
          "anomalies": "ExampleValidator", "schema": "ImportSchemaGen", "drift": "DriftCheck",
          "window": "SpanWindow", "transform_graph": "Transform", "model_run": "Trainer",
          "model": "Trainer", "evaluation": "Evaluator", "blessing": "Evaluator",
