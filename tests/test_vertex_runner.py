@@ -44,7 +44,8 @@ def test_tasks_are_the_local_pipelines_components(compiled):
     # Vertex-only: the resolver compiles into one resolver task per channel.
     resolver_tasks = {t for t in tasks if t.startswith("latest_blessed_model_resolver-")}
     assert len(resolver_tasks) == 2
-    assert tasks - resolver_tasks == local - {"latest_blessed_model_resolver"}
+    # Local-only: a flat layout's drift check against the blessed model's data (MLMD history).
+    assert tasks - resolver_tasks == local - {"latest_blessed_model_resolver", "DriftCheck"}
 
 
 def test_the_run_report_is_written_by_the_last_task_after_the_push(compiled):
