@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def ensure_data(config: configs.PipelineConfig) -> None:
     root = Path(config.data_root)
-    if config.data_root.startswith("gs://"):
+    if config.data_root.startswith("gs://") or config.bigquery_query:
         return
     if root.resolve() == bundled.RAW_DIR.resolve():
         bundled.materialize()

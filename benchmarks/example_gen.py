@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
+
 EXECUTORS = {
     "arrow": "pipeline.components.arrow_example_gen:Executor",
     "tfx-csv": "tfx.components.example_gen.csv_example_gen.executor:Executor",
@@ -32,15 +34,15 @@ def one(executor: str, data_dir: str, out: str) -> dict:
     """Runs one executor here (the child process), returning its seconds and peak RSS."""
     import importlib
 
-    import models  # noqa: F401  (Keras 2 before TensorFlow)
-    from benchmarks.scale import RssSampler
-    from pipeline import configs
-    from pipeline import pipeline as dag
-    from pipeline.components.arrow_example_gen import ArrowExampleGen
     from tfx.proto import example_gen_pb2
     from tfx.types import standard_artifacts
     from tfx.types import standard_component_specs as keys
     from tfx.utils import proto_utils
+
+    from benchmarks.scale import RssSampler
+    from pipeline import configs
+    from pipeline import pipeline as dag
+    from pipeline.components.arrow_example_gen import ArrowExampleGen
 
     module, name = EXECUTORS[executor].split(":")
     executor_class = getattr(importlib.import_module(module), name)
@@ -69,11 +71,11 @@ def one(executor: str, data_dir: str, out: str) -> dict:
 
 
 def beam_pipeline_args_from_config():
-    from tfx.dsl.components.base.base_executor import BaseExecutor
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
     from pipeline import configs
 
-    return BaseExecutor.Context(beam_pipeline_args=configs.load(env={}).beam_pipeline_args)
+    return BaseBeamExecutor.Context(beam_pipeline_args=configs.load(env={}).beam_pipeline_args)
 
 
 def same_records(a: Path, b: Path) -> bool:

@@ -62,7 +62,13 @@ class PipelineConfig:
                                         "(plain UTF-8 CSV only), for comparison")
     csv_delimiter: str = setting("", "CSV delimiter: , ; tab | (default: detected from each "
                                      "file's header line)")
-    span: int = setting(-1, "with a {SPAN} pattern: the span to ingest (-1 = the newest)")
+    bigquery_query: str = setting("", "read the rows with this BigQuery SQL instead of files "
+                                      "(BigQueryExampleGen); TFX's @span_begin_timestamp, "
+                                      "@span_end_timestamp, @span_yyyymmdd_utc make span N the "
+                                      "Nth day since 1970-01-01 (needs --span N); README: "
+                                      "'Data from BigQuery'")
+    span: int = setting(-1, "with a {SPAN} pattern or a span query: the span to ingest "
+                            "(-1 = the newest file span)")
     training_spans: int = setting(3, "rolling window: train on the newest K ingested spans; "
                                      "evaluate on the newest")
     recency_half_life: float = setting(0.0, "example weights halve every this many spans back "
@@ -217,6 +223,8 @@ class PipelineConfig:
             problems.append("training_spans must be >= 1")
         if self.recency_half_life < 0:
             problems.append("recency_half_life must be >= 0 (0 = off)")
+        if self.bigquery_query:
+            problems += bigquery_problems(self)
         if self.example_gen not in EXAMPLE_GENS:
             problems.append(f"example_gen must be one of {', '.join(EXAMPLE_GENS)}")
         if self.csv_delimiter not in DELIMITERS:
@@ -268,11 +276,14 @@ class PipelineConfig:
         mode, _ = self.running_mode()
         # in_memory runs on one worker; asking it for more only earns a Beam warning.
         workers = 1 if mode == "in_memory" else self.beam_num_workers
+        bigquery = [f"--project={self.gcp_project}",
+                    f"--temp_location={self.dataflow_temp_location}"] \
+            if self.bigquery_query else []
         return [
             "--runner=DirectRunner",
             f"--direct_running_mode={mode}",
             f"--direct_num_workers={workers}",
-        ]
+        ] + bigquery
 
     def running_mode(self) -> tuple[str, str]:
         """Beam's direct running mode, and why. Worker processes cost start-up and a copy of
@@ -346,10 +357,38 @@ def _how_to_set(name: str) -> str:
     return f"--{name.replace('_', '-')} or {ENV_PREFIX}{name.upper()}"
 
 
+SPAN_PLACEHOLDERS = ("@span_begin_timestamp", "@span_end_timestamp", "@span_yyyymmdd_utc")
+
+
+def query_has_span(config: PipelineConfig) -> bool:
+    return any(p in config.bigquery_query for p in SPAN_PLACEHOLDERS)
+
+
+def bigquery_problems(config: PipelineConfig) -> list[str]:
+    """A BigQuery source: a span query needs its span (TFX cannot ask a query for its newest
+    span, and would read day 0, 1970-01-01); BigQuery exports the result through GCS."""
+    problems = []
+    if query_has_span(config) and config.span < 0:
+        problems.append("the BigQuery query uses a span placeholder: choose the span with "
+                        "--span N (N = days since 1970-01-01, e.g. 16071 = 2014-01-01)")
+    if config.input_pattern:
+        problems.append("bigquery_query and input_pattern are two sources: give one")
+    if config.profile == "local":
+        if not config.gcp_project:
+            problems.append(f"bigquery_query needs gcp_project ({_how_to_set('gcp_project')})")
+        if not config.dataflow_temp_location.startswith("gs://"):
+            problems.append("bigquery_query needs a gs:// dataflow_temp_location, where "
+                            "BigQuery exports the rows for Beam to read "
+                            f"({_how_to_set('dataflow_temp_location')})")
+    return problems
+
+
 def vertex_problems(config: PipelineConfig) -> list[str]:
     """Everything that stops a Vertex run, each with the flag and variable that set it."""
     problems = []
-    for name in ("gcp_project", "gcp_region", "image", "data_root"):
+    required = ("gcp_project", "gcp_region", "image") + (
+        () if config.bigquery_query else ("data_root",))
+    for name in required:
         if not getattr(config, name):
             problems.append(f"{name} is required ({_how_to_set(name)})")
     if config.gcp_region and not REGION.match(config.gcp_region):

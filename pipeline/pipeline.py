@@ -53,6 +53,7 @@ from tfx.types import Channel, standard_artifacts
 
 from models import features as F
 from models.model import PROBABILITY
+from pipeline import configs
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.arrow_example_gen import ArrowExampleGen
 from pipeline.components.drift_check import DriftCheck
@@ -143,6 +144,29 @@ def _all_runs(artifact_type, producer, output_key: str) -> Channel:
     return Channel(type=artifact_type, producer_component_id=producer.id, output_key=output_key)
 
 
+def bigquery_example_gen(config: PipelineConfig, **kwargs):
+    """TFX's BigQueryExampleGen on BIGQUERY_QUERY. Locally its query driver fills the span's
+    placeholders; Vertex and Kubeflow run no driver for a query, so the chosen span's are
+    filled here, at compile time."""
+    from tfx.components.example_gen import utils as example_gen_utils
+    from tfx.extensions.google_cloud_big_query.example_gen.component import (
+        BigQueryExampleGen,
+    )
+
+    query = config.bigquery_query
+    span_range = None
+    if configs.query_has_span(config):
+        if config.profile == "local":
+            span_range = range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+                start_span_number=config.span, end_span_number=config.span))
+        else:
+            query = example_gen_utils.get_query_for_span(query, config.span)
+    return BigQueryExampleGen(
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name="single_split", pattern=query)]),
+        range_config=span_range, **kwargs)
+
+
 def example_gen(config: PipelineConfig, input_base: str, **kwargs):
     """ArrowExampleGen (users' CSV as their tools write it, and Parquet), or TFX's
     CsvExampleGen with `example_gen=tfx-csv`; the same Examples artifact out."""
@@ -155,10 +179,13 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
 
 def create_components(config: PipelineConfig) -> list:
     """The components in run order; `create_pipeline` wraps them, the notebook runs them."""
-    ingest = example_gen(
-        config, config.data_root, input_config=input_config(config),
-        output_config=output_config(config), range_config=range_config(config),
-    ).with_id(EXAMPLE_GEN)
+    if config.bigquery_query:
+        ingest = bigquery_example_gen(config, output_config=output_config(config))
+    else:
+        ingest = example_gen(
+            config, config.data_root, input_config=input_config(config),
+            output_config=output_config(config), range_config=range_config(config))
+    ingest = ingest.with_id(EXAMPLE_GEN)
     # Spans across runs: the training window and the previous span's statistics. Only with a
     # span layout (a {SPAN} pattern): flat data is one span, run after run. Locally they are
     # resolved from MLMD: a producer's own output channel resolves only this run's
