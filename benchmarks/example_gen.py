@@ -58,6 +58,9 @@ def one(executor: str, data_dir: str, out: str) -> dict:
             dag.output_config(configs.load(env={}))),
         keys.CUSTOM_CONFIG_KEY: component.exec_properties[keys.CUSTOM_CONFIG_KEY],
     }
+    import psutil
+
+    before_mib = psutil.Process().memory_info().rss / 2**20  # TensorFlow, TFX, Beam loaded
     sampler = RssSampler(every=0.1)
     sampler.start()
     start_ms = time.time() * 1000
@@ -67,7 +70,8 @@ def one(executor: str, data_dir: str, out: str) -> dict:
     seconds = time.monotonic() - started
     sampler.running = False
     return {"seconds": round(seconds, 1),
-            "peak_rss_mib": sampler.peak_mib(start_ms, time.time() * 1000)}
+            "peak_rss_mib": sampler.peak_mib(start_ms, time.time() * 1000),
+            "rss_before_mib": round(before_mib, 1)}
 
 
 def beam_pipeline_args_from_config():
@@ -130,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             if executor == "tfx-csv" and args.skip_tfx_above and rows > args.skip_tfx_above:
                 continue
             result[executor] = run_one(executor, data_dir, args.out / f"{executor}-{rows}")
-            print(f"{rows:>9,} rows {executor:<8} {result[executor]['seconds']:>7.1f} s "
-                  f"peak {result[executor]['peak_rss_mib']:>7.0f} MiB", flush=True)
+            measured = result[executor]
+            print(f"{rows:>9,} rows {executor:<8} {measured['seconds']:>7.1f} s "
+                  f"peak {measured['peak_rss_mib']:>7.0f} MiB (process before the executor: "
+                  f"{measured['rss_before_mib']:.0f} MiB)", flush=True)
         if "tfx-csv" in result:
             result["speedup"] = round(result["tfx-csv"]["seconds"] / result["arrow"]["seconds"], 1)
             result["same_records"] = same_records(args.out / f"arrow-{rows}",

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 PARQUET = {".parquet", ".pq"}
 DELIMITERS = (",", ";", "\t", "|")
-BATCH_BYTES = 16 << 20  # CSV block size: bounds memory whatever the file's size
+BATCH_BYTES = 4 << 20  # CSV block size: bounds memory whatever the file's size
 BATCH_ROWS = 131072  # Parquet batch size
 NOT_DATA = {  # magic bytes of files people export by mistake
     b"PK\x03\x04": "a zip archive or an Excel workbook (.xlsx): save the sheet as CSV",
