@@ -35,10 +35,11 @@ DELIMITERS = (",", ";", "\t", "|")
 BATCH_BYTES = 4 << 20  # CSV block size: bounds memory whatever the file's size
 BATCH_ROWS = 131072  # Parquet batch size
 NOT_DATA = {  # magic bytes of files people export by mistake
-    b"PK\x03\x04": "a zip archive or an Excel workbook (.xlsx): save the sheet as CSV",
-    b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook (.xls): save the sheet as CSV",
-    b"%PDF": "a PDF document",
-    b"SQLite format 3": "an SQLite database",
+    b"PK\x03\x04": "a zip archive or an Excel workbook (.xlsx), not CSV: save the sheet as "
+                    "CSV",
+    b"\xd0\xcf\x11\xe0": "an Excel 97-2003 workbook (.xls), not CSV: save the sheet as CSV",
+    b"%PDF": "a PDF document, not CSV",
+    b"SQLite format 3": "an SQLite database, not CSV",
 }
 INDEX = re.compile(r"^(|Unnamed: 0|__index_level_\d+__)$")
 
@@ -118,7 +119,7 @@ def _first_line(error: BaseException) -> str:
 def _check_not_binary(path: str, head: bytes) -> None:
     for magic, what in NOT_DATA.items():
         if head.startswith(magic):
-            raise InputError(f"{path}: {what}, not CSV")
+            raise InputError(f"{path}: {what}")
     if head.startswith(b"PAR1"):
         raise InputError(f"{path}: a Parquet file named like CSV: name it .parquet")
     if b"\x00" in head[:8192]:

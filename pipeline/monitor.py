@@ -233,8 +233,21 @@ def prediction_png(predictions: list[float], reference_mean: float | None) -> by
     return views.figure_png(fig)
 
 
+def missing_frame(training, serving):
+    """Missing share per feature, served rows next to training (an empty value counts as
+    missing on both sides: views.statistics_frame)."""
+    from pipeline import views
+
+    frame = views.statistics_frame(training)[["missing %"]].rename(
+        columns={"missing %": "training missing %"})
+    served = views.statistics_frame(serving)[["missing %"]].rename(
+        columns={"missing %": "served missing %"})
+    return frame.join(served, how="outer").round(1)
+
+
 def write_report(path: Path, title: str, findings: list[str], skew_rows: list[dict],
-                 served: Served, reference_mean: float | None, residuals) -> Path:
+                 served: Served, reference_mean: float | None, residuals,
+                 missing=None) -> Path:
     from pipeline import views
 
     def p(text: str, cls: str = "") -> str:
@@ -249,6 +262,8 @@ def write_report(path: Path, title: str, findings: list[str], skew_rows: list[di
                 ("Skew: serving vs training statistics",
                  views.img(views.distances_png(skew_rows, "serving vs training"), "skew")
                  + views.table(views.distances_frame(skew_rows)))]
+    if missing is not None:
+        sections.append(("Missing values: served rows vs training", views.table(missing)))
     predictions = [x for x in served.predictions if x is not None]
     if predictions:
         sections.append(("Predictions", views.img(prediction_png(predictions, reference_mean),
@@ -276,7 +291,8 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_statistics=
     training = training_statistics or views.load_statistics(
         f"{reference.statistics_uri}/Split-train/FeatureStats.pb")
     log.info("statistics of %d served rows", len(served.rows))
-    skew_rows = skew(training, statistics_of(served.rows), F.load_schema(schema_path))
+    serving = statistics_of(served.rows)
+    skew_rows = skew(training, serving, F.load_schema(schema_path))
     findings = [f"skew: feature '{r['feature']}' {r['comparator']} {r['distance']:.3f} > "
                 f"threshold {r['threshold']:g}" for r in skew_rows if r["breached"]]
     reference_mean = reference.mean_prediction if reference else None
@@ -296,7 +312,8 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_statistics=
             findings.append(f"labels: no key of {labels} matched a served row with a prediction")
     title = f"Serving monitor: {log_path.name}" + (
         f" (model version {reference.version}, run {reference.run_id})" if reference else "")
-    path = write_report(out, title, findings, skew_rows, served, reference_mean, residuals)
+    path = write_report(out, title, findings, skew_rows, served, reference_mean, residuals,
+                        missing_frame(training, serving))
     return findings, path
 
 

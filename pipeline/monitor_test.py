@@ -66,6 +66,7 @@ def test_quiet_on_traffic_like_the_training_data(source, training_statistics, ex
     page = (tmp_path / "report.html").read_text()
     assert "No breach." in page and page.count("data:image/png;base64,") == 2  # skew, predictions
     assert "Residuals by slice" in page and "payment_type=Cash" in page
+    assert "Missing values: served rows vs training" in page
 
 
 def test_flags_a_shifted_feature_and_exits_non_zero(source, training_statistics,
@@ -91,3 +92,17 @@ def test_bad_input_is_exit_2_with_the_reason(training_statistics, tmp_path, caps
     assert "1 rows; distances on fewer than 100 rows" in capsys.readouterr().err
     assert _run(tmp_path, tmp_path / "missing.jsonl", training_statistics) == 2
     assert "no request log at" in capsys.readouterr().err
+
+
+def test_missing_shares_of_served_rows_are_shown_next_to_trainings(source):
+    _, rows = bundled.read_rows(source)
+    training = monitor.statistics_of(rows[:2000])
+    served_rows = [dict(r) for r in rows[2000:2600]]
+    for row in served_rows[::2]:
+        row["company"] = ""  # half the served rows carry no company
+    frame = monitor.missing_frame(training, monitor.statistics_of(served_rows))
+    trained = sum(1 for r in rows[:2000] if not r["company"]) / 20  # percent
+    served = sum(1 for r in served_rows if not r["company"]) / 6
+    assert frame.loc["company", "training missing %"] == pytest.approx(trained, abs=0.1)
+    assert frame.loc["company", "served missing %"] == pytest.approx(served, abs=0.1)
+    assert served > 50 > trained > 20

@@ -173,8 +173,14 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
     if config.example_gen == "tfx-csv":
         return CsvExampleGen(input_base=input_base, **kwargs)
     delimiter = "\t" if config.csv_delimiter == "tab" else config.csv_delimiter
-    return ArrowExampleGen(input_base=input_base, delimiter=delimiter,
-                           schema_file=f"{config.schema_dir}/schema.pbtxt", **kwargs)
+    component = ArrowExampleGen(input_base=input_base, delimiter=delimiter,
+                                schema_file=f"{config.schema_dir}/schema.pbtxt", **kwargs)
+    if config.profile == "local" and config.running_mode()[0] == "multi_processing":
+        # Its work is C++ and numpy, one file per element: Beam's worker processes would
+        # only add their start-up (~10 s, a GiB each) to a run that reads one file.
+        component = component.with_beam_pipeline_args(
+            ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+    return component
 
 
 def create_components(config: PipelineConfig) -> list:

@@ -374,6 +374,7 @@ def test_a_csv_with_only_a_header_stops_at_the_gate(first_run, workdir, capsys):
     empty = workdir / "empty-data"
     header, _ = bundled.read_rows(workdir / "data" / "data.csv")
     bundled.write_rows(empty / "data.csv", header, [])
+    (empty / "more.csv").write_bytes(b"")  # a 0-byte file: no rows either
     args = ["--data-root", str(empty), "--output-root", str(workdir / "out")]
     assert local_runner.main(args) == 2
     err = capsys.readouterr().err
@@ -403,6 +404,22 @@ def test_shifted_data_in_the_flat_layout_stops_at_the_drift_check(first_run, wor
     states = {c.node_id: c.state for c in latest.components}
     assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
     assert latest.drift["breached"] == ["fare"]
+    assert snapshot(config.serving_dir) == before
+
+
+def test_a_workbook_saved_as_csv_stops_with_one_line_naming_it(first_run, workdir, capsys):
+    config, _ = first_run
+    before = snapshot(config.serving_dir)
+    bad = workdir / "workbook-data"
+    bad.mkdir()
+    shutil.copy(workdir / "data" / "data.csv", bad / "a.csv")
+    (bad / "b.csv").write_bytes(b"PK\x03\x04" + bytes(200))  # an .xlsx renamed
+    args = ["--data-root", str(bad), "--output-root", str(workdir / "out")]
+    assert local_runner.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"local_runner: run stopped: the input cannot be read: {bad / 'b.csv'}: "
+                       "a zip archive or an Excel workbook (.xlsx), not CSV: save the sheet "
+                       "as CSV")
     assert snapshot(config.serving_dir) == before
 
 

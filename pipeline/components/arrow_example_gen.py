@@ -14,9 +14,9 @@ file of the split:
    what CsvExampleGen would infer (so a text value in a numeric column reaches validation,
    which names it, as before); a column without any value is written with no kind;
 2. each file is read again, encoded, split by the hash of each record (TFX's own
-   partition: the same records in the same splits as CsvExampleGen) and written as one
-   shard per split, named after the file's index (a retried element rewrites its own
-   shards).
+   partition: the same records in the same splits as CsvExampleGen) and written as
+   shards of at most 100,000 records per split (downstream components read files in
+   parallel), named after the file's index (a retried element rewrites its own shards).
 
 `ingest.json` beside the splits records files, rows per split and every column's profile.
 """
@@ -50,7 +50,10 @@ from pipeline.components import example_encoding as enc
 log = logging.getLogger(__name__)
 
 INGEST_FILE = "ingest.json"
-SHARD = "data_tfrecord-{index:05d}-of-{count:05d}.gz"
+SHARD = "data_tfrecord-{index:05d}-of-{count:05d}-part-{part:04d}.gz"
+# A gzip file is read by one worker: downstream components (StatisticsGen, Transform, the
+# Evaluator) parallelise over files, so a large input file is written as several shards.
+ROWS_PER_SHARD = 100_000
 _SCHEMA_KINDS = {schema_pb2.FLOAT: enc.FLOAT, schema_pb2.INT: enc.INT,
                  schema_pb2.BYTES: enc.BYTES}
 
@@ -110,21 +113,29 @@ class EncodeAndWrite(beam.DoFn):
 
     def process(self, element: tuple[int, str], column_kinds: dict[str, str]):
         index, path = element
-        name = SHARD.format(index=index, count=self._count)
-        writers = [tf.io.TFRecordWriter(os.path.join(uri, name), options="GZIP")
-                   for uri in self._split_uris]
-        rows = [0] * len(writers)
+        rows = [0] * len(self._split_uris)
+        writers = [self._writer(index, split, 0) for split in range(len(rows))]
         try:
             for batch in readers.read_batches(path, self._delimiter):
                 columns = readers.typed_columns(batch, column_kinds)
                 records = enc.to_arrow(*enc.serialize(columns, batch.num_rows)).to_pylist()
                 for record, split in zip(records, self._splits(records), strict=True):
+                    if rows[split] and rows[split] % ROWS_PER_SHARD == 0:
+                        writers[split].close()
+                        writers[split] = self._writer(index, split,
+                                                      rows[split] // ROWS_PER_SHARD)
                     writers[split].write(record)
                     rows[split] += 1
         finally:
             for writer in writers:
                 writer.close()
         yield from enumerate(rows)
+
+    def _writer(self, index: int, split: int, part: int) -> tf.io.TFRecordWriter:
+        """Named by file and part, so that a retried element rewrites its own shards."""
+        name = SHARD.format(index=index, count=self._count, part=part)
+        return tf.io.TFRecordWriter(os.path.join(self._split_uris[split], name),
+                                    options="GZIP")
 
     def _splits(self, records: list[bytes]) -> list[int]:
         """TFX's partition (base_example_gen_executor._PartitionFn) of each record."""

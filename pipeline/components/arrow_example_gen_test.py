@@ -184,7 +184,7 @@ def test_empty_files_give_no_rows(sample, tmp_path):
 
 UNREADABLE = {
     "data.xlsx": (b"PK\x03\x04" + os.urandom(200), "a spreadsheet workbook, not CSV"),
-    "data.csv": (b"PK\x03\x04" + os.urandom(200), "Excel workbook (.xlsx): save the sheet"),
+    "data.csv": (b"PK\x03\x04" + os.urandom(200), "(.xlsx), not CSV: save the sheet"),
     "garbage.csv": (b"a,b\n" + bytes(range(256)) * 8, "binary content (NUL bytes)"),
     "data.csv.gz": (b"not gzip at all", "cannot be read as gzip-compressed data"),
     "data.parquet": (b"a,b\n1,2\n", "not a Parquet file"),
