@@ -109,30 +109,14 @@ def install_on_import(offline_root: str) -> None:
     ExampleGen task of a BigQuery run imports it), local rows from
     TAXI_OFFLINE_BIGQUERY_ROWS (default: the bundled CSV), queries recorded under the
     offline root."""
-    import importlib.abc
-    import importlib.util
-    import sys
+    from pipeline.orchestration.vertex_boundary import after_import
 
-    class AfterImport(importlib.abc.MetaPathFinder):
-        def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's API
-            if fullname != EXECUTOR_MODULE:
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(fullname)
-            if spec is None or spec.loader is None:
-                return spec
-            original = spec.loader.exec_module
+    def patch(_module) -> None:  # noqa: ANN001
+        rows = os.environ.get(ROWS_ENV)
+        if not rows:
+            from data import bundled
 
-            def exec_module(module):  # noqa: ANN001
-                original(module)
-                rows = os.environ.get(ROWS_ENV)
-                if not rows:
-                    from data import bundled
+            rows = str(bundled.materialize())
+        install(rows, os.path.join(offline_root, "bigquery"))
 
-                    rows = str(bundled.materialize())
-                install(rows, os.path.join(offline_root, "bigquery"))
-
-            spec.loader.exec_module = exec_module
-            return spec
-
-    sys.meta_path.insert(0, AfterImport())
+    after_import(EXECUTOR_MODULE, patch)

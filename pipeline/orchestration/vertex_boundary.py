@@ -390,27 +390,31 @@ def patch_aiplatform(aiplatform: Any) -> None:
              offline_root())
 
 
-def install() -> None:
-    """Patches google.cloud.aiplatform when (if ever) the task's process imports it."""
+def after_import(fullname: str, patch) -> None:
+    """Calls `patch(module)` once `fullname` has been imported (if it ever is)."""
     import importlib.abc
+    import importlib.util
 
     class AfterImport(importlib.abc.MetaPathFinder):
-        def find_spec(self, fullname, path, target=None):  # noqa: ANN001 - importlib's API
-            if fullname != "google.cloud.aiplatform":
+        def find_spec(self, name, path, target=None):  # noqa: ANN001 - importlib's API
+            if name != fullname:
                 return None
             sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(fullname)
+            spec = importlib.util.find_spec(name)
             if spec is None or spec.loader is None:
                 return spec
             original = spec.loader.exec_module
 
             def exec_module(module):  # noqa: ANN001
                 original(module)
-                patch_aiplatform(module)
+                patch(module)
 
             spec.loader.exec_module = exec_module
             return spec
 
-    import importlib.util
-
     sys.meta_path.insert(0, AfterImport())
+
+
+def install() -> None:
+    """Patches google.cloud.aiplatform when (if ever) the task's process imports it."""
+    after_import("google.cloud.aiplatform", patch_aiplatform)
