@@ -244,8 +244,6 @@ def kind_of(schema_type: str | None, stats: dict[str, int]) -> str:
         return enc.ABSENT
     if schema_type == enc.BYTES:
         return enc.BYTES
-    if schema_type == enc.INT and stats["not_int"] == 0:
-        return enc.INT
     if schema_type in (None, enc.INT) and stats["not_int"] == 0:
         return enc.INT
     if stats["not_float"] == 0:
