@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 FLOAT, INT, BYTES, ABSENT = "FLOAT", "INT", "BYTES", "ABSENT"
 # Feature's oneof field tags (bytes_list = 1, float_list = 2, int64_list = 3), wire type 2.
@@ -135,16 +136,28 @@ def _feature(column: Column, rows: int) -> tuple[list[Part], np.ndarray]:
 
 
 CHUNK_ROWS = 32768  # rows laid out at a time: bounds the (rows, bytes per row) matrix
+CHUNK_BYTES = 1 << 24  # ... and so does this, for long strings (a free-text column)
+
+
+def chunk_rows(columns: list[Column]) -> int:
+    """Rows per chunk so that the padded matrix stays near CHUNK_BYTES: its width is the
+    longest row, which long strings dominate."""
+    width = 32 * len(columns)  # keys, tags and numbers: a few dozen bytes a feature
+    for c in columns:
+        if c.kind == BYTES and len(c.values):
+            width += int(pc.max(pc.binary_length(c.values)).as_py() or 0)
+    return max(1, min(CHUNK_ROWS, CHUNK_BYTES // width))
 
 
 def serialize(columns: list[Column], rows: int) -> tuple[np.ndarray, np.ndarray]:
     """Serialized tf.Examples, one per row, keys sorted as deterministic serialization
     sorts them: (offsets, data), row r = data[offsets[r]:offsets[r+1]]."""
-    if rows <= CHUNK_ROWS:
+    step = chunk_rows(columns)
+    if rows <= step:
         return _serialize(columns, rows)
     offsets, data, base = [np.zeros(1, dtype=np.int64)], [], 0
-    for start in range(0, rows, CHUNK_ROWS):
-        stop = min(rows, start + CHUNK_ROWS)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
         chunk = [Column(c.name, c.kind, None if c.values is None else c.values[start:stop],
                         None if c.valid is None else c.valid[start:stop]) for c in columns]
         chunk_offsets, chunk_data = _serialize(chunk, stop - start)
