@@ -98,7 +98,9 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
         data = bundled.materialize().parent
     try:
         run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile)
-        vertex_offline.link_data(data, vertex_offline.local_path(config.data_root, run.gcs))
+        if not config.bigquery_query:  # a query's rows come from the BigQuery boundary
+            vertex_offline.link_data(data, vertex_offline.local_path(config.data_root,
+                                                                     run.gcs))
         ok = run.run()
     except vertex_offline.OfflineRunError as e:
         print(f"vertex_runner: {e}", file=sys.stderr)
