@@ -95,11 +95,12 @@ def test_a_run_reaches_kubeflow_with_in_cluster_pieces_for_the_vertex_ones(kfp_a
     assert run["experiment_id"] == experiment["experiment_id"]
     assert run["runtime_config"]["pipeline_root"] == "gs://ml-bucket/taxi/pipelines/taxi-big-tipper"
     spec = run["pipeline_spec"]
-    # The same DAG as every other runner, with the served model in the resolver's place.
+    # The same DAG as every other runner, with the served model in the resolver's place and,
+    # flat data having no previous span and the cluster no resolvers, no drift check.
     local = {c.id for c in create_components(configs.load(env={}, enable_tuning=True,
                                                           report_in_pipeline=True))}
     assert set(spec["root"]["dag"]["tasks"]) == \
-        local - {"latest_blessed_model_resolver"} | {"ServedModel"}
+        local - {"latest_blessed_model_resolver", "DriftCheck"} | {"ServedModel"}
     executors = spec["deploymentSpec"]["executors"].values()
     assert {e["container"]["image"] for e in executors} == {IMAGE}
     assert not any("google_cloud_ai_platform" in json.dumps(e) for e in executors)
