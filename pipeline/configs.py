@@ -119,6 +119,16 @@ class PipelineConfig:
     serving_request_log: str = setting("", "local server's sampled request log (JSONL) "
                                            "(default OUTPUT_ROOT/serving_logs/NAME/requests.jsonl)")
 
+    # Monitoring (python -m pipeline.monitor): alarms calibrated to the batch size
+    monitor_false_alarm_rate: float = setting(0.05, "chance that a clean batch raises any "
+                                                    "alarm (split over every check of it)")
+    monitor_min_distance: float = setting(0.02, "Jensen-Shannon floor: smaller distribution "
+                                                "shifts never alarm, however large the batch")
+    monitor_min_share_change: float = setting(0.03, "floor for a change in the share of "
+                                                    "missing or unseen values")
+    monitor_min_auc_drop: float = setting(0.02, "late labels: AUC below the evaluation's by "
+                                                "less than this never alarms")
+
     # Batch (static) inference: BulkInferrer scores unlabelled rows with the blessed candidate
     inference_data_root: str = setting("", "directory of unlabelled CSV files scored in batch "
                                            "by the blessed model (empty: no batch inference)")

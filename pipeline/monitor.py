@@ -1,16 +1,20 @@
-"""Monitor served traffic: skew against the training data, prediction drift, late-label residuals.
+"""Monitor served traffic: served rows against the model's training rows, prediction drift, and
+quality from late labels.
 
     python -m pipeline.monitor --log outputs/serving_logs/taxi-big-tipper/requests.jsonl
     python -m pipeline.monitor --log requests.jsonl --labels labels.csv --key key
 
 Reads a JSONL of served rows (the local server's request log, whose records hold
 `features`, `prediction`, `version` and, when the client sent X-Request-Id, `key`; or any
-JSONL of flat raw rows), computes their statistics with TFDV and compares them with the
-training statistics of the model version that served them, using each feature's
-`skew_comparator` in schema/schema.pbtxt. It also compares the mean prediction with the
-mean prediction the Evaluator measured for that model, and, given labels that arrived
-later (a CSV with the key and either `big_tipper` or `tips` + `fare`), reports residuals
-(label - prediction) by slice.
+JSONL of flat raw rows) and checks them, feature by feature, against the training rows of
+the model version that served them: distribution on the training deciles or vocabulary,
+share of missing values, share of categories training never had, values the schema refuses.
+Each alarm is calibrated to the batch size, so that a clean batch raises any alarm with the
+configured probability (MONITOR_FALSE_ALARM_RATE, 5%), and a floor keeps trivia quiet on
+large batches (pipeline/monitoring/). It also compares the mean prediction with the one the
+Evaluator measured, and, given labels that arrived later (a CSV with the key and either
+`big_tipper` or `tips` + `fare`), reports AUC, log loss and calibration with bootstrap
+intervals, by slice, alarming when AUC fell significantly below the evaluation's.
 
 Writes an HTML report and exits 3 when anything breached, 0 when not (2: bad input), so
 cron, a scheduler or an alerting hook can act on the status.
@@ -26,7 +30,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,29 +103,41 @@ def read_log(path: Path, key: str | None = None) -> Served:
     return served
 
 
-def statistics_of(rows: list[dict[str, str]]):
-    """TFDV statistics of the rows, read back through a CSV as ExampleGen reads training data,
-    so integer columns are integers and blanks are absent values on both sides."""
-    import tensorflow_data_validation as tfdv
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "served.csv")
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        return tfdv.generate_statistics_from_csv(path)
+TRAINING_ROWS = 50_000  # enough to place deciles and calibrate; bounded memory on big runs
 
 
-def skew(training_stats, serving_stats, schema) -> list[dict]:
-    """Distances between serving and training statistics, per `skew_comparator`."""
-    import tensorflow_data_validation as tfdv
+def read_training_csv(path: Path) -> list[dict[str, str]]:
+    """A CSV of raw rows (the training data, or any sample of it), as ExampleGen reads it."""
+    if not path.is_file():
+        raise MonitorError(f"no training data at {path}")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise MonitorError(f"{path} holds no rows")
+    return rows[:TRAINING_ROWS]
 
-    from pipeline.components.drift_check import distances
 
-    anomalies = tfdv.validate_statistics(training_stats, schema, environment="SERVING",
-                                         serving_statistics=serving_stats)
-    return distances(anomalies, skew=True)
+def read_training_examples(uri: str, limit: int = TRAINING_ROWS) -> list[dict[str, str]]:
+    """The train split ExampleGen wrote for the model's run, back as raw text values."""
+    import tensorflow as tf
+
+    files = sorted(tf.io.gfile.glob(f"{uri}/Split-train/*"))
+    if not files:
+        raise MonitorError(f"no training examples under {uri}/Split-train")
+    rows = []
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(limit)
+    for record in dataset.as_numpy_iterator():
+        features = tf.train.Example.FromString(record).features.feature
+        row = {}
+        for f in F.SERVING_FEATURES:
+            value = features.get(f.name)
+            kind = value.WhichOneof("kind") if value is not None else None
+            values = list(getattr(value, kind).value) if kind else []
+            row[f.name] = "" if not values else _text(
+                values[0].decode("utf-8", "replace") if isinstance(values[0], bytes)
+                else values[0])
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- the model's training run
@@ -134,8 +149,12 @@ class Reference:
 
     run_id: str
     version: int | None
-    statistics_uri: str
-    mean_prediction: float | None
+    examples_uri: str  # ExampleGen's output of that run
+    metrics: dict[str, float]  # the Evaluator's overall metrics (auc, mean_prediction, ...)
+
+    @property
+    def mean_prediction(self) -> float | None:
+        return self.metrics.get("mean_prediction")
 
 
 def reference_for(metadata_path: str, pipeline_name: str, version: int | None) -> Reference:
@@ -151,13 +170,15 @@ def reference_for(metadata_path: str, pipeline_name: str, version: int | None) -
         pushed = int(os.path.basename(summary.pushed_destination.rstrip("/")))
         if version is not None and pushed != version:
             continue
-        stats = summary.artifacts.get("StatisticsGen", {}).get("ExampleStatistics")
-        if not stats:  # cached runs keep their outputs; a run without them cannot say
+        examples = next((by_type["Examples"] for node, by_type in summary.artifacts.items()
+                         if node in ("ExampleGen", "CsvExampleGen") and "Examples" in by_type),
+                        None)
+        if not examples:  # cached runs keep their outputs; a run without them cannot say
             continue
-        return Reference(run.name, pushed, stats, summary.metrics.get("mean_prediction"))
+        return Reference(run.name, pushed, examples, dict(summary.metrics))
     wanted = f"version {version}" if version is not None else "any version"
     raise MonitorError(f"no run of {pipeline_name!r} in {metadata_path} pushed {wanted}; "
-                       "pass --training-statistics FILE to compare with other statistics")
+                       "pass --training-data CSV to compare with other rows")
 
 
 # ---------------------------------------------------------------- late labels
@@ -233,68 +254,96 @@ def prediction_png(predictions: list[float], reference_mean: float | None) -> by
     return views.figure_png(fig)
 
 
-def missing_frame(training, serving):
-    """Missing share per feature, served rows next to training (an empty value counts as
-    missing on both sides: views.statistics_frame)."""
-    from pipeline import views
+def checks_frame(checks):
+    """One row per check: distance, the threshold at this batch size, how surprising."""
+    import pandas as pd
 
-    frame = views.statistics_frame(training)[["missing %"]].rename(
-        columns={"missing %": "training missing %"})
-    served = views.statistics_frame(serving)[["missing %"]].rename(
-        columns={"missing %": "served missing %"})
-    return frame.join(served, how="outer").round(1)
+    return pd.DataFrame([{
+        "feature": c.feature, "check": c.check, "rows": c.rows, "training": c.training,
+        "served": c.served, "distance": round(c.result.distance, 4),
+        "threshold at this size": round(c.result.threshold, 4),
+        "p (chance of a clean batch this far)": f"{c.result.p_value:.2g}",
+        "alarm": c.alarm} for c in sorted(checks, key=lambda c: (not c.alarm, c.result.p_value))
+    ]).set_index("feature")
 
 
-def write_report(path: Path, title: str, findings: list[str], skew_rows: list[dict],
-                 served: Served, reference_mean: float | None, residuals,
-                 missing=None) -> Path:
+def write_report(path: Path, title: str, findings: list[str], checks, served: Served,
+                 reference_mean: float | None, quality, alpha: float) -> Path:
     from pipeline import views
 
     def p(text: str, cls: str = "") -> str:
         return f"<p class='{cls}'>{html.escape(text)}</p>"
 
     verdict = "".join(p(f, "bad") for f in findings) or p("No breach.", "good")
+    calibrated = [c for c in checks if c.check != "invalid"]
+    bars = [{"feature": f"{c.feature} · {c.check}", "distance": c.result.distance,
+             "threshold": c.result.threshold, "breached": c.alarm} for c in calibrated]
     sections = [("Verdict", verdict),
                 ("Served rows", p(f"{len(served.rows)} rows; by model version: "
                                   f"{served.versions or 'not recorded'}; unusable lines: "
                                   f"{len(served.skipped)}") +
                  "".join(p(s) for s in served.skipped[:5])),
-                ("Skew: serving vs training statistics",
-                 views.img(views.distances_png(skew_rows, "serving vs training"), "skew")
-                 + views.table(views.distances_frame(skew_rows)))]
-    if missing is not None:
-        sections.append(("Missing values: served rows vs training", views.table(missing)))
+                ("Served rows vs training, feature by feature",
+                 p(f"Each threshold is where a clean batch of this size, drawn from the training "
+                   f"rows, lands by chance with probability {alpha:.2g} (every check of a batch "
+                   f"together: the configured false-alarm rate), or the practical floor if "
+                   f"higher.") +
+                 views.img(views.distances_png(bars, "served vs training"), "checks")
+                 + views.table(checks_frame(checks)))]
     predictions = [x for x in served.predictions if x is not None]
     if predictions:
         sections.append(("Predictions", views.img(prediction_png(predictions, reference_mean),
                                                   "prediction distribution")))
-    if residuals is not None:
-        sections.append(("Residuals by slice (label - prediction, labels joined by key)",
-                         views.table(residuals)))
+    if quality is not None:
+        overall, by_slice = quality
+        sections.append(("Quality from late labels (95% bootstrap intervals)",
+                         views.table(overall) + views.table(by_slice)))
     return views.write_page(path, title, sections)
+
+
+def quality_frames(served: Served, labels: dict[str, int], slices: tuple[str, ...]):
+    """(overall estimates, by-slice residuals), or None when no label joined."""
+    import pandas as pd
+
+    from pipeline.monitoring import quality
+
+    joined = [(y, p) for k, p in zip(served.keys, served.predictions, strict=True)
+              if k in labels and p is not None for y in [labels[k]]]
+    if not joined:
+        return None
+    y, scores = map(list, zip(*joined, strict=True))
+    estimates = quality.estimate(y, scores)
+    overall = pd.DataFrame([{"metric": name, "value": e.value, "95% low": e.low,
+                             "95% high": e.high} for name, e in estimates.items()]
+                           ).set_index("metric").round(4)
+    return overall, residuals_by_slice(served, labels, slices), estimates["auc"]
 
 
 # ---------------------------------------------------------------- command
 
 
-def monitor(log_path: Path, schema_path: str, out: Path, *, training_statistics=None,
+def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
             reference: Reference | None = None, labels: Path | None = None,
             key: str | None = None, slices: tuple[str, ...] = (),
-            max_prediction_shift: float = 0.1, min_rows: int = 100) -> tuple[list[str], Path]:
+            max_prediction_shift: float = 0.1, min_rows: int = 100,
+            settings=None, min_auc_drop: float = 0.02) -> tuple[list[str], Path]:
     """Returns the breaches (empty: none) and the report path."""
-    from pipeline import views
+    from pipeline.monitoring import feature_checks, quality
 
+    settings = settings or feature_checks.Settings()
     served = read_log(log_path, key)
     if len(served.rows) < min_rows:
-        raise MonitorError(f"{log_path}: {len(served.rows)} rows; distances on fewer than "
-                           f"{min_rows} rows are noise (lower --min-rows to insist)")
-    training = training_statistics or views.load_statistics(
-        f"{reference.statistics_uri}/Split-train/FeatureStats.pb")
-    log.info("statistics of %d served rows", len(served.rows))
-    serving = statistics_of(served.rows)
-    skew_rows = skew(training, serving, F.load_schema(schema_path))
-    findings = [f"skew: feature '{r['feature']}' {r['comparator']} {r['distance']:.3f} > "
-                f"threshold {r['threshold']:g}" for r in skew_rows if r["breached"]]
+        raise MonitorError(f"{log_path}: {len(served.rows)} rows; checks on fewer than "
+                           f"{min_rows} rows cannot tell much (lower --min-rows to insist)")
+    if training_rows is None:
+        log.info("training rows of run %s", reference.run_id)
+        training_rows = read_training_examples(reference.examples_uri)
+    baseline = feature_checks.Baseline(training_rows, F.load_schema(schema_path))
+    log.info("%d served rows against %d training rows", len(served.rows), baseline.rows)
+    checks = baseline.check(served.rows, settings, other_checks=int(labels is not None))
+    findings = [c.finding() for c in checks if c.alarm]
+    calibrated = sum(1 for c in checks if c.check != "invalid")
+    alpha = settings.false_alarm_rate / max(calibrated + int(labels is not None), 1)
     reference_mean = reference.mean_prediction if reference else None
     predictions = [x for x in served.predictions if x is not None]
     if predictions and reference_mean is not None:
@@ -303,17 +352,25 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_statistics=
             findings.append(f"predictions: mean {reference_mean + shift:.3f} vs "
                             f"{reference_mean:.3f} at evaluation (shift {shift:+.3f} beyond "
                             f"±{max_prediction_shift:g})")
-    residuals = None
+    frames = None
     if labels is not None:
         if key is None:
             raise MonitorError("--labels needs --key: the field that joins labels to requests")
-        residuals = residuals_by_slice(served, read_labels(labels, key), slices)
-        if residuals is None:
+        joined = quality_frames(served, read_labels(labels, key), slices)
+        if joined is None:
             findings.append(f"labels: no key of {labels} matched a served row with a prediction")
+        else:
+            overall, by_slice, served_auc = joined
+            frames = (overall, by_slice)
+            blessed_auc = reference.metrics.get("auc") if reference else None
+            if blessed_auc is not None:
+                drop = quality.auc_drop(served_auc, blessed_auc, alpha=alpha,
+                                        min_drop=min_auc_drop)
+                if drop:
+                    findings.append(drop)
     title = f"Serving monitor: {log_path.name}" + (
         f" (model version {reference.version}, run {reference.run_id})" if reference else "")
-    path = write_report(out, title, findings, skew_rows, served, reference_mean, residuals,
-                        missing_frame(training, serving))
+    path = write_report(out, title, findings, checks, served, reference_mean, frames, alpha)
     return findings, path
 
 
@@ -330,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-version", type=int,
                         help="compare with this version's training run (default: the version "
                              "most rows in the log name, else the newest pushed)")
-    parser.add_argument("--training-statistics", type=Path,
-                        help="a FeatureStats.pb to compare with, instead of looking up MLMD")
+    parser.add_argument("--training-data", type=Path,
+                        help="a CSV of raw training rows to compare with, instead of the "
+                             "model's own training examples found through MLMD")
     parser.add_argument("--max-prediction-shift", type=float, default=0.1,
                         help="breach when the mean prediction moves more than this from the "
                              "evaluation's (default 0.1)")
@@ -350,20 +408,23 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or Path(config.output_root) / "monitoring" / config.pipeline_name / \
             f"monitor-{time.strftime('%Y%m%d-%H%M%S')}.html"
         reference, training = None, None
-        if args.training_statistics:
-            from pipeline import views
-
-            training = views.load_statistics(args.training_statistics)
+        if args.training_data:
+            training = read_training_csv(args.training_data)
         else:
             version = args.model_version
             if version is None:
                 versions = read_log(log_path).versions
                 version = max(versions, key=versions.get) if versions else None
             reference = reference_for(config.metadata_path, config.pipeline_name, version)
+        from pipeline.monitoring.feature_checks import Settings
+
+        settings = Settings(config.monitor_false_alarm_rate, config.monitor_min_distance,
+                            config.monitor_min_share_change)
         findings, path = monitor(
-            log_path, f"{config.schema_dir}/schema.pbtxt", out, training_statistics=training,
+            log_path, f"{config.schema_dir}/schema.pbtxt", out, training_rows=training,
             reference=reference, labels=args.labels, key=args.key, slices=config.slices,
-            max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows)
+            max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
+            settings=settings, min_auc_drop=config.monitor_min_auc_drop)
     except (MonitorError, configs.ConfigError) as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2

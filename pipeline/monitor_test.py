@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -20,11 +21,10 @@ def source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def training_statistics(source, tmp_path_factory):
-    """TFDV statistics of a training-like sample, saved as StatisticsGen saves them."""
-    _, rows = bundled.read_rows(source)
-    stats = monitor.statistics_of(rows[:5000])
-    path = tmp_path_factory.mktemp("stats") / "FeatureStats.pb"
-    path.write_bytes(stats.SerializeToString())
+    """A training-like sample of raw rows, as a user would pass it with --training-data."""
+    header, rows = bundled.read_rows(source)
+    path = tmp_path_factory.mktemp("training") / "training.csv"
+    bundled.write_rows(path, header, rows[:5000])
     return path
 
 
@@ -44,7 +44,7 @@ def _write_log(path, source, seed, changes, model_dir):
 
 
 def _run(tmp_path, log, stats, *extra):
-    return monitor.main(["--log", str(log), "--training-statistics", str(stats),
+    return monitor.main(["--log", str(log), "--training-data", str(stats),
                          "--out", str(tmp_path / "report.html"),
                          "--output-root", str(tmp_path / "out"), *extra])
 
@@ -65,8 +65,8 @@ def test_quiet_on_traffic_like_the_training_data(source, training_statistics, ex
     assert "no breach" in out
     page = (tmp_path / "report.html").read_text()
     assert "No breach." in page and page.count("data:image/png;base64,") == 2  # skew, predictions
-    assert "Residuals by slice" in page and "payment_type=Cash" in page
-    assert "Missing values: served rows vs training" in page
+    assert "Quality from late labels" in page and "payment_type=Cash" in page
+    assert "threshold at this size" in page and "calibration gap" in page
 
 
 def test_flags_a_shifted_feature_and_exits_non_zero(source, training_statistics,
@@ -80,8 +80,7 @@ def test_flags_a_shifted_feature_and_exits_non_zero(source, training_statistics,
     out = capsys.readouterr().out
     assert status == monitor.BREACH_EXIT == 3
     breaches = [line for line in out.splitlines() if line.startswith("BREACH")]
-    assert len(breaches) == 1 and "feature 'fare'" in breaches[0], out
-    assert "Jensen-Shannon" in breaches[0]
+    assert len(breaches) == 1 and "feature 'fare' distribution" in breaches[0], out
     assert "class='bad'" in (tmp_path / "report.html").read_text()
 
 
@@ -89,20 +88,97 @@ def test_bad_input_is_exit_2_with_the_reason(training_statistics, tmp_path, caps
     log = tmp_path / "requests.jsonl"
     log.write_text('{"features": {"fare": 3.0}}\nnot json\n')
     assert _run(tmp_path, log, training_statistics) == 2
-    assert "1 rows; distances on fewer than 100 rows" in capsys.readouterr().err
+    assert "1 rows; checks on fewer than 100 rows" in capsys.readouterr().err
     assert _run(tmp_path, tmp_path / "missing.jsonl", training_statistics) == 2
     assert "no request log at" in capsys.readouterr().err
 
 
-def test_missing_shares_of_served_rows_are_shown_next_to_trainings(source):
+@pytest.mark.parametrize("change, feature, check", [
+    ("missing=company:0.5", "company", "missing"),
+    ("payment_shift=Crypto:0.2", "payment_type", "unseen"),
+])
+def test_missing_values_and_unseen_categories_are_alarms(source, training_statistics,
+                                                         exported_models, tmp_path, capsys,
+                                                         change, feature, check):
+    log = tmp_path / "requests.jsonl"
+    _write_log(log, source, seed=13, changes=[change], model_dir=exported_models[0])
+
+    status = _run(tmp_path, log, training_statistics)
+
+    breaches = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("BREACH")]
+    assert status == 3
+    assert any(f"feature '{feature}' {check}" in b for b in breaches), breaches
+
+
+def test_values_the_schema_refuses_are_an_alarm_naming_them(training_statistics, tmp_path,
+                                                           capsys):
+    rows = bundled.read_rows(training_statistics)[1][::16][:300]  # spread over the sample
+    log = tmp_path / "requests.jsonl"
+    with log.open("w") as f:
+        for i, row in enumerate(rows):
+            features = {k: row[k] for k in F.BY_NAME}
+            if i < 2:
+                features["fare"] = "abc"
+            f.write(json.dumps(features) + "\n")
+
+    assert _run(tmp_path, log, training_statistics) == 3
+
+    out = capsys.readouterr().out
+    (breach,) = [line for line in out.splitlines() if line.startswith("BREACH")] or [out]
+    assert "feature 'fare': 2 of 300 values refused by the schema (2 not a number)" in breach
+
+
+def test_flipped_late_labels_are_a_quality_alarm_against_the_evaluation(
+        source, training_statistics, tmp_path):
+    # A log of an informative model (the check is on labels, not on this model's skill).
     _, rows = bundled.read_rows(source)
-    training = monitor.statistics_of(rows[:2000])
-    served_rows = [dict(r) for r in rows[2000:2600]]
-    for row in served_rows[::2]:
-        row["company"] = ""  # half the served rows carry no company
-    frame = monitor.missing_frame(training, monitor.statistics_of(served_rows))
-    trained = sum(1 for r in rows[:2000] if not r["company"]) / 20  # percent
-    served = sum(1 for r in served_rows if not r["company"]) / 6
-    assert frame.loc["company", "training missing %"] == pytest.approx(trained, abs=0.1)
-    assert frame.loc["company", "served missing %"] == pytest.approx(served, abs=0.1)
-    assert served > 50 > trained > 20
+    rng = np.random.default_rng(14)
+    rows = [rows[i] for i in rng.choice(len(rows), 600, replace=False)]
+    truth = [int(float(r["tips"] or 0) > F.TIP_FRACTION * float(r["fare"] or 0)) for r in rows]
+    log = tmp_path / "requests.jsonl"
+    with log.open("w") as f:
+        for i, (row, y) in enumerate(zip(rows, truth, strict=True)):
+            score = float(np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2), 0, 1))
+            f.write(json.dumps({"features": {k: row[k] for k in F.BY_NAME},
+                                "prediction": score, "key": f"trip-{i}"}) + "\n")
+    training = monitor.read_training_csv(training_statistics)
+
+    def report(labels: list[int], auc: float):
+        path = tmp_path / "labels.csv"
+        bundled.write_rows(path, ["key", F.LABEL],
+                           ({"key": f"trip-{i}", F.LABEL: y} for i, y in enumerate(labels)))
+        reference = monitor.Reference("run", 1, "", {"auc": auc})
+        return monitor.monitor(log, str(F.SCHEMA_FILE), tmp_path / "r.html",
+                               training_rows=training, reference=reference, labels=path,
+                               key="key")
+
+    # The model's AUC on these rows, as if the Evaluator had measured it: no alarm.
+    served = monitor.read_log(log, "key")
+    from pipeline.monitoring import quality
+    auc = quality.auc(np.array(truth), np.array(served.predictions))
+    findings, _ = report(truth, auc)
+    assert not [f for f in findings if f.startswith("quality")], findings
+    rng = np.random.default_rng(0)
+    flipped = [1 - y if rng.random() < 0.4 else y for y in truth]
+    findings, page = report(flipped, auc)
+    (finding,) = [f for f in findings if f.startswith("quality")]
+    assert f"vs {auc:.3f} at evaluation" in finding
+    assert "Quality from late labels" in page.read_text()
+
+
+def test_clean_batches_stay_quiet_and_each_shift_alarms_at_600_rows(source):
+    """The calibration itself, at fixed seeds: a clean batch of training-like rows raises
+    nothing; the same batch with one feature shifted raises exactly that feature."""
+    from pipeline.monitoring import feature_checks
+
+    _, rows = bundled.read_rows(source)
+    rows = list(np.random.default_rng(0).permutation(rows))  # the file is not in random order
+    baseline = feature_checks.Baseline(rows[:8000], F.load_schema())
+    held_out = rows[8000:]
+    for seed in range(3):
+        batch = [dict(r) for r in np.random.default_rng(seed).choice(held_out, 600)]
+        assert not [c.finding() for c in baseline.check(batch) if c.alarm]
+        shifted = [{**r, "trip_miles": f"{float(r['trip_miles']) * 0.3:.2f}"} for r in batch]
+        alarms = {(c.feature, c.check) for c in baseline.check(shifted) if c.alarm}
+        assert alarms == {("trip_miles", "distribution")}
