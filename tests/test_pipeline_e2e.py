@@ -238,6 +238,34 @@ def test_pushed_model_serves_raw_rows_and_examples(first_run, workdir):
     assert by_example.std() > 0.01  # a model, not a constant
 
 
+def test_the_monitor_finds_the_served_models_training_rows_through_mlmd(first_run, workdir,
+                                                                        tmp_path, capsys):
+    from pipeline import monitor
+
+    config, _ = first_run
+    (version,) = versions(config.serving_dir)
+    with open(workdir / "data" / "data.csv", newline="") as f:
+        rows = list(csv.DictReader(f))[::5][:500]  # spread over the data the model saw
+
+    def status(fare_factor: float) -> int:
+        log = tmp_path / f"requests-{fare_factor}.jsonl"
+        with log.open("w") as out:
+            for row in rows:
+                features = {k: row[k] for k in F.BY_NAME}
+                features["fare"] = f"{float(features['fare']) * fare_factor:.2f}"
+                out.write(json.dumps({"version": int(version), "features": features}) + "\n")
+        return monitor.main(["--log", str(log), "--out", str(tmp_path / "monitor.html"),
+                             "--data-root", config.data_root,
+                             "--output-root", config.output_root])
+
+    assert status(1.0) == 0, capsys.readouterr().out
+    assert f"model version {version}" in (tmp_path / "monitor.html").read_text()
+    assert status(3.0) == 3
+    breaches = [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("BREACH")]
+    assert breaches and all("feature 'fare' distribution" in b for b in breaches), breaches
+
+
 def test_batch_inference_scores_every_unlabelled_row_as_the_saved_model_does(first_run, workdir):
     """BulkInferrer's predictions, exported as a table: one per input row, keyed by the
     input's trip_id, equal to what the pushed SavedModel says for the same raw rows."""

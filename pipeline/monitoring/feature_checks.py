@@ -106,8 +106,10 @@ def parse(feature: F.Feature, texts: list[str], bounds=(-math.inf, math.inf)) ->
             refuse("not an integer", text)
         elif not bounds[0] <= number <= bounds[1]:
             refuse(f"outside [{bounds[0]:g}, {bounds[1]:g}]", text)
-        else:
-            parsed.values.append(str(int(number)) if feature.categorical else number)
+        elif feature.categorical:
+            parsed.values.append(str(int(number)))
+        else:  # as the model reads it: float32, so "41.9" and the example's 41.9000015 agree
+            parsed.values.append(float(np.float32(number)))
     return parsed
 
 
