@@ -302,7 +302,7 @@ def write_report(path: Path, title: str, findings: list[str], checks, served: Se
 
 
 def quality_frames(served: Served, labels: dict[str, int], slices: tuple[str, ...]):
-    """(overall estimates, by-slice residuals), or None when no label joined."""
+    """(overall estimates, by-slice residuals, the AUC estimate), or None when no label joined."""
     import pandas as pd
 
     from pipeline.monitoring import quality
