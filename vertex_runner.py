@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     action.add_argument("--offline", action="store_true",
                         help="run the compiled job on this machine through TFX's Vertex "
                              "container entrypoint; nothing is sent to Google Cloud")
+    parser.add_argument("--offline-parallelism", type=int, default=None, metavar="N",
+                        help="with --offline: tasks run side by side as their inputs are ready, "
+                             "as on Vertex, at most N at a time (default: the cores, up to 4)")
     parser.add_argument("--offline-root", type=Path, default=Path("outputs/vertex_offline"),
                         help="with --offline: stands for gs:// and keeps the state later "
                              "offline runs resolve from (default outputs/vertex_offline)")
@@ -97,7 +100,9 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
 
         data = bundled.materialize().parent
     try:
-        run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile)
+        run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile,
+                                        **({"parallelism": args.offline_parallelism}
+                                           if args.offline_parallelism is not None else {}))
         if not config.bigquery_query:  # a query's rows come from the BigQuery boundary
             vertex_offline.link_data(data, vertex_offline.local_path(config.data_root,
                                                                      run.gcs))

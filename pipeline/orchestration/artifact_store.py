@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class ArtifactStore:
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock = threading.Lock()  # tasks of one run finish on several threads
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -47,7 +49,7 @@ class ArtifactStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         record = {**artifact, "schemaTitle": schema_title(artifact.get("type", {})),
                   "state": "LIVE", "createTime": time.time(), "task": task, "job": job}
-        with self.path.open("a") as f:
+        with self._lock, self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
     def query(self, filter_text: str, inputs: dict[str, list[dict[str, Any]]],

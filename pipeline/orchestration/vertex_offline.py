@@ -19,7 +19,8 @@ by the `sitecustomize` in boundary/ on the task's PYTHONPATH). The image is this
 the Dockerfile installs the same lock and code, so `python` is this interpreter.
 
 What it cannot prove: IAM, quotas, that the images exist in their registries, Dataflow's
-and Vertex's own scheduling. Step caching is off (every task runs).
+and Vertex's own scheduling. Step caching is off (every task runs). Ready tasks run side by
+side, as on Vertex, up to `parallelism` (the cores) at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,9 @@ class OfflineRun:
     # `preCacheCheck` hook and no resolver task (kubeflow.spec_problems refuses those).
     target: str = "vertex"
     task_timeout: float = 3600.0
+    # Tasks running at once (Vertex starts every ready task; here each is a process that
+    # imports TFX, so more than the cores buys nothing).
+    parallelism: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     echo: Callable[[str], None] = print
     results: list[TaskResult] = field(default_factory=list)
 
@@ -89,35 +94,65 @@ class OfflineRun:
                       f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
         self.logs = self.root / "logs" / self.job_id
         self.produced: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        if self.parallelism < 1:
+            raise OfflineRunError(f"parallelism must be at least 1, not {self.parallelism}")
 
     # ------------------------------------------------------------------ the DAG
 
     def run(self) -> bool:
+        """Every task whose upstream tasks succeeded starts, up to `parallelism` at a time,
+        as Vertex starts all ready tasks at once. After a failure nothing new starts; the
+        tasks already running finish, and the rest are SKIPPED."""
         tasks = self.spec["root"]["dag"]["tasks"]
-        order = task_order(tasks)
-        self.echo(f"offline {self.target} run {self.job_id}: {len(order)} tasks, pipeline root "
-                  f"{self.pipeline_root}")
-        failed = None
-        for i, name in enumerate(order, 1):
-            prefix = f"[{i:>2}/{len(order)}] {name:<52}"
-            if failed:
+        needs = task_needs(tasks)
+        task_order(tasks)  # refuses a cycle before anything runs
+        total = len(needs)
+        self.echo(f"offline {self.target} run {self.job_id}: {total} tasks, up to "
+                  f"{self.parallelism} at a time, pipeline root {self.pipeline_root}")
+        done: set[str] = set()
+        failed: list[str] = []
+        running: dict[Future, tuple[str, float]] = {}
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            while True:
+                if not failed:
+                    started = {n for n, _ in running.values()}
+                    ready = [n for n, up in needs.items()
+                             if n not in done and n not in started and up <= done]
+                    # Resolvers first: they are instant and read only earlier runs' artifacts.
+                    for name in sorted(ready, key=lambda n: (not self.is_resolver(tasks[n]), n)):
+                        if len(running) >= self.parallelism:
+                            break
+                        running[pool.submit(self.run_task, name, tasks[name])] = \
+                            (name, time.monotonic())
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=lambda f: running[f][0]):
+                    name, started_at = running.pop(future)
+                    seconds = time.monotonic() - started_at
+                    prefix = f"[{len(self.results) + 1:>2}/{total}] {name:<52}"
+                    error = future.exception()
+                    if error is None:
+                        done.add(name)
+                        self.results.append(TaskResult(name, "SUCCEEDED", seconds))
+                        self.echo(f"{prefix} done in {seconds:6.1f} s")
+                    else:
+                        failed.append(name)
+                        self.results.append(TaskResult(name, "FAILED", seconds, str(error)))
+                        self.echo(f"{prefix} FAILED after {seconds:.1f} s\n{error}")
+                        if not isinstance(error, OfflineRunError):
+                            raise error
+        for name in task_order(tasks):
+            if name not in done and name not in failed:
                 self.results.append(TaskResult(name, "SKIPPED"))
-                self.echo(f"{prefix} skipped (upstream failed)")
-                continue
-            started = time.monotonic()
-            try:
-                self.run_task(name, tasks[name])
-            except OfflineRunError as e:
-                seconds = time.monotonic() - started
-                self.results.append(TaskResult(name, "FAILED", seconds, str(e)))
-                self.echo(f"{prefix} FAILED after {seconds:.1f} s\n{e}")
-                failed = name
-                continue
-            seconds = time.monotonic() - started
-            self.results.append(TaskResult(name, "SUCCEEDED", seconds))
-            self.echo(f"{prefix} done in {seconds:6.1f} s")
+                self.echo(f"[{len(self.results):>2}/{total}] {name:<52} skipped "
+                          f"(upstream {failed[0]} failed)")
         self._write_run_record()
-        return failed is None
+        return not failed
+
+    def is_resolver(self, task: dict[str, Any]) -> bool:
+        component = self.spec["components"][task["componentRef"]["name"]]
+        return "resolver" in self.spec["deploymentSpec"]["executors"][component["executorLabel"]]
 
     def run_task(self, name: str, task: dict[str, Any]) -> None:
         if "triggerPolicy" in task or "iteratorPolicy" in task:
@@ -259,8 +294,8 @@ def image_env(dockerfile: Path = PROJECT_ROOT / "Dockerfile") -> dict[str, str]:
     return env
 
 
-def task_order(tasks: dict[str, Any]) -> list[str]:
-    """Tasks in dependency order (upstream first); ties by name, so runs are repeatable."""
+def task_needs(tasks: dict[str, Any]) -> dict[str, set[str]]:
+    """Each task's upstream tasks: its `dependentTasks` and the producers of its inputs."""
     needs = {}
     for name, task in tasks.items():
         upstream = set(task.get("dependentTasks", []))
@@ -268,6 +303,12 @@ def task_order(tasks: dict[str, Any]) -> list[str]:
             if "taskOutputArtifact" in spec:
                 upstream.add(spec["taskOutputArtifact"]["producerTask"])
         needs[name] = upstream
+    return needs
+
+
+def task_order(tasks: dict[str, Any]) -> list[str]:
+    """Tasks in dependency order (upstream first); ties by name, so runs are repeatable."""
+    needs = task_needs(tasks)
     order: list[str] = []
     while needs:
         ready = sorted(n for n, up in needs.items() if not up - set(order))
