@@ -4,6 +4,8 @@ Also the fixtures several folders share: a real Transform output of a few rows, 
 exported SavedModels trained on it (the serving tests serve them).
 """
 
+import os
+
 import pytest
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 and quiets TensorFlow's C++ logs)
@@ -51,3 +53,29 @@ def exported_models(transform_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("exported")
     return [train_and_export(transform_dir, root / "a", steps=3, seed=1),
             train_and_export(transform_dir, root / "b", steps=6, seed=2)]
+
+
+# The suite runs on every core (pytest-xdist, `-n auto` in pyproject.toml), one module per
+# worker at a time (`--dist loadscope`: module fixtures such as a pipeline run are made once).
+# The longest modules start first, so none of them is left to run alone at the end.
+SLOWEST_FIRST = ("tests/test_vertex_offline.py", "tests/test_pipeline_e2e.py",
+                 "tests/test_dynamic_training.py", "models/distribution_test.py",
+                 "tests/test_notebooks.py", "tests/test_bigquery_source.py")
+GIB_PER_WORKER = 4  # measured peak of a pipeline test with its subprocesses, plus headroom
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a module
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """One worker per core, as many as memory holds, at most 4."""
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except (ValueError, OSError):
+        available = GIB_PER_WORKER
+    return max(1, min(os.cpu_count() or 1, 4, int(available // GIB_PER_WORKER)))

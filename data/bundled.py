@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import random
 import shutil
 import sys
@@ -91,7 +92,7 @@ def materialize(dest_dir: Path = RAW_DIR, force: bool = False) -> Path:
     src = source_csv()
     verify(src)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(".tmp")
+    tmp = dest.with_suffix(f".{os.getpid()}.tmp")  # test workers may copy it at once
     shutil.copyfile(src, tmp)
     tmp.replace(dest)
     verify(dest)
