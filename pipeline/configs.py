@@ -26,6 +26,7 @@ RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
+MONITOR_WINDOWS = ("", "hour", "day")
 EXAMPLE_GENS = ("arrow", "tfx-csv")
 DELIMITERS = ("", ",", ";", "tab", "|")
 
@@ -128,6 +129,9 @@ class PipelineConfig:
                                                     "missing or unseen values")
     monitor_min_auc_drop: float = setting(0.02, "late labels: AUC below the evaluation's by "
                                                 "less than this never alarms")
+    monitor_window: str = setting("", "check a request log window by window (hour or day, "
+                                      "UTC), with each figure's trend; empty: the whole log "
+                                      "as one batch")
 
     # Batch (static) inference: BulkInferrer scores unlabelled rows with the blessed candidate
     inference_data_root: str = setting("", "directory of unlabelled CSV files scored in batch "
@@ -241,6 +245,8 @@ class PipelineConfig:
             problems.append("csv_delimiter must be one of , ; tab | (or empty: detected)")
         if self.csv_delimiter and self.example_gen != "arrow":
             problems.append("csv_delimiter needs example_gen arrow (CsvExampleGen reads commas)")
+        if self.monitor_window not in MONITOR_WINDOWS:
+            problems.append("monitor_window must be hour, day or empty (the whole log)")
         if self.drift_action not in DRIFT_ACTIONS:
             problems.append(f"drift_action must be one of {', '.join(DRIFT_ACTIONS)}")
         if self.predictions_format not in PREDICTION_FORMATS:

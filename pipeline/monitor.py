@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models import features as F
 
 log = logging.getLogger("monitor")
@@ -54,8 +56,14 @@ class Served:
     rows: list[dict[str, str]] = field(default_factory=list)
     predictions: list[float | None] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
+    times: list[float | None] = field(default_factory=list)  # the server's `time` (epoch s)
     versions: dict[int, int] = field(default_factory=dict)  # version -> rows
     skipped: list[str] = field(default_factory=list)  # why lines were not usable
+
+    def subset(self, indices: list[int]) -> Served:
+        return Served([self.rows[i] for i in indices], [self.predictions[i] for i in indices],
+                      [self.keys[i] for i in indices], [self.times[i] for i in indices],
+                      dict(self.versions), list(self.skipped))
 
 
 def _text(value: Any) -> str:
@@ -96,6 +104,9 @@ def read_log(path: Path, key: str | None = None) -> Served:
             served.predictions.append(_prediction(record.get("prediction")))
             served.keys.append(None if key is None else
                                _text(record.get(key, features.get(key))) or None)
+            stamp = record.get("time")
+            served.times.append(float(stamp) if isinstance(stamp, (int, float))
+                                and not isinstance(stamp, bool) else None)
             if isinstance(record.get("version"), int):
                 served.versions[record["version"]] = served.versions.get(record["version"], 0) + 1
     if not served.rows:
@@ -267,38 +278,94 @@ def checks_frame(checks):
     ]).set_index("feature")
 
 
-def write_report(path: Path, title: str, findings: list[str], checks, served: Served,
-                 reference_mean: float | None, quality, alpha: float) -> Path:
+def write_report(path: Path, title: str, findings: list[str], batches: list[Batch],
+                 served: Served, reference_mean: float | None, settings, *,
+                 window: str = "", too_few: list[tuple[str, int]] = (),
+                 watch: list[str] = ()) -> Path:
     from pipeline import views
 
     def p(text: str, cls: str = "") -> str:
         return f"<p class='{cls}'>{html.escape(text)}</p>"
 
+    latest = batches[-1]
     verdict = "".join(p(f, "bad") for f in findings) or p("No breach.", "good")
-    calibrated = [c for c in checks if c.check != "invalid"]
-    bars = [{"feature": f"{c.feature} · {c.check}", "distance": c.result.distance,
-             "threshold": c.result.threshold, "breached": c.alarm} for c in calibrated]
+    verdict += "".join(p(f"watch: {w}") for w in watch)
     sections = [("Verdict", verdict),
                 ("Served rows", p(f"{len(served.rows)} rows; by model version: "
                                   f"{served.versions or 'not recorded'}; unusable lines: "
                                   f"{len(served.skipped)}") +
-                 "".join(p(s) for s in served.skipped[:5])),
-                ("Served rows vs training, feature by feature",
-                 p(f"Each threshold is where a clean batch of this size, drawn from the training "
-                   f"rows, lands by chance with probability {alpha:.2g} (every check of a batch "
-                   f"together: the configured false-alarm rate), or the practical floor if "
-                   f"higher.") +
-                 views.img(views.distances_png(bars, "served vs training"), "checks")
-                 + views.table(checks_frame(checks)))]
+                 "".join(p(s) for s in served.skipped[:5]))]
+    if window:
+        rate = settings.false_alarm_rate
+        sections.append((f"Over time: {len(batches)} {window} windows", p(
+            f"Each window is a batch with its own thresholds; a clean window raises any alarm "
+            f"with probability {rate:.2g}, so over {len(batches)} clean windows expect about "
+            f"{rate * len(batches):.2g} alarms (monitor_false_alarm_rate). Each line is one "
+            f"check's distance as a share of its threshold: 1 is the alarm line, and a line "
+            f"that climbs window after window is drift growing before it crosses it.")
+            + "".join(p(f"{label}: {rows} rows, fewer than --min-rows, not checked")
+                      for label, rows in too_few)
+            + views.img(trend_png(batches), "trend of each check by window")
+            + views.table(trend_frame(batches))))
+    calibrated = [c for c in latest.checks if c.check != "invalid"]
+    bars = [{"feature": f"{c.feature} · {c.check}", "distance": c.result.distance,
+             "threshold": c.result.threshold, "breached": c.alarm} for c in calibrated]
+    where = f" (window {latest.label}, the latest)" if window else ""
+    sections.append((f"Served rows vs training, feature by feature{where}",
+                     p(f"Each threshold is where a clean batch of this size, drawn from the "
+                       f"training rows, lands by chance with probability {latest.alpha:.2g} "
+                       f"(every check of a batch together: the configured false-alarm rate), "
+                       f"or the practical floor if higher.") +
+                     views.img(views.distances_png(bars, "served vs training"), "checks")
+                     + views.table(checks_frame(latest.checks))))
     predictions = [x for x in served.predictions if x is not None]
     if predictions:
         sections.append(("Predictions", views.img(prediction_png(predictions, reference_mean),
                                                   "prediction distribution")))
-    if quality is not None:
-        overall, by_slice = quality
-        sections.append(("Quality from late labels (95% bootstrap intervals)",
+    with_quality = [b for b in batches if b.quality is not None]
+    if with_quality:
+        overall, by_slice = with_quality[-1].quality
+        where = f" (window {with_quality[-1].label})" if window else ""
+        sections.append((f"Quality from late labels (95% bootstrap intervals){where}",
                          views.table(overall) + views.table(by_slice)))
     return views.write_page(path, title, sections)
+
+
+def trend_frame(batches: list[Batch]):
+    """One row per window: rows, mean prediction, AUC, alarms, and each check's distance as a
+    share of its threshold (the checks that came closest to the line first)."""
+    import pandas as pd
+
+    ratios = {}
+    for b in batches:
+        for c in b.checks:
+            if c.check != "invalid" and c.result.threshold > 0:
+                ratios.setdefault(f"{c.feature} · {c.check}", {})[b.label] = \
+                    c.result.distance / c.result.threshold
+    closest = sorted(ratios, key=lambda k: -max(ratios[k].values()))[:TREND_CHECKS]
+    return pd.DataFrame([{
+        "window": b.label, "rows": len(b.served.rows), "alarms": len(b.findings),
+        "mean prediction": None if b.mean_prediction is None else round(b.mean_prediction, 4),
+        "auc (late labels)": None if b.auc is None else round(b.auc.value, 4),
+        **{k: round(ratios[k].get(b.label, float("nan")), 2) for k in closest}}
+        for b in batches]).set_index("window")
+
+
+def trend_png(batches: list[Batch]) -> bytes:
+    from pipeline import views
+
+    frame = trend_frame(batches)
+    checks = frame.columns[4:]
+    fig, ax = views.plt.subplots(figsize=(8, 3.5))
+    x = range(len(frame))
+    for name in checks:
+        ax.plot(x, frame[name], marker="o", label=name)
+    ax.axhline(1.0, color="#b00020", linestyle="--", label="alarm line")
+    ax.set_xticks(list(x), frame.index, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel("distance / threshold")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return views.figure_png(fig)
 
 
 def quality_frames(served: Served, labels: dict[str, int], slices: tuple[str, ...]):
@@ -322,56 +389,150 @@ def quality_frames(served: Served, labels: dict[str, int], slices: tuple[str, ..
 # ---------------------------------------------------------------- command
 
 
+@dataclass
+class Batch:
+    """One batch checked: the whole log, or one time window of it."""
+
+    label: str
+    served: Served
+    checks: list  # feature_checks.Check
+    findings: list[str]
+    alpha: float  # per check
+    mean_prediction: float | None
+    quality: tuple | None = None  # (overall, by slice) frames
+    auc: Any = None  # quality.Estimate, when labels joined
+
+
+def check_batch(label: str, served: Served, baseline, settings, *, reference: Reference | None,
+                labels: dict[str, int] | None, slices: tuple[str, ...],
+                max_prediction_shift: float, min_auc_drop: float) -> Batch:
+    from pipeline.monitoring import quality
+
+    checks = baseline.check(served.rows, settings, other_checks=int(labels is not None))
+    calibrated = sum(1 for c in checks if c.check != "invalid")
+    alpha = settings.false_alarm_rate / max(calibrated + int(labels is not None), 1)
+    predictions = [x for x in served.predictions if x is not None]
+    mean = sum(predictions) / len(predictions) if predictions else None
+    batch = Batch(label, served, checks, [c.finding() for c in checks if c.alarm], alpha, mean)
+    reference_mean = reference.mean_prediction if reference else None
+    if mean is not None and reference_mean is not None \
+            and abs(mean - reference_mean) > max_prediction_shift:
+        batch.findings.append(f"predictions: mean {mean:.3f} vs {reference_mean:.3f} at "
+                              f"evaluation (shift {mean - reference_mean:+.3f} beyond "
+                              f"±{max_prediction_shift:g})")
+    joined = quality_frames(served, labels, slices) if labels is not None else None
+    if joined is not None:
+        overall, by_slice, batch.auc = joined
+        batch.quality = (overall, by_slice)
+        blessed_auc = reference.metrics.get("auc") if reference else None
+        if blessed_auc is not None:
+            drop = quality.auc_drop(batch.auc, blessed_auc, alpha=alpha, min_drop=min_auc_drop)
+            if drop:
+                batch.findings.append(drop)
+    return batch
+
+
+WINDOW_SECONDS = {"hour": 3600, "day": 86400}
+TREND_CHECKS = 8  # checks drawn in the trend: those that came closest to their thresholds
+TREND_WINDOWS, MIN_TREND_WINDOWS = 6, 4  # the windows a rising trend is judged on
+
+
+def windows(served: Served, window: str) -> list[tuple[str, list[int]]]:
+    """(label, row indices) per UTC hour or day of the server's `time`, oldest first."""
+    missing = sum(t is None for t in served.times)
+    if missing:
+        raise MonitorError(f"--window {window} needs the server's 'time' on every record; "
+                           f"{missing} of {len(served.rows)} rows have none")
+    size = WINDOW_SECONDS[window]
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(served.times):
+        groups.setdefault(int(t // size), []).append(i)
+    fmt = "%Y-%m-%d %H:00Z" if window == "hour" else "%Y-%m-%d"
+    return [(time.strftime(fmt, time.gmtime(k * size)), rows)
+            for k, rows in sorted(groups.items())]
+
+
+def rising(batches: list[Batch]) -> list[str]:
+    """Checks not alarming (yet) whose distance climbs steadily: over the last TREND_WINDOWS
+    windows (at least MIN_TREND_WINDOWS), ranks rising with the window (Spearman >= 0.8) and
+    a straight-line fit at the latest window past half the threshold. Slow drift, seen before
+    it crosses the line; a watch, not an alarm."""
+    from scipy.stats import spearmanr
+
+    recent = batches[-TREND_WINDOWS:]
+    if len(recent) < MIN_TREND_WINDOWS:
+        return []
+    out = []
+    for check in recent[-1].checks:
+        if check.check == "invalid" or check.alarm:
+            continue
+        shares = []
+        for b in recent:
+            same = next((c for c in b.checks if (c.feature, c.check) ==
+                         (check.feature, check.check)), None)
+            if same is None or same.result.threshold <= 0:
+                break
+            shares.append(same.result.distance / same.result.threshold)
+        if len(shares) < len(recent):
+            continue
+        x = np.arange(len(shares))
+        slope, intercept = np.polyfit(x, shares, 1)
+        now = slope * x[-1] + intercept
+        if slope <= 0 or now < 0.5 or spearmanr(x, shares).statistic < 0.8:
+            continue
+        out.append(f"feature '{check.feature}' {check.check} rising over the last "
+                   f"{len(shares)} windows: " + " -> ".join(f"{v:.2f}" for v in shares)
+                   + f" of its threshold; at this pace it crosses the alarm line in about "
+                   f"{max(1, math.ceil((1 - now) / slope))} more windows")
+    return out
+
+
 def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
             reference: Reference | None = None, labels: Path | None = None,
             key: str | None = None, slices: tuple[str, ...] = (),
             max_prediction_shift: float = 0.1, min_rows: int = 100,
-            settings=None, min_auc_drop: float = 0.02) -> tuple[list[str], Path]:
-    """Returns the breaches (empty: none) and the report path."""
-    from pipeline.monitoring import feature_checks, quality
+            settings=None, min_auc_drop: float = 0.02,
+            window: str = "") -> tuple[list[str], list[str], Path]:
+    """Returns the breaches (empty: none), the checks to watch, and the report path."""
+    from pipeline.monitoring import feature_checks
 
     settings = settings or feature_checks.Settings()
     served = read_log(log_path, key)
-    if len(served.rows) < min_rows:
-        raise MonitorError(f"{log_path}: {len(served.rows)} rows; checks on fewer than "
-                           f"{min_rows} rows cannot tell much (lower --min-rows to insist)")
+    groups = windows(served, window) if window else [("all rows", list(range(len(served.rows))))]
+    checked = [(label, rows) for label, rows in groups if len(rows) >= min_rows]
+    too_few = [(label, len(rows)) for label, rows in groups if len(rows) < min_rows]
+    if not checked:
+        most = max(len(rows) for _, rows in groups)
+        raise MonitorError(f"{log_path}: {len(served.rows)} rows"
+                           + (f", at most {most} in one {window}" if window else "")
+                           + f"; checks on fewer than {min_rows} rows cannot tell much "
+                             "(lower --min-rows to insist)")
+    if labels is not None and key is None:
+        raise MonitorError("--labels needs --key: the field that joins labels to requests")
+    joinable = read_labels(labels, key) if labels is not None else None
     if training_rows is None:
         log.info("training rows of run %s", reference.run_id)
         training_rows = read_training_examples(reference.examples_uri)
     baseline = feature_checks.Baseline(training_rows, F.load_schema(schema_path))
     log.info("%d served rows against %d training rows", len(served.rows), baseline.rows)
-    checks = baseline.check(served.rows, settings, other_checks=int(labels is not None))
-    findings = [c.finding() for c in checks if c.alarm]
-    calibrated = sum(1 for c in checks if c.check != "invalid")
-    alpha = settings.false_alarm_rate / max(calibrated + int(labels is not None), 1)
-    reference_mean = reference.mean_prediction if reference else None
-    predictions = [x for x in served.predictions if x is not None]
-    if predictions and reference_mean is not None:
-        shift = sum(predictions) / len(predictions) - reference_mean
-        if abs(shift) > max_prediction_shift:
-            findings.append(f"predictions: mean {reference_mean + shift:.3f} vs "
-                            f"{reference_mean:.3f} at evaluation (shift {shift:+.3f} beyond "
-                            f"±{max_prediction_shift:g})")
-    frames = None
-    if labels is not None:
-        if key is None:
-            raise MonitorError("--labels needs --key: the field that joins labels to requests")
-        joined = quality_frames(served, read_labels(labels, key), slices)
-        if joined is None:
-            findings.append(f"labels: no key of {labels} matched a served row with a prediction")
-        else:
-            overall, by_slice, served_auc = joined
-            frames = (overall, by_slice)
-            blessed_auc = reference.metrics.get("auc") if reference else None
-            if blessed_auc is not None:
-                drop = quality.auc_drop(served_auc, blessed_auc, alpha=alpha,
-                                        min_drop=min_auc_drop)
-                if drop:
-                    findings.append(drop)
+    batches = []
+    for label, rows in checked:
+        if window:
+            log.info("window %s: %d rows", label, len(rows))
+        batches.append(check_batch(
+            label, served.subset(rows) if window else served, baseline, settings,
+            reference=reference, labels=joinable, slices=slices,
+            max_prediction_shift=max_prediction_shift, min_auc_drop=min_auc_drop))
+    findings = [f"[{b.label}] {f}" if window else f for b in batches for f in b.findings]
+    if joinable is not None and all(b.auc is None for b in batches):
+        findings.append(f"labels: no key of {labels} matched a served row with a prediction")
+    watch = rising(batches) if window else []
     title = f"Serving monitor: {log_path.name}" + (
         f" (model version {reference.version}, run {reference.run_id})" if reference else "")
-    path = write_report(out, title, findings, checks, served, reference_mean, frames, alpha)
-    return findings, path
+    path = write_report(out, title, findings, batches, served,
+                        reference.mean_prediction if reference else None, settings,
+                        window=window, too_few=too_few, watch=watch)
+    return findings, watch, path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -394,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="breach when the mean prediction moves more than this from the "
                              "evaluation's (default 0.1)")
     parser.add_argument("--min-rows", type=int, default=100,
-                        help="refuse logs with fewer rows (default 100)")
+                        help="refuse logs with fewer rows (default 100); with a window, "
+                             "windows with fewer are listed and not checked")
     parser.add_argument("--out", type=Path, help="HTML report (default: OUTPUT_ROOT/monitoring/"
                                                  "NAME/monitor-TIMESTAMP.html)")
     configs.add_arguments(parser)
@@ -420,16 +582,19 @@ def main(argv: list[str] | None = None) -> int:
 
         settings = Settings(config.monitor_false_alarm_rate, config.monitor_min_distance,
                             config.monitor_min_share_change)
-        findings, path = monitor(
+        findings, watch, path = monitor(
             log_path, f"{config.schema_dir}/schema.pbtxt", out, training_rows=training,
             reference=reference, labels=args.labels, key=args.key, slices=config.slices,
             max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
-            settings=settings, min_auc_drop=config.monitor_min_auc_drop)
+            settings=settings, min_auc_drop=config.monitor_min_auc_drop,
+            window=config.monitor_window)
     except (MonitorError, configs.ConfigError) as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2
     for finding in findings:
         print(f"BREACH {finding}")
+    for item in watch:
+        print(f"WATCH {item}")
     print(f"monitor: {'breach' if findings else 'no breach'}; report: {path}")
     return BREACH_EXIT if findings else 0
 

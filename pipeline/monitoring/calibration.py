@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DRAWS = 20_000  # simulated batches per check: p-values down to 1/20001
+MIN_BEYOND = 10  # simulated batches expected beyond the cut: more draws when alpha is small
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Calibrated:
 
     distance: float  # observed statistic
     threshold: float  # the larger of the calibrated cut at this batch size and the floor
-    p_value: float  # share of simulated clean batches at least this far (1/(DRAWS+1) min)
+    p_value: float  # share of simulated clean batches at least this far (1/(draws+1) min)
     alarm: bool
 
 
@@ -75,6 +76,8 @@ def calibrate(train: np.ndarray, served: np.ndarray,
     if n == 0 or total == 0:
         return Calibrated(observed, floor, 1.0, False)
     shares = (train + 0.5) / (total + 0.5 * len(train))  # no bin is impossible under the null
+    # A cut at alpha needs draws beyond it; with too few, no batch could ever alarm.
+    draws = max(draws, int(np.ceil(MIN_BEYOND / alpha)))
     rng = np.random.default_rng(seed)
     null = statistic(rng.multinomial(total, shares, size=draws),
                      rng.multinomial(n, shares, size=draws))
