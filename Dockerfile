@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY models ./models
 COPY pipeline ./pipeline
 COPY serving ./serving
+COPY console ./console
 COPY data/__init__.py data/bundled.py ./data/
 COPY schema ./schema
 COPY vertex_runner.py local_runner.py ./

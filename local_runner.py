@@ -12,6 +12,10 @@ run that crashed half-way is re-run on restart and its finished components come 
 MLMD's cache. A span stopped by data validation or drift is not retried: fix the data or
 the schema, then run it by hand with --span N.
 
+The terminal shows one line per component (ran or cached, seconds, its key figure) and a
+summary; every library's logs and warnings go to PIPELINE_ROOT/logs/<time>.log, whose path
+the run prints. --verbose (or TAXI_LOG_LEVEL=INFO) shows them as they come.
+
 Exit status: 0 the run finished (whether or not the model was blessed), 2 data
 validation stopped it or the input cannot be read (one line names the file), 1 another
 failure.
@@ -28,6 +32,8 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from console import quiet
+from console.run_console import RunConsole
 from data import bundled
 from pipeline import configs, run_summary
 
@@ -40,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=None, choices=sorted(configs.PROFILES),
                         help="settings profile (default: local)")
-    parser.add_argument("--log-level", default="INFO", help="Python log level (default: INFO)")
+    quiet.add_arguments(parser)
     watch = parser.add_argument_group("continuous training")
     watch.add_argument("--watch", metavar="DIR", type=Path,
                        help="train on each new span-N/ directory of DIR as it arrives")
@@ -141,7 +147,7 @@ def ready_spans(directory: Path, settle_seconds: float, now: float | None = None
 
 
 def watch(config: configs.PipelineConfig, poll_seconds: float, settle_seconds: float,
-          once: bool) -> int:
+          once: bool, level: int | None = None) -> int:
     """Runs the pipeline for every ready span without a finished run, oldest first."""
     log.info("watching %s for new spans (every %.0f s)", config.data_root, poll_seconds)
     worst = 0
@@ -153,7 +159,7 @@ def watch(config: configs.PipelineConfig, poll_seconds: float, settle_seconds: f
                 if s not in finished]
         for span in todo:
             print(f"\n== span {span}: training run", flush=True)
-            status = run_and_print(dataclasses.replace(config, span=span))
+            status = run_and_print(dataclasses.replace(config, span=span), level)
             worst = max(worst, status)
         if once:
             return worst
@@ -162,11 +168,21 @@ def watch(config: configs.PipelineConfig, poll_seconds: float, settle_seconds: f
         time.sleep(poll_seconds)
 
 
-def run_and_print(config: configs.PipelineConfig) -> int:
-    """One run with its summary printed; the exit status main() documents."""
+def run_and_print(config: configs.PipelineConfig, level: int | None = None) -> int:
+    """One run with its console and summary; the exit status main() documents. Logs go to a
+    file under the pipeline root unless `level` shows them on the terminal."""
     start = time.monotonic()
+    log_path = Path(config.pipeline_root) / "logs" / f"{quiet.file_stamp()}.log"
+    source = "a BigQuery query" if config.bigquery_query else config.data_root
+    print(f"{config.pipeline_name} on {source}; logs: {log_path}", flush=True)
     try:
-        summary = run(config)
+        with quiet.routed(log_path, level) as out, \
+                RunConsole(out, config.metadata_path, config.pipeline_name):
+            try:
+                summary = run(config)
+            except Exception:
+                log.exception("the run failed")  # the traceback, into the log file
+                raise
     except bundled.DataError as e:
         print(f"local_runner: {e}", file=sys.stderr)
         return 1
@@ -178,7 +194,9 @@ def run_and_print(config: configs.PipelineConfig) -> int:
             return 2
         cause = _in_chain(e, "DataValidationError")
         if cause is None:
-            raise
+            print(f"\nlocal_runner: the run failed: {quiet.one_line(e)}\n"
+                  f"The traceback and every log line are in {log_path}", file=sys.stderr)
+            return 1
         print(f"\nlocal_runner: run stopped by data validation.\n{cause}", file=sys.stderr)
         from pipeline import report
 
@@ -187,17 +205,21 @@ def run_and_print(config: configs.PipelineConfig) -> int:
               file=sys.stderr)
         return 2
     print()
-    print(run_summary.format_summary(summary))
+    print(run_summary.format_summary(summary, components=False))
     print(f"Wall time: {time.monotonic() - start:.1f} s; MLMD: {config.metadata_path}")
+    print(f"Log: {log_path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
+    try:
+        level = quiet.terminal_level(args.log_level, args.verbose)
+    except ValueError as e:
+        print(f"local_runner: {e}", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=level or logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "tensorflow", "apache_beam"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.watch is not None:  # the watched directory is the data, laid out in spans
         args.data_root = str(args.watch)
         args.input_pattern = args.input_pattern or "span-{SPAN}/*"
@@ -207,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local_runner: configuration error: {e}", file=sys.stderr)
         return 1
     if args.watch is None:
-        return run_and_print(config)
+        return run_and_print(config, level)
     try:
-        return watch(config, args.poll_seconds, args.settle_seconds, args.once)
+        return watch(config, args.poll_seconds, args.settle_seconds, args.once, level)
     except KeyboardInterrupt:
         print("local_runner: stopped watching", file=sys.stderr)
         return 0

@@ -25,6 +25,10 @@ if "tensorflow" in sys.modules:
 
 import warnings  # noqa: E402
 
+# The logger of training progress (models/progress.py), named here so that a console can
+# listen for it without importing TensorFlow.
+PROGRESS_LOGGER = "taxi.progress"
+
 # google-cloud libraries warn on every import that Python 3.10 will stop getting updates;
 # TFX 1.16 pins us to 3.10 (see README), so the warning says nothing actionable.
 for _message in (".*non-supported Python version.*", ".*google-cloud-storage < 3.0.0.*"):

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
-from models import contract
+from models import contract, progress
 from models import distribution as D
 from models import features as F
 
@@ -473,7 +473,8 @@ def run_fn(fn_args) -> None:
         hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
+        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
+                   progress.ProgressLog()],
         train_weights=weights, base_model=base_model, distribution=distribution)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started

@@ -1,20 +1,23 @@
 """The run report: one self-contained HTML page per pipeline run, rebuilt from MLMD.
 
-Written at the end of every local run to PIPELINE_ROOT/reports/RUN_ID.html (its path is
-printed with the run summary), and on demand for any past run:
+Written at the end of every local run to PIPELINE_ROOT/reports/<UTC time>.html, e.g.
+20261124T120646Z.html (its path is printed with the run summary; older runs' reports are
+named by their run id), and on demand for any past run:
 
   python -m pipeline.report                 the newest run
-  python -m pipeline.report --run-id ID     a past run
+  python -m pipeline.report --run-id ID     a past run (its run id or its report's name)
   python -m pipeline.report --list          past runs and pushed versions (before a rollback)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import html
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -190,8 +193,37 @@ def build(summary: run_summary.RunSummary) -> str:
     return views.page(f"{summary.pipeline_name}: run {summary.run_id} ({outcome})", sections)
 
 
+def file_name(run_id: str) -> str:
+    """A report's file name without `:` (which Finder and Windows cannot show or copy):
+    LocalDagRunner's run id is this machine's ISO time, named here by its UTC time."""
+    from console.quiet import file_stamp
+
+    try:
+        return file_stamp(datetime.datetime.fromisoformat(run_id))
+    except ValueError:  # a Vertex or Kubeflow run name
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id)
+
+
 def report_path(pipeline_root: str, run_id: str) -> Path:
-    return Path(pipeline_root) / "reports" / f"{run_id}.html"
+    return Path(pipeline_root) / "reports" / f"{file_name(run_id)}.html"
+
+
+def existing_report(pipeline_root: str, run_id: str) -> Path | None:
+    """The report of a run on disk, under today's name or the run id it had before."""
+    for path in (report_path(pipeline_root, run_id),
+                 Path(pipeline_root) / "reports" / f"{run_id}.html"):
+        if path.is_file():
+            return path
+    return None
+
+
+def run_id_of(metadata_path: str, pipeline_name: str, wanted: str) -> str:
+    """A run id given either as itself or as its report's name (with or without .html)."""
+    wanted = wanted.removesuffix(".html")
+    for run in run_summary.pipeline_runs(run_summary.connect(metadata_path), pipeline_name):
+        if wanted in (run.name, file_name(run.name)):
+            return run.name
+    return wanted  # summarize() says which runs exist
 
 
 def write(summary: run_summary.RunSummary, pipeline_root: str) -> Path:
@@ -201,8 +233,10 @@ def write(summary: run_summary.RunSummary, pipeline_root: str) -> Path:
     return path
 
 
-def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
-    """Past runs with their outcome, then the versions on disk: what to check before rollback."""
+def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str,
+              pipeline_root: str = "") -> str:
+    """Past runs with their outcome and report, then the versions on disk: what to check
+    before a rollback."""
     from serving import model_config
 
     store = run_summary.connect(metadata_path)
@@ -214,6 +248,8 @@ def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str) -> str:
                      f"  {s.run_id:<28} auc   -   ")
         lines[-1] += (f"  blessed {'yes' if s.blessed else 'no' if s.blessed is False else '-'}"
                       f"  pushed {os.path.basename(s.pushed_destination) if s.pushed else '-'}")
+        found = existing_report(pipeline_root, s.run_id) if pipeline_root else None
+        lines[-1] += f"  {found}" if found else ""
     versions = model_config.pushed_versions(serving_dir)
     lines.append(f"Pushed versions under {serving_dir}: {versions or 'none'}")
     return "\n".join(lines)
@@ -235,10 +271,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.list:
-        print(list_runs(config.metadata_path, config.pipeline_name, config.serving_dir))
+        print(list_runs(config.metadata_path, config.pipeline_name, config.serving_dir,
+                        config.pipeline_root))
         return 0
     try:
-        summary = run_summary.summarize(config.metadata_path, config.pipeline_name, args.run_id)
+        run_id = args.run_id and run_id_of(config.metadata_path, config.pipeline_name,
+                                           args.run_id)
+        summary = run_summary.summarize(config.metadata_path, config.pipeline_name, run_id)
     except LookupError as e:
         print(f"pipeline.report: {e}", file=sys.stderr)
         return 2

@@ -146,6 +146,23 @@ def summarize(metadata_path: str, pipeline_name: str, run_id: str | None = None)
     return summary
 
 
+def latest_execution(metadata_path: str, pipeline_name: str, node: str
+                     ) -> tuple[str, RunSummary, list] | None:
+    """The newest execution of `node`: its state, what its outputs say (read into a
+    summary as for a whole run) and its output artifacts; None before it has one."""
+    store = connect(metadata_path)
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node}")
+    executions = store.get_executions_by_context(context.id) if context else []
+    if not executions:
+        return None
+    execution = max(executions, key=lambda e: e.id)
+    outcome = RunSummary(pipeline_name, "", [])
+    artifacts = _artifacts_out(store, execution.id)
+    for artifact in artifacts:
+        _read_outcome(outcome, node, artifact)
+    return STATE.get(execution.last_known_state, "?"), outcome, artifacts
+
+
 def from_artifacts(pipeline_name: str, run_id: str, by_node: dict[str, list],
                    eval_config: str = "") -> RunSummary:
     """The summary of a run still under way, from the TFX artifacts its nodes produced
@@ -293,9 +310,11 @@ def format_drift(drift: dict[str, Any]) -> list[str]:
     return lines
 
 
-def format_summary(summary: RunSummary) -> str:
+def format_summary(summary: RunSummary, components: bool = True) -> str:
+    """What a person reads at the end of a run; `components=False` when a console already
+    showed a line per component."""
     lines = [f"Run {summary.run_id} of {summary.pipeline_name}"]
-    for c in summary.components:
+    for c in summary.components if components else []:
         lines.append(f"  {c.node_id:<32} {c.state:<7} {c.seconds:7.1f} s")
     lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
     gate = next((c for c in summary.components if c.node_id == "AnomalyGate"), None)

@@ -10,6 +10,8 @@ report names the drifted features. A further poll finds nothing new to do.
 
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -54,8 +56,20 @@ def test_span_1_trains_and_pushes(setup, capsys):
     assert summary.data_source["span"] == 1 and summary.window_spans == [1]
     assert summary.drift["baseline_span"] is None  # nothing to compare with yet
     assert summary.pushed and len(_versions(config)) == 1
-    assert "Drift: span 1 has no blessed model's data or previous span" in \
-        capsys.readouterr().out
+    terminal = capsys.readouterr()
+    assert "Drift: span 1 has no blessed model's data or previous span" in terminal.out
+    # The console: one line per component with its figure; other libraries' logs, warnings
+    # and C++ output are in the run's log file, not on the terminal.
+    lines = {line.split()[0]: line for line in terminal.out.splitlines()
+             if line.startswith("  ") and len(line.split()) > 3 and line.split()[1] in
+             ("ran", "cached", "skipped", "FAILED")}
+    assert {"SpanExamples", "Transform", "Trainer", "Evaluator", "Pusher"} <= set(lines)
+    assert re.search(r"Evaluator +ran +[\d.]+ s  AUC 0\.\d{4}, blessed$", lines["Evaluator"])
+    assert f"pushed {summary.pushed_destination}" in lines["Pusher"]
+    assert "WARNING" not in terminal.out + terminal.err and terminal.err == ""
+    log_file = Path(terminal.out.split("Log: ")[1].split()[0])
+    assert log_file.parent == Path(config.pipeline_root) / "logs"
+    assert "Component Trainer is running." in log_file.read_text()
 
 
 def test_clean_span_2_retrains_warm_on_the_window_and_pushes_a_new_version(setup):

@@ -10,6 +10,7 @@ import glob
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -128,6 +129,27 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
     assert "AUC ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
     assert "safe to serve" in page and summary.pushed_destination in page
     assert output_uri(config, "Transform", "TransformGraph") in page  # lineage
+
+
+def test_report_names_have_no_colons_and_old_named_reports_are_still_listed(first_run,
+                                                                             capsys):
+    from pipeline import report
+
+    config, summary = first_run
+    path = Path(summary.report_path)
+    assert re.fullmatch(r"\d{8}T\d{6}Z\.html", path.name), path.name
+    args = ["--data-root", config.data_root, "--output-root", config.output_root]
+    assert report.main([*args, "--run-id", path.stem]) == 0  # found by its file name
+    assert capsys.readouterr().out.strip() == str(path)
+    old = path.with_name(f"{summary.run_id}.html")  # a report written before the rename
+    path.rename(old)
+    try:
+        assert report.main([*args, "--list"]) == 0
+        listed = [line for line in capsys.readouterr().out.splitlines()
+                  if line.strip().startswith(summary.run_id)]
+        assert len(listed) == 1 and listed[0].endswith(str(old))
+    finally:
+        old.rename(path)
 
 
 def test_the_statistics_table_counts_empty_cells_as_missing(first_run):
