@@ -37,7 +37,7 @@ NUMBERS = ("fare", "trip_miles", "trip_seconds", "trip_start_hour", "pickup_lati
 
 
 def label(row: dict) -> int:
-    return int(float(row["tips"] or 0) > F.TIP_FRACTION * float(row["fare"] or 0))
+    return F.raw_label(row)
 
 
 def scaled(column: str, factor: float):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from console import quiet
+
 log = logging.getLogger(__name__)
 
 NOISE_PROBE = "noise_probe"
@@ -246,21 +248,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=None,
                         help="output dir (default OUTPUT_ROOT/ablation)")
+    quiet.add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     from pipeline import configs
 
     config = configs.load(env=os.environ)
-    try:
+
+    def work():
         graph, examples = (args.transform_graph, args.examples) if args.transform_graph \
             and args.examples else latest_transform(config.metadata_path)
         out = args.out or Path(config.output_root) / "ablation"
-        result = ablate(graph, examples, out, by=args.by, steps=args.steps,
-                        workers=args.workers, seed=args.seed, max_rows=args.max_rows)
-    except (FileNotFoundError, ValueError) as error:
+        return out, ablate(graph, examples, out, by=args.by, steps=args.steps,
+                           workers=args.workers, seed=args.seed, max_rows=args.max_rows)
+
+    print("ablation: progress below; every library's log lines go to OUTPUT_ROOT/logs/",
+          flush=True)
+    done, error, _ = quiet.run_quietly(work, args, config.output_root, "ablation",
+                                       ("__main__", "models.ablation"), "%(asctime)s %(message)s",
+                                       (FileNotFoundError, ValueError))
+    if error is not None:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    out, result = done
     print(f"\nbaseline AUC {result['baseline_auc']:.4f}; without each {args.by}:")
     for row in result["ranking"]:
         print(f"  {row['unit']:24} AUC {row['auc']:.4f}  change {row['auc_change']:+.4f}")

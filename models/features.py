@@ -8,6 +8,7 @@ decides its tf.Transform treatment (models/preprocessing.py), its Keras input
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,11 @@ FARE = "fare"
 LABEL = "big_tipper"  # tips > TIP_FRACTION * fare, computed in preprocessing_fn
 TIP_FRACTION = 0.2
 LABEL_XF = transformed_name(LABEL)
+
+
+def raw_label(row: Mapping[str, object]) -> int:
+    """The label of one raw CSV row (strings, empty = 0), as preprocessing_fn computes it."""
+    return int(float(row[LABEL_SOURCE] or 0) > TIP_FRACTION * float(row[FARE] or 0))
 
 # Raw features a serving request carries (the label source never does).
 SERVING_FEATURES: tuple[Feature, ...] = FEATURES

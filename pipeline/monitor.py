@@ -212,8 +212,7 @@ def read_labels(path: Path, key: str) -> dict[str, int]:
             if F.LABEL in columns:
                 labels[row[key]] = int(float(row[F.LABEL]))
             else:
-                labels[row[key]] = int(float(row[F.LABEL_SOURCE] or 0)
-                                       > F.TIP_FRACTION * float(row[F.FARE] or 0))
+                labels[row[key]] = F.raw_label(row)
     return labels
 
 
@@ -535,7 +534,34 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
     return findings, watch, path
 
 
+def _run(args: argparse.Namespace, config):
+    """The monitor as main() configured it: (findings, watch, report path)."""
+    log_path = args.log or Path(config.serving_request_log)
+    out = args.out or Path(config.output_root) / "monitoring" / config.pipeline_name / \
+        f"monitor-{time.strftime('%Y%m%d-%H%M%S')}.html"
+    reference, training = None, None
+    if args.training_data:
+        training = read_training_csv(args.training_data)
+    else:
+        version = args.model_version
+        if version is None:
+            versions = read_log(log_path).versions
+            version = max(versions, key=versions.get) if versions else None
+        reference = reference_for(config.metadata_path, config.pipeline_name, version)
+    from pipeline.monitoring.feature_checks import Settings
+
+    settings = Settings(config.monitor_false_alarm_rate, config.monitor_min_distance,
+                        config.monitor_min_share_change)
+    return monitor(
+        log_path, f"{config.schema_dir}/schema.pbtxt", out, training_rows=training,
+        reference=reference, labels=args.labels, key=args.key, slices=config.slices,
+        max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
+        settings=settings, min_auc_drop=config.monitor_min_auc_drop,
+        window=config.monitor_window)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from console import quiet
     from pipeline import configs
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.monitor", description=__doc__,
@@ -559,43 +585,27 @@ def main(argv: list[str] | None = None) -> int:
                              "windows with fewer are listed and not checked")
     parser.add_argument("--out", type=Path, help="HTML report (default: OUTPUT_ROOT/monitoring/"
                                                  "NAME/monitor-TIMESTAMP.html)")
+    quiet.add_arguments(parser)
     configs.add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[monitor] %(message)s")
-    for noisy in ("absl", "tensorflow", "apache_beam"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         config = configs.from_args(args)
-        log_path = args.log or Path(config.serving_request_log)
-        out = args.out or Path(config.output_root) / "monitoring" / config.pipeline_name / \
-            f"monitor-{time.strftime('%Y%m%d-%H%M%S')}.html"
-        reference, training = None, None
-        if args.training_data:
-            training = read_training_csv(args.training_data)
-        else:
-            version = args.model_version
-            if version is None:
-                versions = read_log(log_path).versions
-                version = max(versions, key=versions.get) if versions else None
-            reference = reference_for(config.metadata_path, config.pipeline_name, version)
-        from pipeline.monitoring.feature_checks import Settings
-
-        settings = Settings(config.monitor_false_alarm_rate, config.monitor_min_distance,
-                            config.monitor_min_share_change)
-        findings, watch, path = monitor(
-            log_path, f"{config.schema_dir}/schema.pbtxt", out, training_rows=training,
-            reference=reference, labels=args.labels, key=args.key, slices=config.slices,
-            max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
-            settings=settings, min_auc_drop=config.monitor_min_auc_drop,
-            window=config.monitor_window)
-    except (MonitorError, configs.ConfigError) as e:
+    except configs.ConfigError as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2
+    done, error, log_file = quiet.run_quietly(
+        lambda: _run(args, config), args, config.output_root, "monitor", ("monitor",),
+        "[monitor] %(message)s", (MonitorError, configs.ConfigError, ValueError))
+    if error is not None:
+        print(f"monitor: {error}", file=sys.stderr)
+        return 2
+    findings, watch, path = done
     for finding in findings:
         print(f"BREACH {finding}")
     for item in watch:
         print(f"WATCH {item}")
-    print(f"monitor: {'breach' if findings else 'no breach'}; report: {path}")
+    print(f"monitor: {'breach' if findings else 'no breach'}; report: {path}; "
+          f"logs: {log_file}")
     return BREACH_EXIT if findings else 0
 
 

@@ -135,7 +135,7 @@ def test_flipped_late_labels_are_a_quality_alarm_against_the_evaluation(
     _, rows = bundled.read_rows(source)
     rng = np.random.default_rng(14)
     rows = [rows[i] for i in rng.choice(len(rows), 600, replace=False)]
-    truth = [int(float(r["tips"] or 0) > F.TIP_FRACTION * float(r["fare"] or 0)) for r in rows]
+    truth = [F.raw_label(r) for r in rows]
     log = tmp_path / "requests.jsonl"
     with log.open("w") as f:
         for i, (row, y) in enumerate(zip(rows, truth, strict=True)):

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from console import quiet
+
 log = logging.getLogger(__name__)
 
 ROW_COLUMN = "row"  # 1-based data row number: the key when the input has none
@@ -269,23 +271,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="exit 3 when more rows than this are bad (default 0.01)")
     parser.add_argument("--chunk-rows", type=int, default=50_000,
                         help="rows read and scored at a time (default 50000)")
+    quiet.add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="[batch] %(message)s")
-    log.setLevel(logging.INFO)  # our progress, not every library's INFO chatter
 
     import models  # noqa: F401  (Keras 2 before TensorFlow)
     from pipeline import configs
 
-    try:
-        serving_dir = args.serving_dir or (None if args.model else
-                                           configs.load(env=os.environ).serving_dir)
-        model = resolve_model(args.model, serving_dir)
-        summary = predict_csv(args.input, args.output, model, key=args.key,
-                              chunk_rows=max(1, args.chunk_rows))
-    except BatchInputError as e:
-        print(f"[batch] ERROR: {e}", file=sys.stderr)
+    config = configs.load(env=os.environ)
+
+    def work() -> BatchSummary:
+        serving_dir = args.serving_dir or (None if args.model else config.serving_dir)
+        return predict_csv(args.input, args.output, resolve_model(args.model, serving_dir),
+                           key=args.key, chunk_rows=max(1, args.chunk_rows))
+
+    summary, error, log_file = quiet.run_quietly(
+        work, args, config.output_root, "batch_predict", ("__main__", "serving.batch_predict"),
+        "[batch] %(message)s", (BatchInputError, ValueError))
+    if error is not None:
+        print(f"[batch] ERROR: {error}", file=sys.stderr)
         return 2
     print(describe(summary))
+    print(f"logs: {log_file}")
     if summary.rows and summary.bad / summary.rows > args.max_bad_fraction:
         print(f"[batch] ERROR: {summary.bad / summary.rows:.2%} bad rows is more than "
               f"--max-bad-fraction {args.max_bad_fraction:.2%}", file=sys.stderr)

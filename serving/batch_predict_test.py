@@ -2,6 +2,7 @@
 
 import csv
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,8 +67,10 @@ def test_every_good_row_is_scored_with_its_key_as_the_saved_model_does(exported_
 
 
 def test_cli_writes_csv_keyed_by_row_and_exits_by_what_went_wrong(exported_models, trips,
-                                                                  tmp_path, capsys):
+                                                                  tmp_path, capsys,
+                                                                  monkeypatch):
     path, _ = trips
+    monkeypatch.setenv("TAXI_OUTPUT_ROOT", str(tmp_path / "outputs"))
     out = tmp_path / "p.csv"
     model = ["--model", exported_models[0]]
     # 5 bad rows of 300 is more than 0.5%: predictions written all the same, exit 3.
@@ -78,6 +81,11 @@ def test_cli_writes_csv_keyed_by_row_and_exits_by_what_went_wrong(exported_model
     assert 11 not in set(frame["row"]) and 12 in set(frame["row"])
     assert batch_predict.main(["--input", str(path), "--output", str(out), *model,
                                "--max-bad-fraction", "0.02"]) == 0
+    # What the command says is on the terminal; TensorFlow's logs are in its log file.
+    terminal = capsys.readouterr()
+    assert "WARNING" not in terminal.out + terminal.err
+    log_file = Path(terminal.out.split("logs: ")[-1].strip())
+    assert log_file.parent == tmp_path / "outputs" / "logs" and log_file.is_file()
 
     assert batch_predict.main(["--input", str(path), "--output", str(out), *model,
                                "--key", "order_id"]) == 2

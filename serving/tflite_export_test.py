@@ -64,8 +64,7 @@ def test_quantized_model_is_smaller_and_within_tolerance(exported, rows):
 def test_compare_scores_every_model_on_the_same_rows(exported, rows):
     saved_model, paths = exported
     inputs = {k: v.numpy() for k, v in M.raw_inputs(rows).items()}
-    labels = np.array([int(float(r["tips"] or 0) > F.TIP_FRACTION * float(r["fare"] or 0))
-                       for r in rows])
+    labels = np.array([F.raw_label(r) for r in rows])
     comparison = tflite_export.compare(saved_model, paths, inputs, labels, max_auc_loss=0.005)
     assert comparison.rows == ROWS
     assert comparison.auc["float"] == pytest.approx(comparison.auc["saved_model"], abs=1e-6)
