@@ -9,7 +9,7 @@ import os
 import pytest
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 and quiets TensorFlow's C++ logs)
-from models.sample_transform import bundled_rows, instance, write_transform
+from models.sample_transform import bundled_rows, instance, train_and_export, write_transform
 
 
 @pytest.fixture(scope="session")
@@ -28,23 +28,6 @@ def bundled_transform(tmp_path_factory):
     root = write_transform(tmp_path_factory.mktemp("bundled_transform"),
                            [instance(r) for r in rows[:2400]])
     return root, rows[2400:]
-
-
-def train_and_export(transform_dir, path, steps: int, seed: int) -> str:
-    """A real model with the real Transform graph in its signatures, trained a few steps."""
-    import tensorflow as tf
-    import tensorflow_transform as tft
-
-    from models import model as M
-
-    tf.keras.utils.set_random_seed(seed)
-    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
-    hp = M.hparams({"batch_size": 16})
-    model = M.build_model(hp)
-    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, 16, seed=seed)
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
-    M.export(model, tf_transform_output, str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="session")

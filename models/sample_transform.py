@@ -33,6 +33,23 @@ def write_transform(root, rows: list[dict]):
     return root
 
 
+def train_and_export(transform_dir, path, steps: int, seed: int, batch_size: int = 16) -> str:
+    """A real model with the real Transform graph in its signatures, trained `steps` steps
+    on `transform_dir`'s examples and exported as the Trainer exports it."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from models import model as M
+
+    tf.keras.utils.set_random_seed(seed)
+    tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
+    model = M.build_model(M.hparams({"batch_size": batch_size}))
+    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, batch_size,
+                      seed=seed)
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+    M.export(model, tf_transform_output, str(path))
+    return str(path)
+
 
 def bundled_rows(count: int) -> list[dict[str, str]]:
     """The first `count` rows of the bundled CSV, as csv.DictReader reads them."""

@@ -36,10 +36,11 @@ class Rollout:
     canary: int | None = None
     canary_fraction: float = 0.0
     history: list[dict] = dataclasses.field(default_factory=list)  # every change, newest last
+    bandit: list[int] = dataclasses.field(default_factory=list)  # arms of a running bandit
 
     @property
     def versions(self) -> list[int]:
-        return sorted({v for v in (self.stable, self.canary) if v is not None})
+        return sorted({v for v in (self.stable, self.canary, *self.bandit) if v is not None})
 
     def labels(self) -> dict[str, int]:
         found = {"stable": self.stable, "canary": self.canary}

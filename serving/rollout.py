@@ -5,6 +5,9 @@
   python -m serving.rollout canary [VERSION] --fraction 0.1
   python -m serving.rollout promote                    the canary becomes stable
   python -m serving.rollout rollback                   stable goes back to the previous stable
+  python -m serving.rollout bandit --versions 3 4      route by outcomes (serving/bandit.py)
+  python -m serving.rollout feedback labels.csv        late labels (key,label) for the bandit
+  python -m serving.rollout promote                    ...the bandit's winner becomes stable
 
 Every version under the serving directory was pushed by the Pusher, which pushes only
 models the Evaluator blessed (and, with safe_to_serve on, that passed the serving check);
@@ -20,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from serving import bandit as B
 from serving import model_config
 from serving.model_config import Rollout, RolloutError
 
@@ -34,6 +38,7 @@ class Rollouts:
         self.config_dir = Path(config_dir)
         # Where TF Serving sees the versions, if not here (/models/NAME in its container).
         self.config_base_path = config_base_path or self.base_path
+        self.bandits = B.BanditStore(self.config_dir)
 
     def state(self) -> Rollout:
         return model_config.load_state(self.config_dir)
@@ -82,8 +87,41 @@ class Rollouts:
         rollout.canary, rollout.canary_fraction = chosen, fraction
         return self._save(rollout, f"canary {chosen} at {fraction:.0%}")
 
+    def start_bandit(self, versions: list[int] | None, newest: int | None,
+                     **settings) -> Rollout:
+        """Unversioned traffic routed among `versions` (or the newest N pushed) by outcomes."""
+        pushed = self._pushed()
+        chosen = [self._version(v) for v in versions] if versions else pushed[-(newest or 2):]
+        if len(set(chosen)) < 2:
+            raise RolloutError(f"a bandit needs two or more pushed versions; pushed: {pushed}")
+        state = B.Bandit([B.Arm(v) for v in sorted(set(chosen))], **settings)
+        rollout = self.state()
+        rollout.bandit = [a.version for a in state.arms]
+        if rollout.stable is None:  # what serves if the bandit's versions cannot load
+            rollout.stable = rollout.bandit[0]
+        rollout.canary, rollout.canary_fraction = None, 0.0
+        self.bandits.start(state)
+        return self._save(rollout, f"bandit over {rollout.bandit}")
+
+    def feedback(self, labels: list[tuple[str, int]]) -> B.FeedbackResult:
+        return self.bandits.feedback(labels)[0]
+
+    def _end_bandit(self, rollout: Rollout, winner: int | None, action: str) -> Rollout:
+        self.bandits.end(action)
+        if winner is not None:
+            rollout.stable = winner
+        rollout.bandit = []
+        return self._save(rollout, action)
+
     def promote(self) -> Rollout:
         rollout = self.state()
+        running = self.bandits.load() if rollout.bandit else None
+        if running is not None:
+            winner, why = running.decision()
+            if winner is None:
+                raise RolloutError(f"the bandit has not decided: {why}; feed more labels "
+                                   "(`feedback`) or end it with `rollback`")
+            return self._end_bandit(rollout, winner, f"promote {winner} ({why})")
         if rollout.canary is None:
             raise RolloutError("no canary to promote; start one with `canary`")
         rollout.stable, rollout.canary, rollout.canary_fraction = rollout.canary, None, 0.0
@@ -93,6 +131,9 @@ class Rollouts:
         """Stable back to the previous stable version (or the newest older pushed one);
         any canary is dropped."""
         rollout = self.state()
+        if rollout.bandit:  # the experiment is what is rolled back: stable serves it all
+            return self._end_bandit(rollout, None, f"bandit over {rollout.bandit} ended, "
+                                                   f"stable {rollout.stable} serves all traffic")
         if rollout.stable is None:
             raise RolloutError("nothing to roll back: no stable version is set")
         pushed = self._pushed()
@@ -118,6 +159,9 @@ class Rollouts:
                  f"  canary: {rollout.canary if rollout.canary is not None else '-'}"
                  + (f" ({rollout.canary_fraction:.0%} of traffic)" if rollout.canary else ""),
                  f"  models.config: {self.config_dir / model_config.CONFIG_FILE}"]
+        running = self.bandits.load() if rollout.bandit else None
+        if running is not None:
+            lines += B.describe(running)
         for entry in rollout.history[-5:]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
             lines.append(f"  {when}  {entry['action']}")
@@ -146,7 +190,29 @@ def main(argv: list[str] | None = None) -> int:
     canary.add_argument("version", type=int, nargs="?", help="default: newest pushed")
     canary.add_argument("--fraction", type=float, default=0.1, help="share of traffic (0, 1]")
     commands.add_parser("promote", help="the canary becomes stable")
-    commands.add_parser("rollback", help="stable returns to the previous stable version")
+    commands.add_parser("rollback", help="stable returns to the previous stable version "
+                                         "(during a bandit: ends it, stable serves all)")
+    bandit = commands.add_parser("bandit", help="route unversioned traffic among versions by "
+                                                "their outcomes (Thompson sampling)")
+    arms = bandit.add_mutually_exclusive_group()
+    arms.add_argument("--versions", type=int, nargs="+", help="pushed versions to compare")
+    arms.add_argument("--newest", type=int, default=None,
+                      help="the newest N pushed versions (default 2)")
+    bandit.add_argument("--reward", default="likelihood", choices=sorted(B.REWARDS),
+                        help="per labelled row: the probability given to the true label "
+                             "(likelihood, default), 1 if the 0.5 cut was right (accuracy), "
+                             "or 1 - squared error (brier)")
+    bandit.add_argument("--floor", type=float, default=0.05,
+                        help="minimum share of traffic of every version (default 0.05)")
+    bandit.add_argument("--threshold", type=float, default=0.95,
+                        help="P(best) the leader needs for `promote` (default 0.95)")
+    bandit.add_argument("--min-labels", type=int, default=100,
+                        help="labels every version needs for `promote` (default 100)")
+    feedback = commands.add_parser("feedback", help="late labels for the bandit: a CSV with "
+                                                    "key and label columns, or JSONL")
+    feedback.add_argument("file", type=Path)
+    feedback.add_argument("--key", default="key", help="key column (default 'key')")
+    feedback.add_argument("--label", default="label", help="label column (default 'label')")
     args = parser.parse_args(argv)
 
     rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir,
@@ -160,6 +226,15 @@ def main(argv: list[str] | None = None) -> int:
             rollouts.promote()
         elif args.command == "rollback":
             rollouts.rollback()
+        elif args.command == "bandit":
+            rollouts.start_bandit(args.versions, args.newest, reward=args.reward,
+                                  floor=args.floor, threshold=args.threshold,
+                                  min_labels=args.min_labels)
+        elif args.command == "feedback":
+            result = rollouts.feedback(B.labels_from_file(args.file, args.key, args.label))
+            print(f"feedback: {result.accepted} labels applied, {result.duplicates} already "
+                  f"labelled, {len(result.unknown)} for keys the bandit never routed (kept in "
+                  f"{args.config_dir}/{B.UNMATCHED_FILE})")
     except RolloutError as e:
         print(f"serving.rollout: {e}", file=sys.stderr)
         return 2

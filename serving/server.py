@@ -35,14 +35,15 @@ from typing import Any
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from serving import model_config, payloads
+from console import quiet
+from serving import bandit, model_config, payloads
 
 log = logging.getLogger("serving.server")
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                  r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                 r"(?P<rest>/metadata|:predict)?$")
+                 r"(?P<rest>/metadata|:predict|:feedback)?$")
 
 
 class NotFound(LookupError):
@@ -69,6 +70,7 @@ class Snapshot:
     versions: dict[int, LoadedVersion]
     labels: dict[str, int]
     canary_fraction: float
+    bandit: dict[int, float] = dataclasses.field(default_factory=dict)  # version -> share
 
 
 class ModelRepository:
@@ -79,6 +81,7 @@ class ModelRepository:
         self.model_name = model_name
         self.base_path = Path(base_path)
         self.config_dir = Path(config_dir) if config_dir else None
+        self.bandit = bandit.BanditStore(self.config_dir) if self.config_dir else None
         self.poll_seconds = poll_seconds
         self.snapshot = Snapshot({}, {}, 0.0)
         self.errors: dict[int, tuple[tuple, str]] = {}  # version -> (fingerprint, error)
@@ -113,11 +116,15 @@ class ModelRepository:
             if available:  # unload only once something wanted can serve in its place
                 loaded = {v: m for v, m in loaded.items() if v in wanted}
             labels = {label: v for label, v in rollout.labels().items() if v in loaded}
-            new = Snapshot(loaded, labels, rollout.canary_fraction if "canary" in labels else 0.0)
+            running = self.bandit.load() if self.bandit and rollout.bandit else None
+            new = Snapshot(loaded, labels, rollout.canary_fraction if "canary" in labels else 0.0,
+                           running.weights if running else {})
             if (set(new.versions) != set(self.snapshot.versions)
-                    or new.labels != self.snapshot.labels):
-                log.info("serving %s versions %s labels %s", self.model_name,
-                         sorted(new.versions), new.labels)
+                    or new.labels != self.snapshot.labels
+                    or set(new.bandit) != set(self.snapshot.bandit)):
+                log.info("serving %s versions %s labels %s%s", self.model_name,
+                         sorted(new.versions), new.labels,
+                         f" bandit over {sorted(new.bandit)}" if new.bandit else "")
             self.snapshot = new
 
     def _load(self, version: int):
@@ -179,6 +186,10 @@ class ModelRepository:
         if not snap.versions:
             raise NotFound(f"model {self.model_name} has no servable version under "
                            f"{self.base_path}")
+        if snap.bandit:
+            chosen = bandit.choose(snap.bandit, snap.versions, rng.random())
+            if chosen is not None:
+                return snap.versions[chosen], "bandit"
         if "canary" in snap.labels and rng.random() < snap.canary_fraction:
             return snap.versions[snap.labels["canary"]], "canary"
         if "stable" in snap.labels:
@@ -320,12 +331,14 @@ class Handler(BaseHTTPRequestHandler):
                                             f"limit of {self.server.max_body_bytes}")
             raw = self.rfile.read(length)
             match, repo = self._route()
-            if match["rest"] != ":predict":
-                raise NotFound(f"POST {self.path}: only :predict takes POST")
+            if match["rest"] not in (":predict", ":feedback"):
+                raise NotFound(f"POST {self.path}: only :predict and :feedback take POST")
             try:
                 body = json.loads(raw or b"null")
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise payloads.RequestError(f"malformed JSON: {e}") from None
+            if match["rest"] == ":feedback":
+                return self._feedback(repo, body)
             chosen, route = repo.resolve(match["version"], match["label"], self.server.rng)
             signature_name = body.get("signature_name") or payloads.RAW_SIGNATURE \
                 if isinstance(body, dict) else payloads.RAW_SIGNATURE
@@ -341,9 +354,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise payloads.RequestError(
                     f"the model rejected the input: {str(e).splitlines()[0][:300]}") from None
             response = payloads.encode_predictions(outputs, rows)
+            request_id = self.headers.get("X-Request-Id", "")
             self.server.request_log.write(repo.model_name, chosen.version, route,
-                                          signature_name, inputs, response,
-                                          self.headers.get("X-Request-Id", ""))
+                                          signature_name, inputs, response, request_id)
+            if route == "bandit":
+                repo.bandit.routed(chosen.version, _keyed_probabilities(response, request_id),
+                                   len(next(iter(inputs.values()))))
             self._reply(HTTPStatus.OK, response,
                         {"X-Served-By": f"{chosen.version};{route}"})
         except payloads.RequestError as e:
@@ -353,6 +369,35 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - answer, log, keep serving
             log.exception("predict failed")
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+
+    def _feedback(self, repo: ModelRepository, body: Any) -> None:
+        """Late labels by request key: the bandit's rewards. All or nothing per request."""
+        if repo.bandit is None:
+            raise NotFound("this server has no --config-dir, so no bandit to give labels to")
+        try:
+            labels = bandit.labels_from_json(body)
+            result, state = repo.bandit.feedback(labels)
+        except model_config.RolloutError as e:
+            raise payloads.RequestError(str(e)) from None
+        repo.refresh()  # route by the new weights from the next request on
+        self._reply(HTTPStatus.OK, {**result.as_dict(), "arms": [
+            {"version": a.version, "requests": a.requests, "labels": a.labels,
+             "reward": a.mean, "p_best": state.p_best.get(a.version),
+             "traffic": state.weights.get(a.version)} for a in state.arms]})
+
+
+def _keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, float]]:
+    """(key, probability) per row of a keyed request, keyed as the request log keys them."""
+    if not request_id:
+        return []
+    rows = response.get("predictions", response.get("outputs"))
+    if isinstance(rows, dict):
+        rows = rows.get("probabilities", [])
+    values = [r.get("probabilities") if isinstance(r, dict) else r for r in rows or []]
+    values = [v[0] if isinstance(v, list) else v for v in values]
+    if len(values) == 1:
+        return [(request_id, float(values[0]))]
+    return [(f"{request_id}/{i}", float(v)) for i, v in enumerate(values)]
 
 
 class LocalModelServer(ThreadingHTTPServer):
@@ -407,30 +452,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-sample-rate", type=float, default=0.1,
                         help="fraction of predicted rows written to the request log")
     parser.add_argument("--max-batch", type=int, default=1000, help="largest batch accepted")
-    parser.add_argument("--log-level", default="INFO")
+    quiet.add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = quiet.terminal_level(args.log_level, args.verbose)
+    except ValueError as e:
+        parser.error(str(e))
     if not 0.0 <= args.log_sample_rate <= 1.0:
         parser.error("--log-sample-rate must be in [0, 1]")
     if not Path(args.model_base_path).is_dir():
         print(f"serving.server: {args.model_base_path} does not exist; run the pipeline "
               "(make run) so the Pusher creates it, or pass --model-base-path", file=sys.stderr)
         return 2
-    repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
-                                 args.poll_seconds)
-    server = LocalModelServer((args.host, args.port), repository,
-                              RequestLog(args.request_log or None, args.log_sample_rate),
-                              max_batch=args.max_batch)
-    repository.start()
-    log.info("REST API at %s/v1/models/%s", server.url, args.model_name)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        repository.stop()
+    log_file = quiet.command_log(defaults.output_root, "server")
+    print(f"serving.server: logs in {log_file}", flush=True)
+    with quiet.routed(log_file, level, own=("serving",),
+                      own_format="%(asctime)s %(levelname)s %(message)s"):
+        repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
+                                     args.poll_seconds)
+        server = LocalModelServer((args.host, args.port), repository,
+                                  RequestLog(args.request_log or None, args.log_sample_rate),
+                                  max_batch=args.max_batch)
+        repository.start()
+        log.info("REST API at %s/v1/models/%s", server.url, args.model_name)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            repository.stop()
     return 0
 
 

@@ -1,0 +1,318 @@
+"""Choosing between model versions from outcomes: a Thompson-sampling bandit on late labels.
+
+Every keyed request (the client's X-Request-Id) that the bandit routes is written to a
+ledger beside models.config: key, version, probability. When its label arrives (the
+server's `:feedback` endpoint or `python -m serving.rollout feedback FILE`), the version
+that answered earns a reward in [0, 1], by default the probability it gave to what really
+happened (`likelihood`; `accuracy` and `brier` are the other settings). Each version keeps a
+Beta(1 + rewards, 1 + labels - rewards) posterior of its mean reward: Beta-Bernoulli
+Thompson sampling with fractional updates, which holds for any reward bounded in [0, 1]
+(Agrawal & Goyal, 2012). Traffic follows each version's probability of being the best
+(what per-request Thompson sampling does on average), never below a floor until the
+bandit is decided, so a version that starts unlucky still gets labels.
+
+State (`bandit.json`), ledger (`bandit_requests.jsonl`) and labels that matched no request
+(`bandit_unmatched.jsonl`, kept to be fed again) live in the rollout's config dir; every
+change happens under a file lock and the state is written atomically, so the server and the
+command line can both feed labels, and a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import fcntl
+import json
+import math
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.model_config import RolloutError, _atomic_write
+
+STATE_FILE = "bandit.json"
+LEDGER_FILE = "bandit_requests.jsonl"
+UNMATCHED_FILE = "bandit_unmatched.jsonl"
+LOCK_FILE = ".bandit.lock"
+REWARDS = {
+    "likelihood": lambda p, y: p if y else 1.0 - p,
+    "accuracy": lambda p, y: float((p >= 0.5) == bool(y)),
+    "brier": lambda p, y: 1.0 - (p - y) ** 2,
+}
+DRAWS = 20_000  # posterior draws behind each probability of being best
+
+
+@dataclasses.dataclass
+class Arm:
+    version: int
+    requests: int = 0  # rows routed to it by the bandit
+    labels: int = 0  # of those, rows whose label came back
+    reward: float = 0.0  # sum of their rewards
+
+    @property
+    def mean(self) -> float | None:
+        return self.reward / self.labels if self.labels else None
+
+    def posterior(self) -> tuple[float, float]:
+        return 1.0 + self.reward, 1.0 + self.labels - self.reward
+
+
+@dataclasses.dataclass
+class Bandit:
+    arms: list[Arm]
+    reward: str = "likelihood"
+    floor: float = 0.05  # minimum traffic share of every arm until decided
+    threshold: float = 0.95  # probability of being best that `promote` needs
+    min_labels: int = 100  # labels every arm needs before `promote`
+    started: float = dataclasses.field(default_factory=time.time)
+    weights: dict[int, float] = dataclasses.field(default_factory=dict)  # traffic shares
+    p_best: dict[int, float] = dataclasses.field(default_factory=dict)
+    duplicates: int = 0  # labels for keys already labelled (ignored)
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise RolloutError(f"--reward must be one of {sorted(REWARDS)}, got {self.reward!r}")
+        if len({a.version for a in self.arms}) < 2:
+            raise RolloutError("a bandit needs at least two different versions")
+        if not 0.0 <= self.floor * len(self.arms) < 1.0:
+            raise RolloutError(f"--floor {self.floor} for {len(self.arms)} versions leaves no "
+                               "traffic to learn with: keep floor x versions below 1")
+        if not 0.5 < self.threshold < 1.0:
+            raise RolloutError(f"--threshold must be in (0.5, 1), got {self.threshold}")
+        if not self.weights:
+            self.update_weights()
+
+    def arm(self, version: int) -> Arm:
+        return next(a for a in self.arms if a.version == version)
+
+    def update_weights(self, seed: int = 0) -> None:
+        """P(best) by posterior draws; shares = floor + the rest in proportion to P(best)."""
+        rng = np.random.default_rng(seed)
+        draws = np.stack([rng.beta(*a.posterior(), size=DRAWS) for a in self.arms])
+        wins = np.bincount(draws.argmax(axis=0), minlength=len(self.arms)) / DRAWS
+        self.p_best = {a.version: float(w) for a, w in zip(self.arms, wins, strict=True)}
+        spare = 1.0 - self.floor * len(self.arms)
+        self.weights = {a.version: self.floor + spare * float(w)
+                        for a, w in zip(self.arms, wins, strict=True)}
+
+    def leader(self) -> Arm:
+        return max(self.arms, key=lambda a: self.p_best.get(a.version, 0.0))
+
+    def decision(self) -> tuple[int | None, str]:
+        """(winner, why) when `promote` may act, else (None, what is still missing)."""
+        short = [a for a in self.arms if a.labels < self.min_labels]
+        if short:
+            return None, ", ".join(f"version {a.version} has {a.labels} of {self.min_labels} "
+                                   "labels" for a in short)
+        best = self.leader()
+        chance = self.p_best[best.version]
+        if chance < self.threshold:
+            return None, (f"version {best.version} leads with P(best) {chance:.3f}, below the "
+                          f"threshold {self.threshold}")
+        return best.version, f"version {best.version} is best with P(best) {chance:.3f}"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["weights"] = {str(k): v for k, v in self.weights.items()}
+        data["p_best"] = {str(k): v for k, v in self.p_best.items()}
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Bandit:
+        data = json.loads(text)
+        data["arms"] = [Arm(**a) for a in data["arms"]]
+        data["weights"] = {int(k): v for k, v in data.get("weights", {}).items()}
+        data["p_best"] = {int(k): v for k, v in data.get("p_best", {}).items()}
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class FeedbackResult:
+    accepted: int = 0
+    unknown: list[str] = dataclasses.field(default_factory=list)  # kept in the unmatched file
+    duplicates: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "unknown_keys": self.unknown[:100],
+                "unknown": len(self.unknown), "duplicates": self.duplicates}
+
+
+class BanditStore:
+    """The bandit's files in one config dir, changed only under the lock."""
+
+    def __init__(self, config_dir: str | Path):
+        self.dir = Path(config_dir)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def load(self) -> Bandit | None:
+        path = self.dir / STATE_FILE
+        return Bandit.from_json(path.read_text()) if path.is_file() else None
+
+    def save(self, bandit: Bandit) -> None:
+        _atomic_write(self.dir / STATE_FILE, bandit.to_json())
+
+    def start(self, bandit: Bandit) -> Bandit:
+        with self.locked():
+            for name in (STATE_FILE, LEDGER_FILE):  # a new bandit starts from nothing
+                (self.dir / name).unlink(missing_ok=True)
+            bandit.history.append({"time": time.time(), "action": "start", "versions":
+                                   [a.version for a in bandit.arms]})
+            self.save(bandit)
+        return bandit
+
+    def end(self, action: str) -> Bandit | None:
+        """Archives the state (bandit-<time>.json) and stops routing by it."""
+        with self.locked():
+            bandit = self.load()
+            if bandit is None:
+                return None
+            bandit.history.append({"time": time.time(), "action": action})
+            _atomic_write(self.dir / f"bandit-{int(time.time())}.json", bandit.to_json())
+            (self.dir / STATE_FILE).unlink()
+            return bandit
+
+    def routed(self, version: int, keys_and_probabilities: list[tuple[str, float]],
+               rows: int) -> None:
+        """Records `rows` routed to `version`, and the keyed ones in the ledger."""
+        with self.locked():
+            bandit = self.load()
+            if bandit is None or version not in {a.version for a in bandit.arms}:
+                return
+            bandit.arm(version).requests += rows
+            if keys_and_probabilities:
+                with open(self.dir / LEDGER_FILE, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps({"key": k, "version": version, "p": p}) + "\n"
+                                 for k, p in keys_and_probabilities)
+            self.save(bandit)
+
+    def _ledger(self) -> dict[str, dict]:
+        found: dict[str, dict] = {}
+        path = self.dir / LEDGER_FILE
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    record = json.loads(line)
+                    if "label" in record:  # a label already applied
+                        found[record["key"]]["labelled"] = True
+                    else:
+                        found[record["key"]] = record
+        return found
+
+    def feedback(self, labels: list[tuple[str, int]]) -> tuple[FeedbackResult, Bandit]:
+        """Applies (key, label) pairs: all of them or, on a bad one, none (checked first)."""
+        with self.locked():
+            bandit = self.load()
+            if bandit is None:
+                raise RolloutError("no bandit is running: start one with "
+                                   "`python -m serving.rollout bandit --versions A B`")
+            ledger = self._ledger()
+            result, applied, unmatched = FeedbackResult(), [], []
+            for key, label in labels:
+                record = ledger.get(key)
+                if record is None:
+                    result.unknown.append(key)
+                    unmatched.append({"time": time.time(), "key": key, "label": label})
+                elif record.get("labelled"):
+                    result.duplicates += 1
+                else:
+                    record["labelled"] = True
+                    arm = bandit.arm(record["version"])
+                    arm.labels += 1
+                    arm.reward += REWARDS[bandit.reward](float(record["p"]), label)
+                    applied.append({"key": key, "label": label})
+                    result.accepted += 1
+            bandit.duplicates += result.duplicates
+            if applied:
+                with open(self.dir / LEDGER_FILE, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in applied)
+            if unmatched:
+                with open(self.dir / UNMATCHED_FILE, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in unmatched)
+            bandit.update_weights(seed=sum(a.labels for a in bandit.arms))
+            self.save(bandit)
+        return result, bandit
+
+
+def parse_label(value: Any, where: str) -> int:
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes"):
+        return 1
+    if text in ("0", "0.0", "false", "no"):
+        return 0
+    raise RolloutError(f"{where}: label {value!r} is not 0/1 or true/false")
+
+
+def labels_from_json(body: Any) -> list[tuple[str, int]]:
+    """`{"labels": [{"key": "...", "label": 1}, ...]}`, checked whole before anything counts."""
+    rows = body.get("labels") if isinstance(body, dict) else None
+    if not isinstance(rows, list) or not rows:
+        raise RolloutError('feedback must be {"labels": [{"key": "...", "label": 0 or 1}, ...]}')
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or not row.get("key") or "label" not in row:
+            raise RolloutError(f"labels[{i}]: needs a non-empty 'key' and a 'label'")
+        out.append((str(row["key"]), parse_label(row["label"], f"labels[{i}]")))
+    return out
+
+
+def labels_from_file(path: Path, key: str = "key", label: str = "label") -> list[tuple[str, int]]:
+    """A CSV with `key` and `label` columns (a header row), or JSONL of {key, label}."""
+    if not path.is_file():
+        raise RolloutError(f"no labels file at {path}")
+    if path.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RolloutError(f"{path}:{n}: not JSON ({e})") from None
+        return labels_from_json({"labels": rows})
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in (key, label) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise RolloutError(f"{path}: no column(s) {missing}; it has {reader.fieldnames}")
+        return [(row[key], parse_label(row[label], f"{path}:{n}"))
+                for n, row in enumerate(reader, 2) if row[key]]
+
+
+def describe(bandit: Bandit) -> list[str]:
+    lines = [f"  bandit ({bandit.reward} reward, floor {bandit.floor:.0%}, promote at P(best) "
+             f">= {bandit.threshold} with >= {bandit.min_labels} labels each):"]
+    for arm in bandit.arms:
+        mean = f"{arm.mean:.4f}" if arm.mean is not None else "  -   "
+        lines.append(f"    version {arm.version:<12} requests {arm.requests:>7}  labels "
+                     f"{arm.labels:>6}  reward {mean}  P(best) "
+                     f"{bandit.p_best.get(arm.version, 0):.3f}  traffic "
+                     f"{bandit.weights.get(arm.version, 0):.1%}")
+    lines.append(f"    {bandit.decision()[1]}")
+    return lines
+
+
+def choose(weights: dict[int, float], available: Iterable[int], u: float) -> int | None:
+    """The version a uniform draw `u` picks among the loaded ones, by weight."""
+    live = [(v, w) for v, w in sorted(weights.items()) if v in set(available) and w > 0]
+    total = sum(w for _, w in live)
+    if not live or not math.isfinite(total) or total <= 0:
+        return None
+    edge = 0.0
+    for version, weight in live:
+        edge += weight / total
+        if u < edge:
+            return version
+    return live[-1][0]
