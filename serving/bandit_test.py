@@ -12,7 +12,7 @@ from serving import model_config
 from serving.model_config import RolloutError
 from serving.rollout import Rollouts
 from serving.server import LocalModelServer, ModelRepository, RequestLog
-from serving.server_test import MODEL, push, rows  # noqa: F401  (rows is a fixture)
+from serving.server_test import MODEL, push
 
 
 def test_traffic_follows_the_evidence_and_never_drops_below_the_floor():
@@ -98,7 +98,7 @@ def _start(base, config):
 
 
 def test_the_server_moves_traffic_to_the_version_whose_labels_agree_and_promotes_it(
-        tmp_path, exported_models, rows):  # noqa: F811
+        tmp_path, exported_models, rows):
     base, config = tmp_path / "serving", tmp_path / "config"
     push(exported_models[0], base, 1)
     push(exported_models[1], base, 2)

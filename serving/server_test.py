@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data import bundled
 from models import features as F
 from models import model as M
 from serving import model_config, payloads
@@ -23,13 +22,6 @@ from serving.rollout import Rollouts
 from serving.server import LocalModelServer, ModelRepository, RequestLog
 
 MODEL = "taxi-big-tipper"
-
-
-@pytest.fixture(scope="module")
-def rows():
-    """Real raw rows from the bundled data, as a caller would send them (no tip)."""
-    _, all_rows = bundled.read_rows(bundled.materialize())
-    return [{k: v for k, v in r.items() if k != F.LABEL_SOURCE} for r in all_rows[:64]]
 
 
 def in_process(model_dir, rows):
