@@ -187,13 +187,23 @@ class BatchSummary:
         return {**asdict(self), "rows_per_second": round(self.rows_per_second)}
 
 
+def model_version_of(model_dir: str) -> int | None:
+    """The serving version a SavedModel directory is (the Pusher names them by number)."""
+    name = Path(model_dir).resolve().name
+    return int(name) if name.isdigit() else None
+
+
 def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = ROW_COLUMN,
                 chunk_rows: int = 50_000, batch_rows: int = 8192,
-                log_every_seconds: float = 10.0) -> BatchSummary:
-    """Scores every good row of `input_path` into `output_path` (key, probability)."""
+                log_every_seconds: float = 10.0, model_version: int | None = None
+                ) -> BatchSummary:
+    """Scores every good row of `input_path` into `output_path` (key, probability), and
+    writes OUTPUT.meta.json: which model and version made them, and the key column (what
+    the server needs to answer from them: serving/hybrid.py)."""
     import tensorflow as tf
 
     from models.model import PROBABILITY
+    from serving import hybrid
 
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
@@ -240,6 +250,9 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
     else:
         bad_path.unlink()
     summary.seconds = round(time.monotonic() - started, 2)
+    hybrid.write_meta(output_path, hybrid.TableMeta(
+        key=key, version=model_version if model_version is not None else
+        model_version_of(model_dir), model=str(model_dir), rows=summary.predicted))
     return summary
 
 

@@ -13,7 +13,9 @@ fails to load is logged and the old one keeps serving. With a models.config writ
 `serving.rollout`, it serves exactly the `stable` and `canary` versions, and splits
 unversioned requests between them by the canary fraction (the `X-Served-By` response
 header and the request log say which answered). A sample of requests and predictions is
-logged as JSONL (raw features) for skew and prediction monitoring.
+logged as JSONL (raw features) for skew and prediction monitoring. With
+`--prediction-table`, rows whose key is in a table of precomputed predictions are answered
+from it while its model version is the one serving (serving/hybrid.py).
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from console import quiet
-from serving import bandit, model_config, payloads
+from models.model import PROBABILITY
+from serving import bandit, hybrid, model_config, payloads
 
 log = logging.getLogger("serving.server")
 
@@ -71,14 +75,22 @@ class Snapshot:
     labels: dict[str, int]
     canary_fraction: float
     bandit: dict[int, float] = dataclasses.field(default_factory=dict)  # version -> share
+    table: hybrid.PredictionTable | None = None  # precomputed predictions (hybrid serving)
 
 
 class ModelRepository:
     """Watches a TF Serving base path (and optionally models.config) and keeps versions loaded."""
 
     def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path | None = None,
-                 poll_seconds: float = 2.0):
+                 poll_seconds: float = 2.0, table_path: str | Path | None = None,
+                 lookup_key: str | None = None):
         self.model_name = model_name
+        self.table_path = Path(table_path) if table_path else None
+        # The row field that carries a key: taken out of rows and logged, looked up in the
+        # table. Given, or the first table's key column.
+        self.lookup_key = lookup_key
+        self._table_seen: tuple | None = None  # the table files' state last looked at
+        self._stale_warned: set[tuple[int | None, int]] = set()
         self.base_path = Path(base_path)
         self.config_dir = Path(config_dir) if config_dir else None
         self.bandit = bandit.BanditStore(self.config_dir) if self.config_dir else None
@@ -118,7 +130,7 @@ class ModelRepository:
             labels = {label: v for label, v in rollout.labels().items() if v in loaded}
             running = self.bandit.load() if self.bandit and rollout.bandit else None
             new = Snapshot(loaded, labels, rollout.canary_fraction if "canary" in labels else 0.0,
-                           running.weights if running else {})
+                           running.weights if running else {}, self._table())
             if (set(new.versions) != set(self.snapshot.versions)
                     or new.labels != self.snapshot.labels
                     or set(new.bandit) != set(self.snapshot.bandit)):
@@ -126,6 +138,42 @@ class ModelRepository:
                          sorted(new.versions), new.labels,
                          f" bandit over {sorted(new.bandit)}" if new.bandit else "")
             self.snapshot = new
+
+    def _table(self) -> hybrid.PredictionTable | None:
+        """The prediction table, reloaded when its files change; a table that fails to load
+        is logged and the one before it (or none) stays."""
+        current = self.snapshot.table
+        if self.table_path is None:
+            return None
+        state = hybrid._fingerprint(self.table_path)
+        if state == self._table_seen:
+            return current
+        self._table_seen = state
+        try:
+            table = hybrid.PredictionTable.load(self.table_path)
+            if self.lookup_key is None:
+                self.lookup_key = table.meta.key
+            elif table.meta.key != self.lookup_key:
+                raise hybrid.HybridError(f"it is keyed by {table.meta.key!r}, but requests "
+                                         f"carry their key in {self.lookup_key!r}")
+        except (hybrid.HybridError, OSError) as e:
+            log.error("prediction table not loaded, %s: %s", "keeping the one before" if current
+                      else "the model answers every row", e)
+            return current
+        log.info("prediction table %s: %s", self.table_path, table.describe())
+        return table
+
+    def table_for(self, version: int) -> hybrid.PredictionTable | None:
+        """The table when it was made by `version`, else None (and one warning per pair)."""
+        table = self.snapshot.table
+        if table is None or table.serves(version):
+            return table
+        pair = (table.meta.version, version)
+        if pair not in self._stale_warned:
+            self._stale_warned.add(pair)
+            log.warning("prediction table %s was made by version %s, not by version %s that "
+                        "serves: the model answers", self.table_path, table.meta.version, version)
+        return None
 
     def _load(self, version: int):
         path = self.base_path / str(version)
@@ -248,7 +296,9 @@ class RequestLog:
             self._file = self.path.open("a", buffering=1, encoding="utf-8")
 
     def write(self, model: str, version: int, route: str, signature: str,
-              inputs: dict[str, tf.Tensor], response: dict, request_id: str = "") -> None:
+              inputs: dict[str, tf.Tensor], response: dict, request_id: str = "",
+              lookup_keys: list[str | None] | None = None,
+              from_table: list[bool] | None = None) -> None:
         if self._file is None:
             return
         predictions = response.get("predictions", response.get("outputs"))
@@ -268,6 +318,9 @@ class RequestLog:
                           "prediction": prediction}
                 if request_id:  # the client's X-Request-Id: the key labels join on later
                     record["key"] = request_id if count == 1 else f"{request_id}/{i}"
+                if lookup_keys and lookup_keys[i] is not None:  # hybrid serving's key
+                    record["lookup_key"] = lookup_keys[i]
+                    record["source"] = "table" if from_table and from_table[i] else "model"
                 lines.append(json.dumps(record))
             if lines:
                 self._file.write("\n".join(lines) + "\n")
@@ -347,21 +400,34 @@ class Handler(BaseHTTPRequestHandler):
                     f"signature {signature_name!r} not found; the model has "
                     f"{sorted(chosen.model.signatures)}")
             signature = chosen.model.signatures[signature_name]
+            keys, table = None, None
+            if repo.lookup_key and signature_name == payloads.RAW_SIGNATURE:
+                try:
+                    body, keys = hybrid.take_keys(body, repo.lookup_key)
+                except hybrid.HybridError as e:
+                    raise payloads.RequestError(str(e)) from None
+                table = repo.table_for(chosen.version)
             inputs, rows = payloads.decode_predict(body, signature, self.server.max_batch)
-            try:
-                outputs = signature(**inputs)
-            except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-                raise payloads.RequestError(
-                    f"the model rejected the input: {str(e).splitlines()[0][:300]}") from None
+            size = len(next(iter(inputs.values())))
+            if keys is not None and len(keys) != size:
+                raise payloads.RequestError(f"{len(keys)} keys for {size} examples: the key "
+                                            "input must have one value per example")
+            found = table.lookup(keys) if table is not None and keys else None
+            outputs = _predict(signature, inputs, found)
             response = payloads.encode_predictions(outputs, rows)
             request_id = self.headers.get("X-Request-Id", "")
+            from_table = [p is not None for p in found] if found else None
             self.server.request_log.write(repo.model_name, chosen.version, route,
-                                          signature_name, inputs, response, request_id)
+                                          signature_name, inputs, response, request_id,
+                                          keys, from_table)
             if route == "bandit":
                 repo.bandit.routed(chosen.version, _keyed_probabilities(response, request_id),
-                                   len(next(iter(inputs.values()))))
-            self._reply(HTTPStatus.OK, response,
-                        {"X-Served-By": f"{chosen.version};{route}"})
+                                   size)
+            headers = {"X-Served-By": f"{chosen.version};{route}"}
+            if repo.lookup_key:
+                headers["X-Prediction-Source"] = hybrid.source_header(
+                    from_table or [False] * size)
+            self._reply(HTTPStatus.OK, response, headers)
         except payloads.RequestError as e:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
         except NotFound as e:
@@ -384,6 +450,27 @@ class Handler(BaseHTTPRequestHandler):
             {"version": a.version, "requests": a.requests, "labels": a.labels,
              "reward": a.mean, "p_best": state.p_best.get(a.version),
              "traffic": state.weights.get(a.version)} for a in state.arms]})
+
+
+def _predict(signature, inputs: dict[str, tf.Tensor],
+             found: list[float | None] | None) -> dict[str, tf.Tensor]:
+    """The signature's outputs, with rows whose prediction a table holds taken from it:
+    the model runs only on the other rows (not at all when every row was found)."""
+    if found is not None and set(signature.structured_outputs) != {PROBABILITY}:
+        found = None  # a table holds one output; the model answers every row
+    if found is None or all(p is None for p in found):
+        try:
+            return signature(**inputs)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
+            raise payloads.RequestError(
+                f"the model rejected the input: {str(e).splitlines()[0][:300]}") from None
+    merged = np.array([p if p is not None else np.nan for p in found], dtype=np.float32)
+    missing = [i for i, p in enumerate(found) if p is None]
+    if missing:
+        computed = _predict(signature, {k: tf.gather(v, missing) for k, v in inputs.items()},
+                            None)[PROBABILITY].numpy()
+        merged[missing] = computed
+    return {PROBABILITY: tf.constant(merged)}
 
 
 def _keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, float]]:
@@ -452,6 +539,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-sample-rate", type=float, default=0.1,
                         help="fraction of predicted rows written to the request log")
     parser.add_argument("--max-batch", type=int, default=1000, help="largest batch accepted")
+    parser.add_argument("--prediction-table",
+                        help="precomputed predictions (serving.batch_predict's .parquet/.csv "
+                             "and its .meta.json): rows carrying a key found there are answered "
+                             "from it while its model version serves; reloaded when it changes")
+    parser.add_argument("--lookup-key",
+                        help="the row field that carries a key (default: the table's key "
+                             "column): taken out of rows, logged as lookup_key for "
+                             "`serving.hybrid analyze`, looked up in the table")
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -464,12 +559,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving.server: {args.model_base_path} does not exist; run the pipeline "
               "(make run) so the Pusher creates it, or pass --model-base-path", file=sys.stderr)
         return 2
+    if args.prediction_table and not args.lookup_key:
+        try:
+            args.lookup_key = hybrid.read_meta(args.prediction_table).key
+        except hybrid.HybridError as e:
+            print(f"serving.server: {e}; pass --lookup-key FIELD to take keys before the "
+                  "table exists", file=sys.stderr)
+            return 2
     log_file = quiet.command_log(defaults.output_root, "server")
     print(f"serving.server: logs in {log_file}", flush=True)
     with quiet.routed(log_file, level, own=("serving",),
                       own_format="%(asctime)s %(levelname)s %(message)s"):
         repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
-                                     args.poll_seconds)
+                                     args.poll_seconds, args.prediction_table,
+                                     args.lookup_key)
         server = LocalModelServer((args.host, args.port), repository,
                                   RequestLog(args.request_log or None, args.log_sample_rate),
                                   max_batch=args.max_batch)
