@@ -316,3 +316,22 @@ def choose(weights: dict[int, float], available: Iterable[int], u: float) -> int
         if u < edge:
             return version
     return live[-1][0]
+
+
+def percentages(weights: dict[int, float]) -> dict[int, int]:
+    """Whole percentages summing to 100 (a Vertex endpoint's traffic split), by largest
+    remainder; a version with any weight keeps at least 1%, so the floor survives rounding."""
+    total = sum(weights.values())
+    if not weights or total <= 0:
+        raise RolloutError("no traffic weights to turn into percentages")
+    exact = {v: 100 * w / total for v, w in weights.items()}
+    shares = {v: max(int(x), 1 if x > 0 else 0) for v, x in exact.items()}
+    by_remainder = sorted(exact, key=lambda v: exact[v] - int(exact[v]), reverse=True)
+    while sum(shares.values()) < 100:
+        for v in by_remainder:
+            if sum(shares.values()) == 100:
+                break
+            shares[v] += 1
+    while sum(shares.values()) > 100:  # the 1% minimums pushed it over: take from the largest
+        shares[max(shares, key=shares.get)] -= 1
+    return shares

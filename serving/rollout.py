@@ -8,6 +8,8 @@
   python -m serving.rollout bandit --versions 3 4      route by outcomes (serving/bandit.py)
   python -m serving.rollout feedback labels.csv        late labels (key,label) for the bandit
   python -m serving.rollout promote                    ...the bandit's winner becomes stable
+  python -m serving.rollout vertex-split --endpoint E --arm 3=ID --arm 4=ID
+                                                       the bandit's weights as E's traffic split
 
 Every version under the serving directory was pushed by the Pusher, which pushes only
 models the Evaluator blessed (and, with safe_to_serve on, that passed the serving check);
@@ -24,7 +26,7 @@ import time
 from pathlib import Path
 
 from serving import bandit as B
-from serving import model_config
+from serving import model_config, vertex_split
 from serving.model_config import Rollout, RolloutError
 
 
@@ -213,6 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     feedback.add_argument("file", type=Path)
     feedback.add_argument("--key", default="key", help="key column (default 'key')")
     feedback.add_argument("--label", default="label", help="label column (default 'label')")
+    vertex = commands.add_parser(
+        "vertex-split", help="apply the bandit's traffic weights to a Vertex AI endpoint's "
+                             "traffic split (Vertex routes; the bandit learns)")
+    vertex.add_argument("--endpoint", required=True, help="the endpoint's display name")
+    vertex.add_argument("--arm", action="append", default=[], metavar="VERSION=DEPLOYED_ID",
+                        help="which deployed model serves each bandit version (repeat)")
+    vertex.add_argument("--project", help="GCP project (default: gcloud's)")
+    vertex.add_argument("--region", default="us-central1")
+    vertex.add_argument("--dry-run", action="store_true", help="print the split, change nothing")
     args = parser.parse_args(argv)
 
     rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir,
@@ -235,6 +246,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"feedback: {result.accepted} labels applied, {result.duplicates} already "
                   f"labelled, {len(result.unknown)} for keys the bandit never routed (kept in "
                   f"{args.config_dir}/{B.UNMATCHED_FILE})")
+        elif args.command == "vertex-split":
+            running = rollouts.bandits.load() if rollouts.state().bandit else None
+            if running is None:
+                raise RolloutError("no bandit is running: start one with `bandit`")
+            if args.project:
+                from google.cloud import aiplatform
+
+                aiplatform.init(project=args.project, location=args.region)
+            split = vertex_split.apply(args.endpoint, vertex_split.parse_arms(args.arm),
+                                       running.weights, dry_run=args.dry_run)
+            print(f"{'would set' if args.dry_run else 'set'} traffic split of {args.endpoint}: "
+                  + ", ".join(f"{k}: {v}%" for k, v in split.items()))
     except RolloutError as e:
         print(f"serving.rollout: {e}", file=sys.stderr)
         return 2

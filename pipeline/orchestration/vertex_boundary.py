@@ -304,6 +304,25 @@ class OfflineEndpoint:
     def list_models(self) -> list[DeployedModel]:
         return [DeployedModel(r) for r in self._record()["deployed_models"]]
 
+    def update(self, traffic_split: dict[str, int] | None = None, **_: Any) -> OfflineEndpoint:
+        """Vertex's UpdateEndpoint for the split: whole percentages over deployed ids, 100 in
+        all; ids left out get no traffic."""
+        if traffic_split:
+            from google.api_core import exceptions
+
+            endpoints = _load_endpoints()
+            record = endpoints[self.name]
+            deployed = {m["id"] for m in record["deployed_models"]}
+            unknown = sorted(set(traffic_split) - deployed)
+            if unknown or sum(traffic_split.values()) != 100 or \
+                    any(not isinstance(v, int) or v < 0 for v in traffic_split.values()):
+                raise exceptions.InvalidArgument(
+                    f"traffic_split {traffic_split}: percentages must be whole, add up to 100, "
+                    f"and name deployed models ({sorted(deployed)})")
+            record["traffic_split"] = {k: v for k, v in traffic_split.items() if v}
+            _save_endpoints(endpoints)
+        return self
+
     def undeploy(self, deployed_model_id: str, **_: Any) -> None:
         endpoints = _load_endpoints()
         record = endpoints[self.name]
