@@ -25,8 +25,9 @@ import dataclasses
 import fcntl
 import json
 import math
+import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,46 @@ def describe(bandit: Bandit) -> list[str]:
                      f"{bandit.weights.get(arm.version, 0):.1%}")
     lines.append(f"    {bandit.decision()[1]}")
     return lines
+
+
+def pick_version(labels: dict[str, int], canary_fraction: float, weights: dict[int, float],
+                 available: Collection[int], rng: random.Random) -> tuple[int, str]:
+    """(version, route) for an unversioned request, as TF Serving would need a router to do:
+    the bandit's weights, else the canary's fraction, else stable, else the newest."""
+    if weights:
+        chosen = choose(weights, available, rng.random())
+        if chosen is not None:
+            return chosen, "bandit"
+    if "canary" in labels and rng.random() < canary_fraction:
+        return labels["canary"], "canary"
+    if "stable" in labels:
+        return labels["stable"], "stable"
+    return max(available), "latest"
+
+
+def keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, float]]:
+    """(key, probability) per row of a keyed :predict response, keyed as the request log
+    keys them (`ID`, or `ID/0`, `ID/1`, ... in a batch)."""
+    if not request_id:
+        return []
+    rows = response.get("predictions", response.get("outputs"))
+    if isinstance(rows, dict):
+        rows = rows.get("probabilities", [])
+    values = [r.get("probabilities") if isinstance(r, dict) else r for r in rows or []]
+    values = [v[0] if isinstance(v, list) else v for v in values]
+    if len(values) == 1:
+        return [(request_id, float(values[0]))]
+    return [(f"{request_id}/{i}", float(v)) for i, v in enumerate(values)]
+
+
+def feedback_reply(store: BanditStore, body: Any) -> dict[str, Any]:
+    """The `:feedback` endpoint's answer (what was applied, each arm's figures); raises
+    RolloutError for a body that is refused whole."""
+    result, state = store.feedback(labels_from_json(body))
+    return {**result.as_dict(), "arms": [
+        {"version": a.version, "requests": a.requests, "labels": a.labels, "reward": a.mean,
+         "p_best": state.p_best.get(a.version), "traffic": state.weights.get(a.version)}
+        for a in state.arms]}
 
 
 def choose(weights: dict[int, float], available: Iterable[int], u: float) -> int | None:

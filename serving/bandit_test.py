@@ -2,8 +2,6 @@
 labels over HTTP as any client would send them, restarted, and promoted."""
 
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -12,7 +10,7 @@ from serving import model_config
 from serving.model_config import RolloutError
 from serving.rollout import Rollouts
 from serving.server import LocalModelServer, ModelRepository, RequestLog
-from serving.server_test import MODEL, push
+from serving.server_test import MODEL, post_json, push
 
 
 def test_traffic_follows_the_evidence_and_never_drops_below_the_floor():
@@ -78,18 +76,6 @@ def test_bad_feedback_is_refused_whole_with_the_reason(tmp_path):
         B.labels_from_file(tmp_path / "none.csv")
 
 
-def _post(url, body, request_id=""):
-    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json",
-                                              **({"X-Request-Id": request_id} if request_id
-                                                 else {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read()), response.headers
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), e.headers
-
-
 def _start(base, config):
     server = LocalModelServer(("127.0.0.1", 0), ModelRepository(MODEL, base, config, 0.2),
                               RequestLog(None, 0.0), seed=0)
@@ -114,7 +100,7 @@ def test_the_server_moves_traffic_to_the_version_whose_labels_agree_and_promotes
             labels, last_round = [], {1: 0, 2: 0}
             for i in range(20):
                 key = f"r{round_}-{i}"
-                status, body, headers = _post(f"{url}:predict",
+                status, body, headers = post_json(f"{url}:predict",
                                               {"instances": [rows[(round_ * 20 + i) % 64]]}, key)
                 assert status == 200, body  # no request fails while traffic shifts
                 version, route = headers["X-Served-By"].split(";")
@@ -124,14 +110,15 @@ def test_the_server_moves_traffic_to_the_version_whose_labels_agree_and_promotes
                 said = body["predictions"][0] >= 0.5
                 # Outcomes that always agree with version 2 and never with version 1.
                 labels.append({"key": key, "label": int(said if version == "2" else not said)})
-            status, fed, _ = _post(f"{url}:feedback", {"labels": labels})
+            status, fed, _ = post_json(f"{url}:feedback", {"labels": labels})
             assert status == 200 and fed["accepted"] == 20, fed
         state = B.BanditStore(config).load()
         assert state.weights[2] >= 0.8 and last_round[2] >= 14, (state.weights, last_round)
         assert served[1] + served[2] == 160 and served[1] >= 8  # the floor kept 1 in play
         # Bad feedback changes nothing: a malformed body, an unknown key.
-        assert _post(f"{url}:feedback", {"labels": [{"key": "x", "label": 7}]})[0] == 400
-        status, fed, _ = _post(f"{url}:feedback", {"labels": [{"key": "never-sent", "label": 1}]})
+        assert post_json(f"{url}:feedback", {"labels": [{"key": "x", "label": 7}]})[0] == 400
+        status, fed, _ = post_json(f"{url}:feedback",
+                                   {"labels": [{"key": "never-sent", "label": 1}]})
         assert status == 200 and fed["unknown_keys"] == ["never-sent"]
         assert B.BanditStore(config).load().weights == state.weights
     finally:
@@ -144,7 +131,7 @@ def test_the_server_moves_traffic_to_the_version_whose_labels_agree_and_promotes
         assert promoted.stable == 2 and promoted.bandit == []
         assert not (config / B.STATE_FILE).exists() and list(config.glob("bandit-*.json"))
         restarted.repository.refresh()
-        status, _, headers = _post(f"{restarted.url}/v1/models/{MODEL}:predict",
+        status, _, headers = post_json(f"{restarted.url}/v1/models/{MODEL}:predict",
                                    {"instances": [rows[0]]}, "after")
         assert status == 200 and headers["X-Served-By"] == "2;stable"
     finally:

@@ -5,8 +5,6 @@ analysis that decides whether a table pays."""
 import csv
 import json
 import shutil
-import urllib.error
-import urllib.request
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from serving import hybrid
 from serving.batch_predict import predict_csv
 from serving.server import LocalModelServer, ModelRepository, RequestLog
-from serving.server_test import MODEL, in_process, push, wait_for
+from serving.server_test import MODEL, in_process, post_json, push, wait_for
 
 KEYS = [1000 + i for i in range(40)]  # the table holds the first 40 rows, keyed 1000..1039
 
@@ -34,14 +32,8 @@ def make_table(tmp_path, rows, model_dir, name="table.parquet"):
     return out
 
 
-def post(server, body, path=f"/v1/models/{MODEL}:predict"):
-    request = urllib.request.Request(server.url + path, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read()), response.headers
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read()), e.headers
+def post(server, body):
+    return post_json(f"{server.url}/v1/models/{MODEL}:predict", body)
 
 
 @pytest.fixture

@@ -234,16 +234,9 @@ class ModelRepository:
         if not snap.versions:
             raise NotFound(f"model {self.model_name} has no servable version under "
                            f"{self.base_path}")
-        if snap.bandit:
-            chosen = bandit.choose(snap.bandit, snap.versions, rng.random())
-            if chosen is not None:
-                return snap.versions[chosen], "bandit"
-        if "canary" in snap.labels and rng.random() < snap.canary_fraction:
-            return snap.versions[snap.labels["canary"]], "canary"
-        if "stable" in snap.labels:
-            return snap.versions[snap.labels["stable"]], "stable"
-        newest = max(snap.versions)
-        return snap.versions[newest], "latest"
+        chosen, route = bandit.pick_version(snap.labels, snap.canary_fraction, snap.bandit,
+                                            snap.versions, rng)
+        return snap.versions[chosen], route
 
     def status(self, version: str | None, label: str | None) -> dict:
         snap = self.snapshot
@@ -421,7 +414,7 @@ class Handler(BaseHTTPRequestHandler):
                                           signature_name, inputs, response, request_id,
                                           keys, from_table)
             if route == "bandit":
-                repo.bandit.routed(chosen.version, _keyed_probabilities(response, request_id),
+                repo.bandit.routed(chosen.version, bandit.keyed_probabilities(response, request_id),
                                    size)
             headers = {"X-Served-By": f"{chosen.version};{route}"}
             if repo.lookup_key:
@@ -441,15 +434,11 @@ class Handler(BaseHTTPRequestHandler):
         if repo.bandit is None:
             raise NotFound("this server has no --config-dir, so no bandit to give labels to")
         try:
-            labels = bandit.labels_from_json(body)
-            result, state = repo.bandit.feedback(labels)
+            reply = bandit.feedback_reply(repo.bandit, body)
         except model_config.RolloutError as e:
             raise payloads.RequestError(str(e)) from None
         repo.refresh()  # route by the new weights from the next request on
-        self._reply(HTTPStatus.OK, {**result.as_dict(), "arms": [
-            {"version": a.version, "requests": a.requests, "labels": a.labels,
-             "reward": a.mean, "p_best": state.p_best.get(a.version),
-             "traffic": state.weights.get(a.version)} for a in state.arms]})
+        self._reply(HTTPStatus.OK, reply)
 
 
 def _predict(signature, inputs: dict[str, tf.Tensor],
@@ -471,20 +460,6 @@ def _predict(signature, inputs: dict[str, tf.Tensor],
                             None)[PROBABILITY].numpy()
         merged[missing] = computed
     return {PROBABILITY: tf.constant(merged)}
-
-
-def _keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, float]]:
-    """(key, probability) per row of a keyed request, keyed as the request log keys them."""
-    if not request_id:
-        return []
-    rows = response.get("predictions", response.get("outputs"))
-    if isinstance(rows, dict):
-        rows = rows.get("probabilities", [])
-    values = [r.get("probabilities") if isinstance(r, dict) else r for r in rows or []]
-    values = [v[0] if isinstance(v, list) else v for v in values]
-    if len(values) == 1:
-        return [(request_id, float(values[0]))]
-    return [(f"{request_id}/{i}", float(v)) for i, v in enumerate(values)]
 
 
 class LocalModelServer(ThreadingHTTPServer):

@@ -9,6 +9,8 @@ import logging
 import shutil
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -27,6 +29,19 @@ MODEL = "taxi-big-tipper"
 def in_process(model_dir, rows):
     model = tf.saved_model.load(model_dir)
     return model.signatures["serving_default"](**M.raw_inputs(rows))[M.PROBABILITY].numpy()
+
+
+def post_json(url, body, request_id=""):
+    """POST a JSON body as any HTTP client would: (status, parsed body, headers)."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              **({"X-Request-Id": request_id} if request_id
+                                                 else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read()), response.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
 
 
 def push(source, base, version):

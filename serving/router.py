@@ -1,0 +1,256 @@
+"""A thin router in front of real TF Serving: the rollout's traffic split and the bandit,
+which TF Serving does not do itself.
+
+TF Serving loads every version models.config lists and answers `/versions/N` and
+`/labels/L`, but it never splits unversioned traffic between them. This router listens
+where clients call, picks the version of each unversioned `:predict` as the local server
+does (the bandit's weights, else the canary's fraction, else `stable`), forwards the body
+unchanged to TF Serving's `/v1/models/NAME/versions/V:predict`, and answers with TF
+Serving's response and `X-Served-By: V;route`. Keyed requests (`X-Request-Id`) that the
+bandit routed go to its ledger, and `:feedback` is answered here, so labels reach the
+bandit. Everything else (status, metadata, versioned and labelled calls) is passed through
+as it is. The routing state is read from serving.rollout's config dir every poll.
+
+    python -m serving.router --upstream http://tf-serving:8501 [--port 8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import random
+import sys
+import threading
+import urllib.parse
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from serving import bandit, model_config
+
+log = logging.getLogger("serving.router")
+PREDICT = ":predict"
+PASSED_HEADERS = ("Content-Type", "X-Request-Id")
+
+
+class RoutingState:
+    """What serving.rollout says now: labels, canary fraction, bandit weights, versions."""
+
+    def __init__(self, config_dir: str | Path, poll_seconds: float = 1.0):
+        self.config_dir = Path(config_dir)
+        self.store = bandit.BanditStore(self.config_dir)
+        self.poll_seconds = poll_seconds
+        self.labels: dict[str, int] = {}
+        self.canary_fraction = 0.0
+        self.weights: dict[int, float] = {}
+        self.versions: list[int] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        rollout = model_config.load_state(self.config_dir)
+        running = self.store.load() if rollout.bandit else None
+        self.labels, self.versions = rollout.labels(), rollout.versions
+        self.canary_fraction = rollout.canary_fraction if "canary" in self.labels else 0.0
+        self.weights = running.weights if running else {}
+
+    def start(self) -> None:
+        self.refresh()
+        self._thread = threading.Thread(target=self._poll, name="routing-state", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a half-written state must not stop routing
+                log.exception("reading %s failed; routing as before", self.config_dir)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: Router
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._reply(status, json.dumps({"error": message}).encode(),
+                    {"Content-Type": "application/json"})
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        self._forward("GET", self.path, None)
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        path = urllib.parse.urlsplit(self.path).path
+        prefix = f"/v1/models/{self.server.model_name}"
+        if path == f"{prefix}:feedback":
+            return self._feedback(body)
+        if path != f"{prefix}{PREDICT}":
+            return self._forward("POST", self.path, body)  # versioned, labelled, other models
+        state = self.server.state
+        if not state.versions:
+            return self._forward("POST", self.path, body)  # no rollout: TF Serving's newest
+        version, route = bandit.pick_version(state.labels, state.canary_fraction,
+                                             state.weights, state.versions, self.server.rng)
+        status, data, headers = self._upstream(
+            "POST", f"{prefix}/versions/{version}{PREDICT}", body)
+        if status is None:
+            return
+        if route == "bandit" and status == HTTPStatus.OK:
+            self._record(version, data)
+        self._reply(status, data, {**headers, "X-Served-By": f"{version};{route}"})
+
+    def _record(self, version: int, data: bytes) -> None:
+        try:
+            response = json.loads(data)
+            keyed = bandit.keyed_probabilities(response, self.headers.get("X-Request-Id", ""))
+            rows = response.get("predictions", response.get("outputs"))
+            count = len(rows) if isinstance(rows, list) else \
+                len(next(iter(rows.values()))) if isinstance(rows, dict) and rows else 1
+            self.server.state.store.routed(version, keyed, count)
+        except (ValueError, TypeError, StopIteration):
+            log.warning("could not read the keys of a bandit-routed answer; not recorded")
+
+    def _feedback(self, body: bytes) -> None:
+        try:
+            reply = bandit.feedback_reply(self.server.state.store, json.loads(body or b"null"))
+        except (model_config.RolloutError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            return self._error(HTTPStatus.BAD_REQUEST, str(e))
+        self.server.state.refresh()  # route by the new weights from the next request on
+        self._reply(HTTPStatus.OK, json.dumps(reply).encode(),
+                    {"Content-Type": "application/json"})
+
+    def _forward(self, method: str, path: str, body: bytes | None) -> None:
+        status, data, headers = self._upstream(method, path, body)
+        if status is not None:
+            self._reply(status, data, headers)
+
+    def _upstream(self, method: str, path: str, body: bytes | None
+                  ) -> tuple[int | None, bytes, dict[str, str]]:
+        """TF Serving's answer, or (None, ...) after answering 502 when it cannot be reached."""
+        headers = {k: self.headers[k] for k in PASSED_HEADERS if self.headers.get(k)}
+        for attempt in (1, 2):  # a kept-alive connection TF Serving closed: one fresh retry
+            connection = self.server.connection()
+            try:
+                connection.request(method, path, body, headers)
+                response = connection.getresponse()
+                data = response.read()
+                kept = {k: v for k, v in response.getheaders()
+                        if k.lower() in ("content-type", "x-served-by")}
+                return response.status, data, kept
+            except (OSError, http.client.HTTPException) as e:
+                self.server.drop_connection()
+                if attempt == 2:
+                    self._error(HTTPStatus.BAD_GATEWAY,
+                                f"TF Serving at {self.server.upstream} did not answer: "
+                                f"{type(e).__name__}: {e}")
+        return None, b"", {}
+
+
+class Router(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], upstream: str, model_name: str,
+                 state: RoutingState, seed: int | None = None, timeout: float = 30.0):
+        super().__init__(address, Handler)
+        parsed = urllib.parse.urlsplit(upstream)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise ValueError(f"--upstream {upstream!r}: give TF Serving's REST address, "
+                             "e.g. http://localhost:8501")
+        self.upstream, self.model_name, self.state = upstream, model_name, state
+        self._host, self._port = parsed.hostname, parsed.port or 80
+        self.upstream_timeout = timeout
+        self.rng = random.Random(seed)
+        self._local = threading.local()
+
+    def connection(self) -> http.client.HTTPConnection:
+        """One kept-alive connection to TF Serving per handler thread."""
+        if getattr(self._local, "connection", None) is None:
+            self._local.connection = http.client.HTTPConnection(self._host, self._port,
+                                                                timeout=self.upstream_timeout)
+        return self._local.connection
+
+    def drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+        self._local.connection = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start_background(self) -> threading.Thread:
+        self.state.start()
+        thread = threading.Thread(target=self.serve_forever, name="router", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.state.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from console import quiet
+    from pipeline import configs
+
+    defaults = configs.load()
+    parser = argparse.ArgumentParser(prog="python -m serving.router", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", required=True,
+                        help="TF Serving's REST address, e.g. http://localhost:8501")
+    parser.add_argument("--port", type=int, default=8080, help="where clients call (8080)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--model-name", default=defaults.serving_model_name)
+    parser.add_argument("--config-dir", default=defaults.serving_config_dir,
+                        help="serving.rollout's config dir (rollout.json, bandit.json)")
+    parser.add_argument("--poll-seconds", type=float, default=1.0,
+                        help="how often to read the rollout and the bandit's weights")
+    quiet.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        level = quiet.terminal_level(args.log_level, args.verbose)
+        router = Router((args.host, args.port), args.upstream, args.model_name,
+                        RoutingState(args.config_dir, args.poll_seconds))
+    except (ValueError, OSError) as e:
+        print(f"serving.router: {e}", file=sys.stderr)
+        return 2
+    log_file = quiet.command_log(defaults.output_root, "router")
+    print(f"serving.router: {router.url} -> {args.upstream}; logs in {log_file}", flush=True)
+    with quiet.routed(log_file, level, own=("serving",),
+                      own_format="%(asctime)s %(levelname)s %(message)s"):
+        router.state.start()
+        try:
+            router.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            router.server_close()
+            router.state.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
