@@ -474,7 +474,7 @@ def run_fn(fn_args) -> None:
         steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-                   progress.ProgressLog()],
+                   progress.for_strategy(distribution.strategy)],
         train_weights=weights, base_model=base_model, distribution=distribution)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started
