@@ -21,23 +21,20 @@ Figures go to outputs/bench/bandit.json.
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
+from benchmarks.loopback import Client, free_port, run_and_save, wait_for_server  # noqa: E402
 
 MODEL = "bandit-bench"
 
@@ -51,43 +48,6 @@ def score(model_dir: str, rows: list[dict[str, str]]):
     model = tf.saved_model.load(model_dir)
     inputs = M.raw_inputs([{k: v for k, v in r.items() if k in F.BY_NAME} for r in rows])
     return model.signatures["serving_default"](**inputs)[M.PROBABILITY].numpy()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Client:
-    """One keep-alive connection, as a service calling the model would hold."""
-
-    def __init__(self, port: int):
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def post(self, path: str, body: dict, headers: dict[str, str] | None = None):
-        self.connection.request("POST", path, json.dumps(body),
-                                {"Content-Type": "application/json", **(headers or {})})
-        response = self.connection.getresponse()
-        data = json.loads(response.read())
-        if response.status != 200:
-            raise RuntimeError(f"HTTP {response.status}: {data}")
-        return data, response.headers
-
-
-def wait_for_server(port: int, process, seconds: float = 180.0, model: str = MODEL) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{model}",
-                                        timeout=5) as response:
-                if json.loads(response.read())["model_version_status"]:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("the local server did not start")
-        time.sleep(0.5)
 
 
 def simulate(args: argparse.Namespace) -> dict:
@@ -131,7 +91,7 @@ def simulate(args: argparse.Namespace) -> dict:
             env={**os.environ, "TAXI_OUTPUT_ROOT": str(work / "outputs")},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for_server(port, server)
+            wait_for_server(port, server, MODEL)
             client = Client(port)
             served, failures, pending, timeline = [], 0, [], []
             labelled, reached = 0, None
@@ -225,15 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "bandit.json"))
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
-    result, error, log_file = quiet.run_quietly(lambda: simulate(args), args,
-                                                str(ROOT / "outputs"), "bench-bandit", (), "")
-    if error is not None:
-        print(f"bandit_simulation: {error}", file=sys.stderr)
+    result, log_file = run_and_save(simulate, args, "bandit", lambda r: {
+        k: v for k, v in r.items() if k not in ("timeline", "status")})
+    if result is None:
         return 2
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("timeline", "status")},
-                     indent=2))
     print(result["status"])
     print(f"logs: {log_file}")
     return 0 if result["failures"] == 0 else 1

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
-from benchmarks.bandit_simulation import Client, free_port, wait_for_server  # noqa: E402
+from benchmarks.loopback import Client, free_port, run_and_save, wait_for_server  # noqa: E402
 
 MODEL = "hybrid-bench"
 KEY = "trip_id"
@@ -98,7 +97,7 @@ def simulate(args: argparse.Namespace) -> dict:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + args.max_seconds
         try:
-            wait_for_server(port, server, model=MODEL)
+            wait_for_server(port, server, MODEL)
             client = Client(port)
             history, failures = send(client, rows, stream(rng, args.requests, len(rows),
                                                           args.zipf, ranks), deadline)
@@ -167,14 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "hybrid.json"))
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
-    result, error, log_file = quiet.run_quietly(lambda: simulate(args), args,
-                                                str(ROOT / "outputs"), "bench-hybrid", (), "")
-    if error is not None:
-        print(f"hybrid_simulation: {error}", file=sys.stderr)
+    result, log_file = run_and_save(simulate, args, "hybrid", lambda r: r)
+    if result is None:
         return 2
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
     print(f"logs: {log_file}")
     return 0 if result["failures"] == 0 else 1
 
