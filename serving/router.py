@@ -154,8 +154,8 @@ class Handler(BaseHTTPRequestHandler):
                 connection.request(method, path, body, headers)
                 response = connection.getresponse()
                 data = response.read()
-                kept = {k: v for k, v in response.getheaders()
-                        if k.lower() in ("content-type", "x-served-by")}
+                kept = {k: v for k, v in response.getheaders()  # e.g. X-Prediction-Source
+                        if k.lower() == "content-type" or k.lower().startswith("x-")}
                 return response.status, data, kept
             except (OSError, http.client.HTTPException) as e:
                 self.server.drop_connection()
