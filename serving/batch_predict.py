@@ -5,7 +5,7 @@
 
 The CSV is read in chunks (memory stays flat on any input size), checked column by column
 against the feature spec, and scored by `serving_default`: the Transform graph online serving
-runs, so batch and online predictions agree to the last bit. Each output row carries the
+runs, so batch and online predictions agree (to float32 rounding). Each output row carries the
 input's key (`--key`, or the data row number) so predictions join back to their rows.
 
 Bad rows are neither dropped silently nor fatal: they go to OUTPUT.bad_rows.csv with their
