@@ -31,16 +31,13 @@ def _p(text: str) -> str:
     return f"<p>{html.escape(text)}</p>"
 
 
-# Where write() keeps figures drawn from artifacts, by the artifacts' URIs: an artifact never
-# changes once written, so a cached rerun's report reuses the figure (the distributions take
-# ~2.7 s to draw, a quarter of a fully cached run).
-_figures_dir: Path | None = None
-
-
-def _figure(key: str, draw) -> bytes:
-    if _figures_dir is None:
+def _figure(figures_dir: Path | None, key: str, draw) -> bytes:
+    """A figure drawn from artifacts, kept in `figures_dir` by the artifacts' URIs: an
+    artifact never changes once written, so a cached rerun's report reuses the figure (the
+    distributions take ~2.7 s to draw, a quarter of a fully cached run)."""
+    if figures_dir is None:
         return draw()
-    path = _figures_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.png"
+    path = figures_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.png"
     if path.is_file():
         return path.read_bytes()
     png = draw()
@@ -70,7 +67,7 @@ def _components(summary: run_summary.RunSummary) -> str:
     return views.table(frame, "{:.1f}")
 
 
-def _data(summary: run_summary.RunSummary) -> str:
+def _data(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> str:
     from pipeline.components.anomaly_gate import describe, read_anomalies
 
     parts = []
@@ -81,7 +78,7 @@ def _data(summary: run_summary.RunSummary) -> str:
     if stats_uri:
         train = views.load_statistics(f"{stats_uri}/Split-train/FeatureStats.pb")
         parts.append(views.table(views.statistics_frame(train)))
-        png = _figure(f"distributions {stats_uri}", lambda: views.distributions_png({
+        png = _figure(figures_dir, f"distributions {stats_uri}", lambda: views.distributions_png({
             "train": train,
             "eval": views.load_statistics(f"{stats_uri}/Split-eval/FeatureStats.pb")}))
         parts.append(views.img(png, "feature distributions, train vs eval"))
@@ -198,13 +195,13 @@ def _lineage(summary: run_summary.RunSummary) -> str:
                                for k, v in rows) + "</table>"
 
 
-def build(summary: run_summary.RunSummary) -> str:
+def build(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> str:
     outcome = ("pushed" if summary.pushed else "not pushed") if summary.pushed is not None \
         else "stopped before the push"
     sections = [
         ("Outcome", f"<pre>{html.escape(run_summary.format_summary(summary))}</pre>"),
         ("Components", _section(_components, summary)),
-        ("Data", _section(_data, summary)),
+        ("Data", _section(_data, summary, figures_dir)),
         ("Drift against the data in service", _section(_drift, summary)),
         ("Training", _section(_training, summary)),
         ("Evaluation (candidate, with the baseline's columns when there is one)",
@@ -249,14 +246,9 @@ def run_id_of(metadata_path: str, pipeline_name: str, wanted: str) -> str:
 
 
 def write(summary: run_summary.RunSummary, pipeline_root: str) -> Path:
-    global _figures_dir
     path = report_path(pipeline_root, summary.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _figures_dir = path.parent / ".figures"
-    try:
-        path.write_text(build(summary), encoding="utf-8")
-    finally:
-        _figures_dir = None
+    path.write_text(build(summary, path.parent / ".figures"), encoding="utf-8")
     return path
 
 
