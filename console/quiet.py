@@ -8,17 +8,62 @@ C++ warnings are written by C++ straight to fd 2, before and outside Python's lo
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 LEVEL_ENV = "TAXI_LOG_LEVEL"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+# fd 2 as it was, and what C++ wrote meanwhile: see hold_native_stderr.
+_held: tuple[int, Any, TextIO] | None = None
+
+
+def hold_native_stderr() -> None:
+    """For a command whose module imports TensorFlow at the top: what C++ writes to fd 2
+    before the command knows where logs go (TensorFlow's CUDA registration errors, printed
+    at import) is held in a temporary file, then given to `routed` (the log file, or the
+    terminal with --verbose), or to the terminal if the command ends first. Python's own
+    stderr (argparse's errors) still reaches the terminal at once."""
+    global _held
+    if _held is not None:
+        return
+    sys.stderr.flush()
+    held = tempfile.TemporaryFile()  # noqa: SIM115  (released by release_native_stderr)
+    saved = os.dup(2)
+    os.dup2(held.fileno(), 2)
+    python_stderr = sys.stderr
+    sys.stderr = open(os.dup(saved), "w", buffering=1, encoding="utf-8",  # noqa: SIM115
+                      errors="backslashreplace")
+    _held = (saved, held, python_stderr)
+    atexit.register(release_native_stderr)
+
+
+def release_native_stderr(to: TextIO | None = None) -> None:
+    """fd 2 back to where it was; what was held goes to `to` (default: the terminal)."""
+    global _held
+    if _held is None:
+        return
+    saved, held, python_stderr = _held
+    _held = None
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    sys.stderr.close()
+    sys.stderr = python_stderr
+    held.seek(0)
+    text = held.read().decode("utf-8", errors="backslashreplace")
+    held.close()
+    if text:
+        (to or sys.stderr).write(text)
+        (to or sys.stderr).flush()
 
 
 def file_stamp(when: datetime.datetime | None = None) -> str:
@@ -60,9 +105,10 @@ def routed(log_path: Path, level: int | None, own: tuple[str, ...] = (),
     The command's `own` loggers (by name prefix) still reach the terminal's stdout at INFO,
     in `own_format`. Yields the stream the command itself prints to (the terminal's
     stdout)."""
-    out, err = sys.stdout, sys.stderr
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+    release_native_stderr(log_file if level is None else None)
+    out, err = sys.stdout, sys.stderr
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
     file_handler = logging.StreamHandler(log_file)

@@ -6,9 +6,11 @@ import datetime
 import io
 import logging
 import os
+import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,36 @@ def test_file_stamps_are_utc_and_free_of_colons():
     local = datetime.datetime(2026, 11, 24, 12, 6, 46)  # naive: this machine's time
     assert quiet.file_stamp(local) == quiet.file_stamp(local.astimezone())
     assert ":" not in quiet.file_stamp()
+
+
+HOLDING_COMMAND = """
+import os, sys
+from pathlib import Path
+from console import quiet
+quiet.hold_native_stderr()
+os.write(2, b"C++ line at import\\n")  # TensorFlow's CUDA registration errors, say
+print("argparse-style error", file=sys.stderr, flush=True)
+if sys.argv[1] == "routed":
+    with quiet.routed(Path(sys.argv[2]), level=None) as out:
+        print("the command's own line", file=out, flush=True)
+"""
+
+
+def _holding_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", HOLDING_COMMAND, *args], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+
+
+def test_cpp_lines_written_before_the_log_is_chosen_go_to_it(tmp_path):
+    log_path = tmp_path / "command.log"
+    proc = _holding_command("routed", str(log_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "the command's own line\n"
+    assert proc.stderr == "argparse-style error\n"  # Python's stderr is not held
+    assert "C++ line at import" in log_path.read_text()
+
+
+def test_cpp_lines_held_reach_the_terminal_if_the_command_ends_before_logging():
+    proc = _holding_command("ends")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "argparse-style error\nC++ line at import\n"

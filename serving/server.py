@@ -20,6 +20,11 @@ from it while its model version is the one serving (serving/hybrid.py).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go to its log
+    from console import quiet as _quiet
+
+    _quiet.hold_native_stderr()
+
 import argparse
 import dataclasses
 import json
