@@ -6,6 +6,8 @@ process (so start-up and imports count, as they do for a user). Printed and writ
 JSON: wall time and ratio, per-component times from MLMD, peak RSS, a fully cached rerun
 of ours, and both models' AUC and accuracy on the rows that *both* pipelines held out, with
 a gradient-boosted tree baseline (scikit-learn, trained on our train split) beside them.
+Last, the development loop's smoke run: ours on a 3,000-row sample with 100 training steps,
+from an empty output root.
 
     python benchmarks/e2e_vs_tfx_example.py [--out outputs/bench/e2e] [--skip-reference]
 """
@@ -19,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 
 REFERENCE_NAME = "chicago_taxi_native_keras"
+SMOKE_ROWS, SMOKE_STEPS = 3000, 100
 
 
 def peak_rss_mib() -> float:
@@ -58,29 +62,32 @@ def run_reference(out: Path, data_root: str) -> dict:
             "pipeline_name": REFERENCE_NAME, "serving_dir": str(out / "serving" / REFERENCE_NAME)}
 
 
-def run_ours(out: Path, data_root: str) -> dict:
+def run_ours(out: Path, data_root: str, train_steps: int | None = None) -> dict:
     import local_runner
     from pipeline import configs
 
-    config = configs.load(data_root=data_root, output_root=str(out))
+    settings = {"train_steps": train_steps} if train_steps else {}
+    config = configs.load(data_root=data_root, output_root=str(out), **settings)
     local_runner.run(config)
     return {"metadata_path": config.metadata_path, "pipeline_name": config.pipeline_name,
             "serving_dir": config.serving_dir}
 
 
-def side_main(side: str, out: Path, data_root: str) -> None:
+def side_main(side: str, out: Path, data_root: str, train_steps: int | None) -> None:
     start = time.monotonic()
-    info = (run_reference if side == "reference" else run_ours)(out, data_root)
+    info = run_reference(out, data_root) if side == "reference" else \
+        run_ours(out, data_root, train_steps)
     info["inner_seconds"] = time.monotonic() - start
     info["peak_rss_mib"] = peak_rss_mib()
     print("BENCH-RESULT " + json.dumps(info), flush=True)
 
 
-def run_side(side: str, out: Path, data_root: str) -> dict:
+def run_side(side: str, out: Path, data_root: str, train_steps: int | None = None) -> dict:
     start = time.monotonic()
+    steps = ["--train-steps", str(train_steps)] if train_steps else []
     proc = subprocess.run(
-        [sys.executable, __file__, "--side", side, "--out", str(out), "--data-root", data_root],
-        capture_output=True, text=True, cwd=ROOT)
+        [sys.executable, __file__, "--side", side, "--out", str(out), "--data-root", data_root,
+         *steps], capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - start
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("BENCH-RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -92,6 +99,18 @@ def run_side(side: str, out: Path, data_root: str) -> dict:
 
 
 # ---------------------------------------------------------------- measuring
+
+
+def smoke_sample(source_root: str, out: Path, rows: int = SMOKE_ROWS) -> str:
+    """`rows` rows of the bundled CSV drawn at random (a fixed seed), as a data root."""
+    import pandas as pd
+
+    source = next(Path(source_root).glob("*.csv"))
+    sample = pd.read_csv(source, dtype=str, keep_default_na=False)
+    root = out / "smoke-data"
+    root.mkdir(parents=True, exist_ok=True)
+    sample.sample(n=rows, random_state=0).to_csv(root / "data.csv", index=False)
+    return str(root)
 
 
 def component_times(info: dict) -> dict:
@@ -198,12 +217,31 @@ def main() -> int:
     parser.add_argument("--data-root", default=str(ROOT / "data" / "raw" / "chicago_taxi"))
     parser.add_argument("--skip-reference", action="store_true",
                         help="only our pipeline (quicker; no ratio)")
+    parser.add_argument("--skip-smoke", action="store_true",
+                        help=f"skip the {SMOKE_ROWS:,}-row, {SMOKE_STEPS}-step smoke run")
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--train-steps", type=int, help=argparse.SUPPRESS)
+    from console import quiet
+
+    quiet.add_arguments(parser)
     args = parser.parse_args()
     if args.side:
-        side_main(args.side, args.out / args.side, args.data_root)
+        side_main(args.side, args.out / args.side, args.data_root, args.train_steps)
         return 0
 
+    log_file = quiet.command_log(str(ROOT / "outputs"), "bench-e2e")
+    try:
+        level = quiet.terminal_level(args.log_level, args.verbose)
+    except ValueError as e:
+        parser.error(str(e))
+    print(f"[bench] logs in {log_file}", flush=True)
+    with quiet.routed(log_file, level) as out:
+        bench(args, lambda text="": print(text, file=out, flush=True))
+    return 0
+
+
+def bench(args: argparse.Namespace, say: Callable[[str], None]) -> None:
+    """Both pipelines, the reruns, the smoke run and quality; `say` prints to the terminal."""
     from data import bundled
 
     bundled.materialize()
@@ -214,57 +252,68 @@ def main() -> int:
     results: dict = {"machine": {"cores": os.cpu_count()}}
     reference = None
     if not args.skip_reference:
-        print("[bench] running TFX's taxi native-Keras example ...", flush=True)
+        say("[bench] running TFX's taxi native-Keras example ...")
         reference = run_side("reference", args.out, args.data_root)
         reference["components"] = component_times(reference)
         results["reference"] = reference
-    print("[bench] running this project's pipeline ...", flush=True)
+    say("[bench] running this project's pipeline ...")
     ours = run_side("ours", args.out, args.data_root)
     ours["components"] = component_times(ours)
     results["ours"] = ours
     # As in TFX's penguin e2e test: the first rerun re-evaluates (the first model is now
     # the baseline to compare with), the one after it is cached throughout.
-    print("[bench] rerunning ours with nothing new (re-evaluates vs the new baseline) ...",
+    say("[bench] rerunning ours with nothing new (re-evaluates vs the new baseline) ...",
           flush=True)
     rerun = run_side("ours", args.out, args.data_root)
     results["ours_rerun"] = {"wall_seconds": rerun["wall_seconds"],
                              "components": component_times(rerun)}
-    print("[bench] rerunning ours again (fully cached) ...", flush=True)
+    say("[bench] rerunning ours again (fully cached) ...")
     cached = run_side("ours", args.out, args.data_root)
     results["ours_cached"] = {"wall_seconds": cached["wall_seconds"],
                               "components": component_times(cached)}
+    if not args.skip_smoke:
+        say(f"[bench] smoke run: ours on {SMOKE_ROWS:,} rows, {SMOKE_STEPS} steps, "
+              "from nothing ...")
+        smoke_out = args.out / "smoke"
+        smoke = run_side("ours", smoke_out, smoke_sample(args.data_root, smoke_out),
+                         SMOKE_STEPS)
+        results["smoke"] = {"rows": SMOKE_ROWS, "train_steps": SMOKE_STEPS,
+                            "wall_seconds": smoke["wall_seconds"],
+                            "components": component_times(smoke)}
     results["quality"] = held_out_quality(ours, reference)
     if reference:
         results["ratio"] = ours["wall_seconds"] / reference["wall_seconds"]
 
-    print()
-    print(f"{'':<26}{'ours':>12}{'TFX example':>14}")
+    say("")
+    say(f"{'':<26}{'ours':>12}{'TFX example':>14}")
     ref_wall = f"{reference['wall_seconds']:.1f} s" if reference else "-"
-    print(f"{'wall time':<26}{ours['wall_seconds']:>10.1f} s{ref_wall:>14}")
+    say(f"{'wall time':<26}{ours['wall_seconds']:>10.1f} s{ref_wall:>14}")
     if reference:
-        print(f"{'ratio ours / example':<26}{results['ratio']:>12.2f}")
+        say(f"{'ratio ours / example':<26}{results['ratio']:>12.2f}")
     ref_rss = f"{reference['peak_rss_mib']:.0f} MiB" if reference else "-"
-    print(f"{'peak RSS':<26}{ours['peak_rss_mib']:>8.0f} MiB{ref_rss:>14}")
-    print(f"{'rerun (re-evaluation)':<26}{rerun['wall_seconds']:>10.1f} s")
-    print(f"{'fully cached rerun':<26}{cached['wall_seconds']:>10.1f} s")
+    say(f"{'peak RSS':<26}{ours['peak_rss_mib']:>8.0f} MiB{ref_rss:>14}")
+    say(f"{'rerun (re-evaluation)':<26}{rerun['wall_seconds']:>10.1f} s")
+    say(f"{'fully cached rerun':<26}{cached['wall_seconds']:>10.1f} s")
+    if "smoke" in results:
+        say(f"{'smoke run':<26}{results['smoke']['wall_seconds']:>10.1f} s"
+              f"   ({SMOKE_ROWS:,} rows, {SMOKE_STEPS} training steps, from nothing)")
     q = results["quality"]
     for metric in ("auc", "accuracy"):
         ref_value = f"{q['reference'][metric]:.4f}" if reference else "-"
-        print(f"{'held-out ' + metric:<26}{q['ours'][metric]:>12.4f}{ref_value:>14}"
+        say(f"{'held-out ' + metric:<26}{q['ours'][metric]:>12.4f}{ref_value:>14}"
               f"   (gradient-boosted trees on our train split: "
               f"{q['gradient_boosting'][metric]:.4f})")
-    print(f"  (on {q['held_out_rows']} rows held out by both; {q['positive_rate']:.1%} positive)")
-    print("\nper component (seconds, from MLMD):")
+    say(f"  (on {q['held_out_rows']} rows held out by both; {q['positive_rate']:.1%} positive)")
+    say("\nper component (seconds, from MLMD):")
     names = list(ours["components"]) + [n for n in (reference or {}).get("components", {})
                                         if n not in ours["components"]]
     for name in names:
         mine = ours["components"].get(name, {}).get("seconds", "-")
         theirs = (reference or {}).get("components", {}).get(name, {}).get("seconds", "-")
-        print(f"  {name:<32}{mine!s:>8}{theirs!s:>14}")
+        say(f"  {name:<32}{mine!s:>8}{theirs!s:>14}")
     path = args.out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=float))
-    print(f"\n[bench] figures written to {path}")
-    return 0
+    say(f"\n[bench] figures written to {path}")
 
 
 if __name__ == "__main__":
