@@ -8,12 +8,18 @@ is read as bytes: types come from the schema later (`typed_columns`), never gues
 file, and bytes that are not UTF-8 reach validation, which names them. A pandas index (a
 first column with no name, or `Unnamed: 0`; Parquet's `__index_level_N__`) is dropped with
 a note. Anything else that cannot be read raises `InputError`: one line naming the file.
+
+A large file is read in blocks (`blocks`), so that Beam can share one file among workers:
+an uncompressed CSV at line ends that are not inside a quoted field (the parity of the
+quotes before a line end says so), a Parquet file at row-group boundaries. A compressed
+CSV cannot be entered in the middle and is one block.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import logging
 import os
 import re
@@ -34,6 +40,8 @@ PARQUET = {".parquet", ".pq"}
 DELIMITERS = (",", ";", "\t", "|")
 BATCH_BYTES = 4 << 20  # CSV block size: bounds memory whatever the file's size
 BATCH_ROWS = 131072  # Parquet batch size
+BLOCK_BYTES = 64 << 20  # a file larger than this is read as several blocks
+SCAN_BYTES = 8 << 20  # what the CSV block planner reads at a time
 NOT_DATA = {  # magic bytes of files people export by mistake
     b"PK\x03\x04": "a zip archive or an Excel workbook (.xlsx), not CSV: save the sheet as "
                     "CSV",
@@ -136,10 +144,96 @@ def header(path: str, head: bytes, delimiter: str | None = None) -> tuple[list[s
     return names, delimiter
 
 
-def read_batches(path: str, delimiter: str | None = None) -> Iterator[pa.RecordBatch]:
-    """The file's rows in bounded batches; CSV columns as bytes, Parquet's as stored."""
+Block = tuple[int, int]  # CSV: [start, stop) in bytes; Parquet: [first, stop) row groups
+
+
+def blocks(path: str, block_bytes: int = BLOCK_BYTES) -> list[Block | None]:
+    """The parts of a file that can be read apart, each about `block_bytes`; [None] when
+    the file is read whole (small, compressed, one row group, or `block_bytes` 0)."""
+    if block_bytes <= 0:
+        return [None]
     if file_format(path) == "parquet":
-        yield from _parquet_batches(path)
+        return _parquet_blocks(path, block_bytes)
+    if os.path.splitext(path.lower())[1] in COMPRESSION:
+        return [None]
+    size = _size(path)
+    if size <= block_bytes:
+        return [None]
+    cuts = [0, *csv_cuts(path, block_bytes)]
+    if cuts[-1] < size:
+        cuts.append(size)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a] or [None]
+
+
+def csv_cuts(path: str, block_bytes: int, scan_bytes: int = SCAN_BYTES) -> list[int]:
+    """Offsets just after a line end, one per `block_bytes` or a little after, where no
+    quoted field is open: an even number of quotes lies before it (RFC 4180 writes a
+    quote inside a quoted field as two)."""
+    cuts: list[int] = []
+    want, quotes, offset = block_bytes, 0, 0
+    with _open(path) as f:
+        while piece := f.read(scan_bytes):
+            counted = 0  # quotes of piece[:counted] are in `quotes`
+            while offset + len(piece) > want:
+                search = max(counted, want - offset)
+                quotes += piece.count(b'"', counted, search)
+                counted = search
+                while (end := piece.find(b"\n", counted)) >= 0:
+                    quotes += piece.count(b'"', counted, end)
+                    counted = end + 1
+                    if quotes % 2 == 0:
+                        cuts.append(offset + counted)
+                        want = offset + counted + block_bytes
+                        break
+                else:  # no free line end in this piece: look on in the next
+                    break
+            quotes += piece.count(b'"', counted)
+            offset += len(piece)
+    return cuts
+
+
+def _size(path: str) -> int:
+    if "://" not in path:
+        return os.path.getsize(path)
+    from tfx.dsl.io import fileio
+
+    return fileio.stat(path).length
+
+
+def _parquet_blocks(path: str, block_bytes: int) -> list[Block | None]:
+    try:
+        metadata = pq.ParquetFile(_open(path)).metadata
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a Parquet file: {_first_line(e)}") from e
+    groups = metadata.num_row_groups
+    found: list[Block] = []
+    start, size = 0, 0
+    for group in range(groups):
+        size += metadata.row_group(group).total_byte_size
+        if size >= block_bytes or group == groups - 1:
+            found.append((start, group + 1))
+            start, size = group + 1, 0
+    return found if len(found) > 1 else [None]
+
+
+def _read_range(path: str, start: int, stop: int) -> pa.Buffer:
+    if "://" not in path:
+        with pa.OSFile(path) as f:
+            f.seek(start)
+            return f.read_buffer(stop - start)
+    from tfx.dsl.io import fileio
+
+    with fileio.open(path, "rb") as f:
+        f.seek(start)
+        return pa.py_buffer(f.read(stop - start))
+
+
+def read_batches(path: str, delimiter: str | None = None,
+                 block: Block | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows of the file (or of one of its `blocks`) in bounded batches; CSV columns as
+    bytes, Parquet's as stored."""
+    if file_format(path) == "parquet":
+        yield from _parquet_batches(path, block)
         return
     head = _head(path)
     if not head.strip():
@@ -154,10 +248,12 @@ def read_batches(path: str, delimiter: str | None = None) -> Iterator[pa.RecordB
     duplicated = sorted({n for n in names if names.count(n) > 1 and not INDEX.match(n)})
     if duplicated:
         raise InputError(f"{path}: column(s) {duplicated} appear more than once in the header")
+    source = _open(path) if block is None else pa.BufferReader(_read_range(path, *block))
     try:
         reader = pcsv.open_csv(
-            _open(path),
-            read_options=pcsv.ReadOptions(column_names=names, skip_rows=1,
+            source,
+            read_options=pcsv.ReadOptions(column_names=names,
+                                          skip_rows=1 if block is None or block[0] == 0 else 0,
                                           block_size=BATCH_BYTES),
             parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
             convert_options=pcsv.ConvertOptions(column_types={n: pa.binary() for n in names},
@@ -169,7 +265,7 @@ def read_batches(path: str, delimiter: str | None = None) -> Iterator[pa.RecordB
                          f"{_first_line(e)}") from e
 
 
-def _parquet_batches(path: str) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: str, block: Block | None) -> Iterator[pa.RecordBatch]:
     try:
         parquet = pq.ParquetFile(_open(path))
     except (pa.ArrowInvalid, OSError) as e:
@@ -179,7 +275,8 @@ def _parquet_batches(path: str) -> Iterator[pa.RecordBatch]:
                 or pa.types.is_large_list(field.type) or pa.types.is_map(field.type):
             raise InputError(f"{path}: column '{field.name}' holds {field.type}: one value "
                              "per cell is supported")
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+    groups = None if block is None else list(range(*block))
+    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, row_groups=groups):
         yield _drop_index(path, batch)
 
 

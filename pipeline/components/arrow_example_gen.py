@@ -6,17 +6,18 @@ TFX's FileBasedExampleGen with this executor: its driver resolves spans, version
 TFRecords in `Split-<name>/`, span and version properties), so every downstream component
 is untouched. What differs is the reading: pyarrow's C++ readers (data/readers.py) and a
 vectorised encoder (example_encoding.py) instead of Python per value. As a Beam pipeline,
-one element per file, in two passes so that a column's feature type is the same in every
-file of the split:
+one element per block of a file (a whole small file; a large one in blocks of `block_bytes`
+at safe line ends or row groups, shuffled so that workers share it), in two passes so that
+a column's feature type is the same in every file of the split:
 
-1. each file is profiled (values per column, values that are not numbers) and the profiles
+1. each block is profiled (values per column, values that are not numbers) and the profiles
    merged: a column's kind is its schema type when every value parses as it, otherwise
    what CsvExampleGen would infer (so a text value in a numeric column reaches validation,
    which names it, as before); a column without any value is written with no kind;
 2. each file is read again, encoded, split by the hash of each record (TFX's own
    partition: the same records in the same splits as CsvExampleGen) and written to equal
    shards of ~100,000 consecutive records (downstream components read files in parallel),
-   named after the file's index (a retried element rewrites its own shards).
+   named after the file's index and block (a retried element rewrites its own shards).
 
 `ingest.json` beside the splits records files, rows per split and every column's profile.
 """
@@ -51,7 +52,7 @@ from pipeline.components import example_encoding as enc
 log = logging.getLogger(__name__)
 
 INGEST_FILE = "ingest.json"
-SHARD = "data_tfrecord-{index:05d}-of-{count:05d}-part-{part:04d}.gz"
+SHARD = "data_tfrecord-{index:05d}-of-{count:05d}-block-{block:04d}-part-{part:04d}.gz"
 # A gzip file is read by one worker: downstream components (StatisticsGen, Transform, the
 # Evaluator) parallelise over files, so a large input file is written as several shards of
 # about the same size (consecutive records; the expected split sizes come from the profile
@@ -78,27 +79,42 @@ def schema_types(schema_file: str) -> dict[str, str]:
     return {f.name: _SCHEMA_KINDS[f.type] for f in schema.feature if f.type in _SCHEMA_KINDS}
 
 
-def profile_file(path: str, delimiter: str | None) -> dict[str, Any]:
+# One element of the read: (file index, path, block index, block or None for the whole file).
+Element = tuple[int, str, int, "readers.Block | None"]
+
+
+def file_blocks(indexed: tuple[int, str], block_bytes: int) -> list[Element]:
+    index, path = indexed
+    return [(index, path, number, block)
+            for number, block in enumerate(readers.blocks(path, block_bytes))]
+
+
+def block_key(element: Element) -> str:
+    return f"{element[1]}#{element[2]}"
+
+
+def profile_block(element: Element, delimiter: str | None) -> dict[str, Any]:
     columns: dict[str, dict[str, int]] = {}
     rows = 0
-    for batch in readers.read_batches(path, delimiter):
+    _, path, _, block = element
+    for batch in readers.read_batches(path, delimiter, block):
         rows += batch.num_rows
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             seen = readers.profile(column)
             total = columns.setdefault(name, dict.fromkeys(seen, 0))
             for key, value in seen.items():
                 total[key] += value
-    return {"files": 1, "rows": rows, "columns": columns, "order": list(columns),
-            "file_rows": {path: rows}}
+    return {"blocks": 1, "rows": rows, "columns": columns, "order": list(columns),
+            "block_rows": {block_key(element): rows}}
 
 
 def merge_profiles(profiles) -> dict[str, Any]:
-    merged: dict[str, Any] = {"files": 0, "rows": 0, "columns": {}, "order": [],
-                              "file_rows": {}}
+    merged: dict[str, Any] = {"blocks": 0, "rows": 0, "columns": {}, "order": [],
+                              "block_rows": {}}
     for p in profiles:
-        merged["files"] += p["files"]
+        merged["blocks"] += p["blocks"]
         merged["rows"] += p["rows"]
-        merged["file_rows"].update(p["file_rows"])
+        merged["block_rows"].update(p["block_rows"])
         for name in p["order"]:
             if name not in merged["columns"]:
                 merged["order"].append(name)
@@ -114,8 +130,8 @@ def kinds(profile: dict[str, Any], types: dict[str, str]) -> dict[str, str]:
 
 
 class EncodeAndWrite(beam.DoFn):
-    """One file: read, encode, split by hash, write each split's shards; yields rows per
-    split."""
+    """One block of a file: read, encode, split by hash, write each split's shards; yields
+    rows per split."""
 
     def __init__(self, split_uris: list[str], buckets: list[int], partition_feature: str,
                  delimiter: str | None, count: int):
@@ -125,18 +141,18 @@ class EncodeAndWrite(beam.DoFn):
         self._delimiter = delimiter
         self._count = count
 
-    def process(self, element: tuple[int, str], profile: dict[str, Any], types: dict[str, str]):
-        index, path = element
+    def process(self, element: Element, profile: dict[str, Any], types: dict[str, str]):
+        index, path, number, block = element
         column_kinds = kinds(profile, types)
         fractions = np.diff([0, *self._buckets]) / self._buckets[-1]
-        expected = [profile["file_rows"].get(path, 0) * f for f in fractions]
+        expected = [profile["block_rows"].get(block_key(element), 0) * f for f in fractions]
         parts = [shard_count(n) for n in expected]
         per_part = [max(1, math.ceil(n / p)) for n, p in zip(expected, parts, strict=True)]
-        writers = [[self._writer(index, split, part) for part in range(count)]
+        writers = [[self._writer(index, number, split, part) for part in range(count)]
                    for split, count in enumerate(parts)]
         rows = [0] * len(self._split_uris)
         try:
-            for batch in readers.read_batches(path, self._delimiter):
+            for batch in readers.read_batches(path, self._delimiter, block):
                 columns = readers.typed_columns(batch, column_kinds)
                 records = enc.to_arrow(*enc.serialize(columns, batch.num_rows)).to_pylist()
                 for record, split in zip(records, self._splits(records), strict=True):
@@ -148,9 +164,10 @@ class EncodeAndWrite(beam.DoFn):
                 writer.close()
         yield from enumerate(rows)
 
-    def _writer(self, index: int, split: int, part: int) -> tf.io.TFRecordWriter:
-        """Named by file and part, so that a retried element rewrites its own shards."""
-        name = SHARD.format(index=index, count=self._count, part=part)
+    def _writer(self, index: int, block: int, split: int, part: int) -> tf.io.TFRecordWriter:
+        """Named by file, block and part, so that a retried element rewrites its own
+        shards."""
+        name = SHARD.format(index=index, count=self._count, block=block, part=part)
         return tf.io.TFRecordWriter(os.path.join(self._split_uris[split], name),
                                     options="GZIP")
 
@@ -188,6 +205,7 @@ class Executor(BaseExampleGenExecutor):
         custom = settings(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
         types = schema_types(custom.get("schema_file", ""))
         delimiter = custom.get("delimiter") or None
+        block_bytes = int(custom.get("block_bytes", readers.BLOCK_BYTES))
         examples = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.EXAMPLES_KEY])
         split_names = utils.generate_output_split_names(input_config, output_config)
@@ -212,11 +230,16 @@ class Executor(BaseExampleGenExecutor):
             uris = [os.path.join(examples.uri, f"Split-{n}") for n in names]
             for uri in uris:
                 fileio.makedirs(uri)
-            indexed = pipeline | f"Files[{number}]" >> beam.Create(list(enumerate(files)))
-            profile = (indexed
-                       | f"Profile[{number}]" >> beam.Map(lambda e: profile_file(e[1], delimiter))
+            # Blocks are planned on the workers (a CSV's are found by reading it) and
+            # shuffled, so that the blocks of one large file go to different workers.
+            elements = (pipeline
+                        | f"Files[{number}]" >> beam.Create(list(enumerate(files)))
+                        | f"Blocks[{number}]" >> beam.FlatMap(file_blocks, block_bytes)
+                        | f"Spread[{number}]" >> beam.Reshuffle())
+            profile = (elements
+                       | f"Profile[{number}]" >> beam.Map(profile_block, delimiter)
                        | f"Merge[{number}]" >> beam.CombineGlobally(merge_profiles))
-            rows = (indexed
+            rows = (elements
                     | f"Write[{number}]" >> beam.ParDo(
                         EncodeAndWrite(uris, job_buckets, partition, delimiter, len(files)),
                         beam.pvalue.AsSingleton(profile), types)
@@ -243,8 +266,9 @@ class Executor(BaseExampleGenExecutor):
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
         for report in reports:
-            log.info("ArrowExampleGen: %s rows from %d %s file(s) -> %s", report["rows"],
-                     len(report["files"]), report["format"], report["rows_per_split"])
+            log.info("ArrowExampleGen: %s rows from %d %s file(s) in %d block(s) -> %s",
+                 report["rows"], len(report["files"]), report["format"], report["blocks"],
+                 report["rows_per_split"])
             for line in report["not_parsed"]:
                 log.warning("ArrowExampleGen: %s", line)
 
@@ -264,7 +288,8 @@ def _write_report(profile: dict, uri: str, names: list[str], files: list[str],
             not_parsed.append(f"column '{name}': {bad} of {stats['values']} value(s) are not "
                               f"{wanted} as the schema says: written as {column_kinds[name]}, "
                               "so validation stops the run and names it")
-    report = {"files": files, "format": file_format, "rows": profile["rows"],
+    report = {"files": files, "blocks": profile["blocks"], "format": file_format,
+              "rows": profile["rows"],
               "rows_per_split": per_split, "kinds": column_kinds,
               "columns": profile["columns"], "not_parsed": not_parsed}
     with fileio.open(uri, "w") as f:
@@ -287,14 +312,17 @@ class ArrowExampleGen(FileBasedExampleGen):
     """FileBasedExampleGen reading CSV (as users' tools write it) and Parquet with Arrow.
 
     `schema_file`: the schema whose feature types the columns are written as;
-    `delimiter`: the CSV delimiter, "" to detect it from each file's header line."""
+    `delimiter`: the CSV delimiter, "" to detect it from each file's header line;
+    `block_bytes`: a file larger than this is read as blocks of about this size, which Beam
+    spreads over workers (0: every file whole)."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, schema_file: str = "", delimiter: str = "",
-                 **kwargs: Any):
+                 block_bytes: int = readers.BLOCK_BYTES, **kwargs: Any):
         values = struct_pb2.Struct()
-        values.update({"schema_file": schema_file, "delimiter": delimiter})
+        values.update({"schema_file": schema_file, "delimiter": delimiter,
+                       "block_bytes": block_bytes})
         config = example_gen_pb2.CustomConfig()
         config.custom_config.Pack(values)
         super().__init__(input_base=input_base, custom_config=config, **kwargs)

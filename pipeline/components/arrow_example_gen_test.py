@@ -209,3 +209,51 @@ def test_csv_and_parquet_mixed_in_one_span_are_refused(sample, tmp_path):
     pd.read_csv(root / "plain" / "data.csv").to_parquet(tmp_path / "in" / "b.parquet")
     with pytest.raises(readers.InputError, match="CSV and Parquet files are mixed in one span"):
         run(arrow_example_gen.Executor, tmp_path / "in", tmp_path / "out")
+
+
+def _awkward_rows(rows: list[dict]) -> list[dict]:
+    """Line ends and quotes inside quoted fields, where a naive block cut would land."""
+    odd = [dict(r) for r in rows]
+    for row in odd[::37]:
+        row["company"] = 'Taxi "Best"\nAffiliation\r\nServices, "Inc"'
+    return odd
+
+
+def test_block_cuts_are_line_ends_outside_quoted_fields(sample, tmp_path):
+    _, header, rows, _ = sample
+    path = tmp_path / "data.csv"
+    _write(path, header, _awkward_rows(rows), quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    content = path.read_bytes()
+    # A small scan window, so that quoted fields and line ends straddle its edges.
+    cuts = readers.csv_cuts(str(path), block_bytes=20_000, scan_bytes=997)
+    assert len(cuts) >= len(content) // 20_000 - 1
+    for cut in cuts:
+        assert content[cut - 1:cut] == b"\n" and content[:cut].count(b'"') % 2 == 0
+    blocks = readers.blocks(str(path), block_bytes=20_000)
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(content)
+
+    def rows_of(batches) -> list[tuple]:
+        return [r for b in batches for r in zip(*b.to_pydict().values(), strict=True)]
+
+    read = [rows_of(readers.read_batches(str(path), None, block)) for block in blocks]
+    assert [r for block in read for r in block] == rows_of(readers.read_batches(str(path)))
+
+
+def test_large_csv_and_parquet_read_in_blocks_give_the_records_of_a_whole_read(sample, tmp_path):
+    _, header, rows, _ = sample
+    _write(tmp_path / "csv" / "data.csv", header, _awkward_rows(rows), quoting=csv.QUOTE_ALL,
+           lineterminator="\r\n")
+    (tmp_path / "parquet").mkdir()
+    pd.read_csv(tmp_path / "csv" / "data.csv", dtype=str, keep_default_na=False).to_parquet(
+        tmp_path / "parquet" / "data.parquet", row_group_size=250)
+    for name in ("csv", "parquet"):
+        whole = run(arrow_example_gen.Executor, tmp_path / name, tmp_path / f"{name}-whole",
+                    block_bytes=0)
+        blocks = run(arrow_example_gen.Executor, tmp_path / name, tmp_path / f"{name}-blocks",
+                     block_bytes=50_000)
+        ingest = json.loads((blocks / "ingest.json").read_text())[0]
+        assert ingest["blocks"] >= 4 and ingest["rows"] == ROWS, name
+        assert json.loads((whole / "ingest.json").read_text())[0]["blocks"] == 1
+        for split in ("train", "eval"):
+            assert records(blocks, split) == records(whole, split), (name, split)
+        assert len(glob.glob(f"{blocks}/Split-train/*")) == ingest["blocks"]
