@@ -27,7 +27,10 @@ import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 EXECUTORS = {
     "arrow": "pipeline.components.arrow_example_gen:Executor",
     "tfx-csv": "tfx.components.example_gen.csv_example_gen.executor:Executor",
+    # The same executor with its blocks shared by two Beam worker threads.
+    "arrow-2-threads": "pipeline.components.arrow_example_gen:Executor",
 }
+THREADS = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
 
 
 def one(executor: str, data_dir: str, out: str) -> dict:
@@ -65,7 +68,8 @@ def one(executor: str, data_dir: str, out: str) -> dict:
     sampler.start()
     start_ms = time.time() * 1000
     started = time.monotonic()
-    executor_class(beam_pipeline_args_from_config()).Do(
+    executor_class(beam_pipeline_args_from_config(
+        THREADS if executor.endswith("-threads") else None)).Do(
         {}, {keys.EXAMPLES_KEY: [examples]}, properties)
     seconds = time.monotonic() - started
     sampler.running = False
@@ -74,12 +78,14 @@ def one(executor: str, data_dir: str, out: str) -> dict:
             "rss_before_mib": round(before_mib, 1)}
 
 
-def beam_pipeline_args_from_config():
+def beam_pipeline_args_from_config(mode: list[str] | None = None):
     from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 
     from pipeline import configs
 
-    return BaseBeamExecutor.Context(beam_pipeline_args=configs.load(env={}).beam_pipeline_args)
+    args = [a for a in configs.load(env={}).beam_pipeline_args
+            if not (mode and a.startswith(("--direct_running_mode", "--direct_num_workers")))]
+    return BaseBeamExecutor.Context(beam_pipeline_args=args + (mode or []))
 
 
 def same_records(a: Path, b: Path) -> bool:
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result[executor] = run_one(executor, data_dir, args.out / f"{executor}-{rows}")
             measured = result[executor]
-            print(f"{rows:>9,} rows {executor:<8} {measured['seconds']:>7.1f} s "
+            print(f"{rows:>9,} rows {executor:<15} {measured['seconds']:>7.1f} s "
                   f"peak {measured['peak_rss_mib']:>7.0f} MiB (process before the executor: "
                   f"{measured['rss_before_mib']:.0f} MiB)", flush=True)
         if "tfx-csv" in result:

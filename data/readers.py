@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 PARQUET = {".parquet", ".pq"}
 DELIMITERS = (",", ";", "\t", "|")
-BATCH_BYTES = 4 << 20  # CSV block size: bounds memory whatever the file's size
+BATCH_BYTES = 2 << 20  # CSV block size: bounds memory whatever the file's size
 BATCH_ROWS = 131072  # Parquet batch size
 BLOCK_BYTES = 64 << 20  # a file larger than this is read as several blocks
 SCAN_BYTES = 8 << 20  # what the CSV block planner reads at a time
@@ -216,16 +216,32 @@ def _parquet_blocks(path: str, block_bytes: int) -> list[Block | None]:
     return found if len(found) > 1 else [None]
 
 
-def _read_range(path: str, start: int, stop: int) -> pa.Buffer:
-    if "://" not in path:
-        with pa.OSFile(path) as f:
-            f.seek(start)
-            return f.read_buffer(stop - start)
-    from tfx.dsl.io import fileio
+class _Range(io.RawIOBase):
+    """Bytes [start, stop) of a file, read as the CSV reader asks (a block is never held
+    whole in memory)."""
 
-    with fileio.open(path, "rb") as f:
-        f.seek(start)
-        return pa.py_buffer(f.read(stop - start))
+    def __init__(self, path: str, start: int, stop: int):
+        if "://" in path:
+            from tfx.dsl.io import fileio
+
+            self._file = fileio.open(path, "rb")
+        else:
+            self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
+        self._file.seek(start)
+        self._left = stop - start
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._file.read(size) if size else b""
+        self._left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 def read_batches(path: str, delimiter: str | None = None,
@@ -248,7 +264,7 @@ def read_batches(path: str, delimiter: str | None = None,
     duplicated = sorted({n for n in names if names.count(n) > 1 and not INDEX.match(n)})
     if duplicated:
         raise InputError(f"{path}: column(s) {duplicated} appear more than once in the header")
-    source = _open(path) if block is None else pa.BufferReader(_read_range(path, *block))
+    source = _open(path) if block is None else pa.PythonFile(_Range(path, *block), mode="r")
     try:
         reader = pcsv.open_csv(
             source,

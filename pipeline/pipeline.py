@@ -176,10 +176,12 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
     component = ArrowExampleGen(input_base=input_base, delimiter=delimiter,
                                 schema_file=f"{config.schema_dir}/schema.pbtxt", **kwargs)
     if config.profile == "local" and config.running_mode()[0] == "multi_processing":
-        # Its work is C++ and numpy, one file per element: Beam's worker processes would
-        # only add their start-up (~10 s, a GiB each) to a run that reads one file.
+        # Its work is C++ and numpy, a block of a file per element: threads share the
+        # blocks (1M rows: 16.4 s against 23.5 s in one thread, benchmarks/README.md),
+        # where Beam's worker processes would add their start-up (~10 s, a GiB each).
         component = component.with_beam_pipeline_args(
-            ["--direct_running_mode=in_memory", "--direct_num_workers=1"])
+            ["--direct_running_mode=multi_threading",
+             f"--direct_num_workers={config.beam_num_workers}"])
     return component
 
 

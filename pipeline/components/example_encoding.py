@@ -136,7 +136,7 @@ def _feature(column: Column, rows: int) -> tuple[list[Part], np.ndarray]:
 
 
 CHUNK_ROWS = 32768  # rows laid out at a time: bounds the (rows, bytes per row) matrix
-CHUNK_BYTES = 1 << 24  # ... and so does this, for long strings (a free-text column)
+CHUNK_BYTES = 1 << 23  # ... and so does this, for long strings (a free-text column)
 
 
 def chunk_rows(columns: list[Column]) -> int:
