@@ -78,19 +78,32 @@ def span_format(paths: list[str]) -> str:
     return next(iter(formats.values()), "csv")
 
 
-class _Remote(io.RawIOBase):
-    """A gs:// (or other TFX filesystem) file as the file object pyarrow wraps."""
+class _Range(io.RawIOBase):
+    """Bytes [start, stop) of a file (all of it by default), local or on a TFX filesystem
+    (gs://), as the file object pyarrow reads: a block is never held whole in memory."""
 
-    def __init__(self, path: str):
-        from tfx.dsl.io import fileio
+    def __init__(self, path: str, start: int = 0, stop: int | None = None):
+        if "://" in path:
+            from tfx.dsl.io import fileio
 
-        self._file = fileio.open(path, "rb")
+            self._file = fileio.open(path, "rb")
+        else:
+            self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
+        if start:
+            self._file.seek(start)
+        self._left = float("inf") if stop is None else stop - start
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        return self._file.read(size)
+        if size is None or size < 0:
+            size = -1 if self._left == float("inf") else int(self._left)
+        else:
+            size = int(min(size, self._left))
+        data = self._file.read(size) if size else b""
+        self._left -= len(data)
+        return data
 
     def close(self) -> None:
         self._file.close()
@@ -99,7 +112,7 @@ class _Remote(io.RawIOBase):
 
 def _open(path: str):
     stream = pa.input_stream(path, compression=None) if "://" not in path \
-        else pa.PythonFile(_Remote(path), mode="r")
+        else pa.PythonFile(_Range(path), mode="r")
     ext = os.path.splitext(path.lower())[1]
     if ext in COMPRESSION:
         return pa.CompressedInputStream(stream, COMPRESSION[ext])
@@ -214,34 +227,6 @@ def _parquet_blocks(path: str, block_bytes: int) -> list[Block | None]:
             found.append((start, group + 1))
             start, size = group + 1, 0
     return found if len(found) > 1 else [None]
-
-
-class _Range(io.RawIOBase):
-    """Bytes [start, stop) of a file, read as the CSV reader asks (a block is never held
-    whole in memory)."""
-
-    def __init__(self, path: str, start: int, stop: int):
-        if "://" in path:
-            from tfx.dsl.io import fileio
-
-            self._file = fileio.open(path, "rb")
-        else:
-            self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
-        self._file.seek(start)
-        self._left = stop - start
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        size = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._file.read(size) if size else b""
-        self._left -= len(data)
-        return data
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def read_batches(path: str, delimiter: str | None = None,

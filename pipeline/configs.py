@@ -63,6 +63,9 @@ class PipelineConfig:
                                         "(plain UTF-8 CSV only), for comparison")
     csv_delimiter: str = setting("", "CSV delimiter: , ; tab | (default: detected from each "
                                      "file's header line)")
+    input_block_mb: int = setting(64, "a file larger than this is read in blocks of about "
+                                      "this size, which Beam's workers share (0: each file "
+                                      "whole, e.g. for CSV with quotes inside unquoted fields)")
     bigquery_query: str = setting("", "read the rows with this BigQuery SQL instead of files "
                                       "(BigQueryExampleGen); TFX's @span_begin_timestamp, "
                                       "@span_end_timestamp, @span_yyyymmdd_utc make span N the "
@@ -243,6 +246,8 @@ class PipelineConfig:
             problems.append(f"example_gen must be one of {', '.join(EXAMPLE_GENS)}")
         if self.csv_delimiter not in DELIMITERS:
             problems.append("csv_delimiter must be one of , ; tab | (or empty: detected)")
+        if self.input_block_mb < 0:
+            problems.append("input_block_mb must be >= 0 (0 = every file whole)")
         if self.csv_delimiter and self.example_gen != "arrow":
             problems.append("csv_delimiter needs example_gen arrow (CsvExampleGen reads commas)")
         if self.monitor_window not in MONITOR_WINDOWS:

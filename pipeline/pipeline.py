@@ -174,7 +174,8 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
         return CsvExampleGen(input_base=input_base, **kwargs)
     delimiter = "\t" if config.csv_delimiter == "tab" else config.csv_delimiter
     component = ArrowExampleGen(input_base=input_base, delimiter=delimiter,
-                                schema_file=f"{config.schema_dir}/schema.pbtxt", **kwargs)
+                                schema_file=f"{config.schema_dir}/schema.pbtxt",
+                                block_bytes=config.input_block_mb << 20, **kwargs)
     if config.profile == "local" and config.running_mode()[0] == "multi_processing":
         # Its work is C++ and numpy, a block of a file per element: threads share the
         # blocks (1M rows: 16.4 s against 23.5 s in one thread, benchmarks/README.md),

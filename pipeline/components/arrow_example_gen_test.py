@@ -257,3 +257,22 @@ def test_large_csv_and_parquet_read_in_blocks_give_the_records_of_a_whole_read(s
         for split in ("train", "eval"):
             assert records(blocks, split) == records(whole, split), (name, split)
         assert len(glob.glob(f"{blocks}/Split-train/*")) == ingest["blocks"]
+
+
+def test_a_file_on_a_tfx_filesystem_is_read_whole_and_in_blocks(sample, tmp_path):
+    """gs:// in production; TensorFlow's in-memory `ram://` filesystem here."""
+    _, header, rows, _ = sample
+    local = tmp_path / "data.csv"
+    _write(local, header, _awkward_rows(rows), quoting=csv.QUOTE_ALL)
+    remote = f"ram://{tmp_path.name}/data.csv"
+    tf.io.gfile.makedirs(os.path.dirname(remote))
+    tf.io.gfile.copy(str(local), remote, overwrite=True)
+
+    def rows_of(path: str, block_bytes: int) -> list[tuple]:
+        return [r for block in readers.blocks(path, block_bytes)
+                for b in readers.read_batches(path, None, block)
+                for r in zip(*b.to_pydict().values(), strict=True)]
+
+    assert len(readers.blocks(remote, 40_000)) > 2
+    assert rows_of(remote, 40_000) == rows_of(remote, 0) == rows_of(str(local), 0)
+    assert len(rows_of(remote, 0)) == ROWS
