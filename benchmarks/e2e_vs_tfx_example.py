@@ -262,8 +262,7 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     results["ours"] = ours
     # As in TFX's penguin e2e test: the first rerun re-evaluates (the first model is now
     # the baseline to compare with), the one after it is cached throughout.
-    say("[bench] rerunning ours with nothing new (re-evaluates vs the new baseline) ...",
-          flush=True)
+    say("[bench] rerunning ours with nothing new (re-evaluates vs the new baseline) ...")
     rerun = run_side("ours", args.out, args.data_root)
     results["ours_rerun"] = {"wall_seconds": rerun["wall_seconds"],
                              "components": component_times(rerun)}
