@@ -14,12 +14,13 @@ a column's feature type is the same in every file of the split:
    merged: a column's kind is its schema type when every value parses as it, otherwise
    what CsvExampleGen would infer (so a text value in a numeric column reaches validation,
    which names it, as before); a column without any value is written with no kind;
-2. each file is read again, encoded, split by the hash of each record (TFX's own
+2. each block is read again, encoded, split by the hash of each record (TFX's own
    partition: the same records in the same splits as CsvExampleGen) and written to equal
    shards of ~100,000 consecutive records (downstream components read files in parallel),
    named after the file's index and block (a retried element rewrites its own shards).
 
-`ingest.json` beside the splits records files, rows per split and every column's profile.
+`ingest.json` beside the splits records files, blocks, rows per split and every column's
+profile.
 """
 
 from __future__ import annotations
