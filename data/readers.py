@@ -215,7 +215,8 @@ def _size(path: str) -> int:
 
 def _parquet_blocks(path: str, block_bytes: int) -> list[Block | None]:
     try:
-        metadata = pq.ParquetFile(_open(path)).metadata
+        with _open(path) as f:
+            metadata = pq.ParquetFile(f).metadata
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: not a Parquet file: {_first_line(e)}") from e
     groups = metadata.num_row_groups
