@@ -101,18 +101,6 @@ def run_side(side: str, out: Path, data_root: str, train_steps: int | None = Non
 # ---------------------------------------------------------------- measuring
 
 
-def smoke_sample(source_root: str, out: Path, rows: int = SMOKE_ROWS) -> str:
-    """`rows` rows of the bundled CSV drawn at random (a fixed seed), as a data root."""
-    import pandas as pd
-
-    source = next(Path(source_root).glob("*.csv"))
-    sample = pd.read_csv(source, dtype=str, keep_default_na=False)
-    root = out / "smoke-data"
-    root.mkdir(parents=True, exist_ok=True)
-    sample.sample(n=rows, random_state=0).to_csv(root / "data.csv", index=False)
-    return str(root)
-
-
 def component_times(info: dict) -> dict:
     from pipeline import run_summary
 
@@ -272,10 +260,11 @@ def bench(args: argparse.Namespace, say: Callable[[str], None]) -> None:
                               "components": component_times(cached)}
     if not args.skip_smoke:
         say(f"[bench] smoke run: ours on {SMOKE_ROWS:,} rows, {SMOKE_STEPS} steps, "
-              "from nothing ...")
+            "from nothing ...")
         smoke_out = args.out / "smoke"
-        smoke = run_side("ours", smoke_out, smoke_sample(args.data_root, smoke_out),
-                         SMOKE_STEPS)
+        sample = bundled.write_sample(next(Path(args.data_root).glob("*.csv")),
+                                      smoke_out / "smoke-data", SMOKE_ROWS)
+        smoke = run_side("ours", smoke_out, str(sample.parent), SMOKE_STEPS)
         results["smoke"] = {"rows": SMOKE_ROWS, "train_steps": SMOKE_STEPS,
                             "wall_seconds": smoke["wall_seconds"],
                             "components": component_times(smoke)}
