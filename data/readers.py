@@ -91,16 +91,15 @@ class _Range(io.RawIOBase):
             self._file = open(path, "rb")  # noqa: SIM115  (closed by close())
         if start:
             self._file.seek(start)
-        self._left = float("inf") if stop is None else stop - start
+        self._left = None if stop is None else stop - start  # None: to the end
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = -1 if self._left == float("inf") else int(self._left)
-        else:
-            size = int(min(size, self._left))
+        if self._left is None:
+            return self._file.read(size)
+        size = self._left if size is None or size < 0 else min(size, self._left)
         data = self._file.read(size) if size else b""
         self._left -= len(data)
         return data
