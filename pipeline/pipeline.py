@@ -178,7 +178,7 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
                                 block_bytes=config.input_block_mb << 20, **kwargs)
     if config.profile == "local" and config.running_mode()[0] == "multi_processing":
         # Its work is C++ and numpy, a block of a file per element: threads share the
-        # blocks (1M rows: 16.4 s against 23.5 s in one thread, benchmarks/README.md),
+        # blocks (1M rows: ~19 s against ~25 s in one thread, benchmarks/README.md),
         # where Beam's worker processes would add their start-up (~10 s, a GiB each).
         component = component.with_beam_pipeline_args(
             ["--direct_running_mode=multi_threading",
