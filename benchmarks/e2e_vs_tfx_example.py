@@ -34,7 +34,7 @@ import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 
 REFERENCE_NAME = "chicago_taxi_native_keras"
 SMOKE_ROWS, SMOKE_STEPS = 3000, 100
-# Issue 20's goals for the development loop: (figure's key in results, label, at most).
+# The development loop's goals: (the figure's key in results, label, at most).
 GOALS = (("ratio", "first run / TFX example", 0.35),
          ("cached_seconds", "fully cached rerun, s", 10.0),
          ("smoke_seconds", "smoke run, s", 45.0))
