@@ -97,9 +97,11 @@ def _input_error(error: BaseException) -> str | None:
 def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
+    from pipeline import local_beam
     from pipeline.pipeline import create_pipeline
 
     ensure_data(config)
+    local_beam.install()  # the components run in this process
     Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
     log.info("pipeline root %s, metadata %s, serving dir %s",
              config.pipeline_root, config.metadata_path, config.serving_dir)
