@@ -6,8 +6,8 @@ signature of every method of the DoFn. A small local run asks ~5,600 times for ~
 classes, ~5 s spent re-reading the same signatures (benchmarks/README.md). The answer comes
 from the methods' default arguments (`DoFn.StateParam(...)`, `DoFn.TimerParam(...)`),
 which belong to the class, so it is computed once per class. A DoFn instance that carries
-bound methods of its own (`self.process = self._other`) is not remembered: its answer is
-computed each time, as Beam does.
+bound methods in its own attributes (`self.process = other.method`) is not remembered: its
+answer is computed each time, as Beam does.
 """
 
 from __future__ import annotations

@@ -31,8 +31,7 @@ class Plain(beam.DoFn):
 
 
 class Holder:
-    def stateful(self, kv, count=COUNT_PARAM,
-                 flush=FLUSH_PARAM):
+    def stateful(self, kv, count=COUNT_PARAM, flush=FLUSH_PARAM):
         yield kv
 
 
