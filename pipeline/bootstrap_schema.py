@@ -22,6 +22,10 @@ from pipeline.configs import PROJECT_ROOT
 def infer(data_root: str, out_dir: Path) -> Path:
     from tfx import v1 as tfx
 
+    from pipeline import local_beam
+
+    local_beam.install()  # its components run in this process, on the DirectRunner
+
     with tempfile.TemporaryDirectory() as tmp:
         example_gen = tfx.components.CsvExampleGen(input_base=data_root)
         statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
