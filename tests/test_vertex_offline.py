@@ -32,7 +32,9 @@ SPAN_ROWS = 2500
 def run_offline(root: Path, data: Path, *flags: str) -> tuple[int, str]:
     command = [sys.executable, "vertex_runner.py", "--offline", "--offline-root", str(root),
                "--offline-data", str(data), "--output", str(root / "job.json"), *FAST, *flags]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400)
+    (root / "tmp").mkdir(exist_ok=True)  # the tasks' temporary files, to look at after
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=2400,
+                          env={**os.environ, "TMPDIR": str(root / "tmp")})
     return done.returncode, done.stdout + done.stderr
 
 
@@ -79,6 +81,8 @@ def test_the_default_vertex_dag_runs_to_a_blessed_model_on_the_endpoint(first_ru
                  "RunReport"):
         assert task in states
     assert "blessed: yes (no baseline: first blessed model)" in output
+    # As on Vertex, the image holds TFX: no Beam task built an sdist of it.
+    assert not list((root / "tmp").glob("*/build/tfx/dist/*")), "a task built a TFX sdist"
     endpoints = json.loads((root / "endpoints.json").read_text())
     (endpoint,) = endpoints.values()
     assert endpoint["display_name"] == "taxi-endpoint"
