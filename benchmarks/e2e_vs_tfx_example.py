@@ -109,13 +109,9 @@ def run_side(side: str, out: Path, data_root: str, train_steps: int | None = Non
 
 
 def csv_rows(data_root: str) -> int:
-    import csv
+    from data import bundled
 
-    total = 0
-    for path in Path(data_root).glob("*.csv"):
-        with path.open(newline="") as f:
-            total += sum(1 for _ in csv.reader(f)) - 1  # the header
-    return total
+    return sum(bundled.count_rows(path) for path in Path(data_root).glob("*.csv"))
 
 
 def goal_lines(results: dict) -> list[str]:
