@@ -139,14 +139,19 @@ def _thresholds(eval_config: str) -> list[str]:
     found = []
     for spec in json.loads(eval_config or "{}").get("metrics_specs", []):
         for metric in spec.get("metrics", []):
+            # The judged metric: TFMA's name for it when the config gives one (TFMA reads
+            # the config as a JSON object, with or without its braces).
+            config = (metric.get("config") or "").strip()
+            config = json.loads(config if config.startswith("{") else f"{{{config}}}")
+            name = config.get("name") or metric["class_name"]
             for per_slice in metric.get("per_slice_thresholds", []):
                 threshold = per_slice.get("threshold", {})
                 low = threshold.get("value_threshold", {}).get("lower_bound")
                 change = threshold.get("change_threshold", {}).get("absolute")
                 if low is not None:
-                    found.append(f"{metric['class_name']} ≥ {low:g}")
+                    found.append(f"{name} ≥ {low:g}")
                 if change is not None:
-                    found.append(f"{metric['class_name']} change vs baseline ≥ {change:+.4f}")
+                    found.append(f"{name} change vs baseline ≥ {change:+.4f}")
     return found
 
 

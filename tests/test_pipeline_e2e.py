@@ -126,7 +126,7 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
     for metric in ("auc", "binary_accuracy", "precision", "example_count"):
         assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric
     assert "payment_type=Cash" in page  # by slice
-    assert "AUC ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
+    assert "auc ≥ 0.85" in page and "change vs baseline" in page  # the thresholds that decided
     assert "safe to serve" in page and summary.pushed_destination in page
     assert output_uri(config, "Transform", "TransformGraph") in page  # lineage
 
@@ -228,7 +228,7 @@ def test_the_report_component_writes_the_same_metrics_from_inside_the_run(first_
     for metric in ("auc", "binary_accuracy", "precision", "example_count"):
         assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric
     assert "<script" not in page and page.count("data:image/png;base64,") == 3
-    assert "AUC ≥ 0.85" in page and "safe to serve" in page
+    assert "auc ≥ 0.85" in page and "safe to serve" in page
     assert summary.pushed_destination in page  # it ran after the Pusher
     assert output_uri(config, "Transform", "TransformGraph") in page
     assert "see the run in the Vertex AI console" in page
