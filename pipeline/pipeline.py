@@ -53,7 +53,7 @@ from tfx.types import Channel, standard_artifacts
 
 from models import features as F
 from models.model import PROBABILITY
-from pipeline import configs, fused_binary_metrics
+from pipeline import configs
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.arrow_example_gen import ArrowExampleGen
 from pipeline.components.drift_check import DriftCheck
@@ -128,7 +128,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             # overall slice only: small slices (a rare payment type, a quiet hour) are
             # reported, but their noisy AUC must not veto a model.
             tfma.MetricConfig(
-                class_name=FusedBinaryMetrics.__name__, module=fused_binary_metrics.__name__,
+                class_name=FusedBinaryMetrics.__name__, module=FusedBinaryMetrics.__module__,
                 config='{"name": "auc"}',  # the metric its thresholds judge
                 per_slice_thresholds=[tfma.PerSliceMetricThreshold(
                     slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
