@@ -75,8 +75,8 @@ def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
         assert process.returncode == 0, log.read_text()[-3000:]
 
 
-def trainer_args(transform: Path, out: Path, distribution: str) -> dict:
-    return C.trainer_args(transform, out, STEPS, BATCH, SEED, distribution)
+def trainer_args(transform: Path, out: Path, distribution: str, raw: bool = False) -> dict:
+    return C.trainer_args(transform, out, STEPS, BATCH, SEED, distribution, raw=raw)
 
 
 @pytest.fixture(scope="module")
@@ -93,9 +93,11 @@ def history(out: Path) -> dict:
 
 def test_two_workers_train_one_model_and_only_the_chief_exports_it(
         bundled_transform, single_process, tmp_path):
+    """On raw rows, each worker running the Transform graph in its input pipeline, as the
+    local pipeline trains (the single process it is compared with read the written rows)."""
     transform, held_out = bundled_transform
     spec = C.cluster_spec(workers=2)
-    args = trainer_args(transform, tmp_path, "auto")
+    args = trainer_args(transform, tmp_path, "auto", raw=True)
     logs = [tmp_path / "chief.log", tmp_path / "worker.log"]
     processes = [C.start(args, {"cluster": spec, "task": {"type": "chief", "index": 0}},
                        log=logs[0]),

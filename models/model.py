@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -86,18 +87,22 @@ def input_fn(
     repeat: bool = True,
     seed: int | None = None,
     weights: list[float] | None = None,
+    raw: bool | None = None,
 ) -> tf.data.Dataset:
-    """(features, label[, weight]) batches from Transform's gzipped TFRecords.
+    """(features, label[, weight]) batches from gzipped TFRecords of tf.Examples.
 
-    Records are cached serialized (small), shuffled, batched, then parsed a batch at a
-    time: one vectorised parse per batch, on parallel threads, with prefetch. With
+    The rows are Transform's written output, or with `raw` the rows Transform read, which go
+    through the same Transform graph a batch at a time (None: told apart by the first
+    record). Records are cached serialized (small), shuffled, batched, then parsed a batch
+    at a time: one vectorised parse per batch, on parallel threads, with prefetch. With
     `weights` (one per pattern, e.g. per span) each example carries its pattern's weight.
     """
     per_pattern = [sorted(tf.io.gfile.glob(pattern)) for pattern in file_patterns]
     files = [f for group in per_pattern for f in group]
     if not files:
-        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
-    spec = tf_transform_output.transformed_feature_spec()
+        raise FileNotFoundError(f"no examples match {file_patterns}")
+    transformed = transformed_parser(
+        tf_transform_output, examples_are_raw(files) if raw is None else raw)
     if weights is None:
         ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
                                      num_parallel_reads=tf.data.AUTOTUNE)
@@ -117,12 +122,33 @@ def input_fn(
     ds = ds.batch(batch_size, drop_remainder=False)
 
     def parse(serialized, weight=None):
-        parsed = tf.io.parse_example(serialized, spec)
-        label = parsed.pop(F.LABEL_XF)
+        parsed = transformed(serialized)
+        label = parsed[F.LABEL_XF]
         features = {k: parsed[k] for k in model_input_names()}
         return (features, label) if weight is None else (features, label, weight)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def transformed_parser(tf_transform_output: tft.TFTransformOutput,
+                       raw: bool) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """serialized tf.Examples -> the transformed features and label. Transform's written
+    rows are only parsed; raw rows are parsed with the schema's spec and transformed by the
+    graph that is exported inside the model."""
+    if not raw:
+        spec = tf_transform_output.transformed_feature_spec()
+        return lambda serialized: tf.io.parse_example(serialized, spec)
+    spec = tf_transform_output.raw_feature_spec()
+    layer = tf_transform_output.transform_features_layer()
+    return lambda serialized: layer(tf.io.parse_example(serialized, spec))
+
+
+def examples_are_raw(files: list[str]) -> bool:
+    """Whether these are rows as ExampleGen wrote them, not Transform's output: Transform's
+    rows always carry the transformed label, which no raw row has."""
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").take(1):
+        return F.LABEL_XF not in tf.train.Example.FromString(record.numpy()).features.feature
+    raise ValueError(f"no examples in {len(files)} file(s), e.g. {files[0]}")
 
 
 # ---------------------------------------------------------------- model
@@ -361,16 +387,17 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
         eval_files: list[str], steps: int, eval_steps: int, rounds: int,
         seed: int | None = None, callbacks: list | None = None, verbose: int = 2,
         train_weights: list[float] | None = None, base_model: str | None = None,
-        distribution: D.Distribution | None = None):
+        distribution: D.Distribution | None = None, raw_examples: bool | None = None):
     """Builds and trains the model in `rounds` epochs, validating after each: the one training
     loop the Trainer and every tuner trial share. `base_model` (a SavedModel this module
-    exported) warm-starts it. Under `distribution` (models/distribution.py) the model is built
-    in the strategy's scope and `batch_size` is the global batch. Returns (model, history)."""
+    exported) warm-starts it. `raw_examples`: see input_fn's `raw`. Under `distribution`
+    (models/distribution.py) the model is built in the strategy's scope and `batch_size` is
+    the global batch. Returns (model, history)."""
     strategy = distribution.strategy if distribution else tf.distribute.get_strategy()
     train = input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed,
-                     weights=train_weights)
+                     weights=train_weights, raw=raw_examples)
     evaluation = input_fn(eval_files, tf_transform_output, hp["batch_size"],
-                          shuffle=False, repeat=True)
+                          shuffle=False, repeat=True, raw=raw_examples)
     if distribution and distribution.name != "none":
         train, evaluation = _shard_by_data(train), _shard_by_data(evaluation)
     with strategy.scope():
@@ -458,7 +485,7 @@ def warm_start(model: tf.keras.Model, base_model: str,
 
 
 def run_fn(fn_args) -> None:
-    """Trainer entry point: fit on transformed train split, export with the Transform graph.
+    """Trainer entry point: fit on the train splits, export with the Transform graph.
 
     Under a multi-worker strategy every replica runs this: all train and all take part in
     the export (saving is collective), but only the chief writes the Trainer's outputs;
@@ -470,6 +497,7 @@ def run_fn(fn_args) -> None:
     if distribution.serves_only:
         D.serve(distribution)  # returns only when the job stops it
         return
+    raw_examples = bool(custom.get("raw_examples"))
     seed = custom.get("seed")
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
@@ -494,7 +522,8 @@ def run_fn(fn_args) -> None:
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                    progress.for_strategy(distribution.strategy)],
-        train_weights=weights, base_model=base_model, distribution=distribution)
+        train_weights=weights, base_model=base_model, distribution=distribution,
+        raw_examples=raw_examples)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started
     log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round, train_seconds)

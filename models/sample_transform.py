@@ -8,8 +8,10 @@ import models  # noqa: F401  (Keras 2 before TensorFlow)
 
 def write_transform(root, rows: list[dict]):
     """A Transform output dir and gzipped transformed records of `rows` (tf.Transform
-    instance dicts), as the Transform component writes them."""
+    instance dicts), as the Transform component writes them; and the same rows raw, as
+    ExampleGen writes them (`raw/`)."""
     import apache_beam as beam
+    import tensorflow as tf
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
@@ -27,6 +29,11 @@ def write_transform(root, rows: list[dict]):
         coder = tft.coders.ExampleProtoCoder(out_meta.dataset_metadata.schema)
         _ = (transformed | beam.Map(coder.encode) | beam.io.WriteToTFRecord(
             str(root / "examples" / "part"), file_name_suffix=".gz"))
+    raw_coder = tft.coders.ExampleProtoCoder(metadata.schema)
+    (root / "raw").mkdir()
+    with tf.io.TFRecordWriter(str(root / "raw" / "part-00000.gz"), "GZIP") as writer:
+        for row in rows:
+            writer.write(raw_coder.encode(row))
     # The Transform component also records the raw schema beside the graph.
     raw_metadata_dir = root / "graph" / tft.TFTransformOutput.RAW_METADATA_DIR
     metadata_io.write_metadata(metadata, str(raw_metadata_dir))

@@ -40,11 +40,13 @@ class TrialTrainer(keras_tuner.Tuner):
     """Trains one candidate per trial with the Trainer's own input and model code."""
 
     def run_trial(self, trial, tf_transform_output, train_files, eval_files,  # noqa: D102
-                  steps: int, eval_steps: int, seed: int | None = None, **_):
+                  steps: int, eval_steps: int, seed: int | None = None,
+                  raw_examples: bool | None = None, **_):
         hp = M.hparams({k: v for k, v in trial.hyperparameters.values.items()
                         if k in M.DEFAULT_HPARAMS})
         _, history = M.fit(hp, tf_transform_output, train_files, eval_files, steps=steps,
-                           eval_steps=eval_steps, rounds=5, seed=seed, verbose=0)
+                           eval_steps=eval_steps, rounds=5, seed=seed, verbose=0,
+                           raw_examples=raw_examples)
         return {OBJECTIVE: max(history.history[OBJECTIVE])}
 
     def save_model(self, trial_id, model, step=0):  # noqa: D102 - models are not kept
@@ -75,5 +77,6 @@ def tuner_fn(fn_args) -> TunerFnResult:
             "steps": fn_args.train_steps,
             "eval_steps": fn_args.eval_steps,
             "seed": seed,
+            "raw_examples": bool(custom.get("raw_examples")),
         },
     )
