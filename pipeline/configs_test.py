@@ -47,6 +47,7 @@ def test_environment_then_flags_override_in_that_order():
     ({"training_spans": 0}, "training_spans must be >= 1"),
     ({"drift_action": "ignore"}, "drift_action must be one of stop, warn"),
     ({"recency_half_life": -1}, "recency_half_life must be >= 0"),
+    ({"transform_materialize": "maybe"}, "transform_materialize must be one of auto, yes, no"),
 ])
 def test_bad_settings_are_named(overrides, message):
     with pytest.raises(configs.ConfigError, match=message):
@@ -95,3 +96,13 @@ def test_vertex_takes_a_rolling_window_but_refuses_the_analyzer_cache():
     assert configs.load("vertex", env={}, training_spans=3, **vertex).training_spans == 3
     with pytest.raises(configs.ConfigError, match="analyzer_cache runs locally only"):
         configs.load("vertex", env={}, analyzer_cache=True, **vertex)
+
+
+def test_transform_writes_its_rows_by_default_only_off_the_local_profile():
+    vertex = {"gcp_project": "p", "gcp_region": "us-central1", "image": "i",
+              "data_root": "gs://bkt/data", "output_root": "gs://bkt/out"}
+    assert not configs.load(env={}).materializes()
+    assert configs.load(env={}, transform_materialize="yes").materializes()
+    assert configs.load("vertex", env={}, **vertex).materializes()
+    assert not configs.load("vertex", env={}, transform_materialize="no", training_workers=2,
+                            **vertex).materializes()

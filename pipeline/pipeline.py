@@ -258,13 +258,17 @@ def create_components(config: PipelineConfig) -> list:
         ).with_id("latest_analyzer_cache_resolver")
         cache = {"analyzer_cache": cache_resolver.outputs["cache"]}
         transform_class = SpanTransform
+    # Vocabularies and statistics from every span of the window. Materialized, each split is
+    # written transformed; otherwise the Tuner and Trainer run the graph on the raw rows
+    # as they read them (models.model.input_fn), which skips writing every row.
+    materialize = config.materializes()
     transform = transform_class(
         examples=span_window.outputs["window"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        # Vocabularies and statistics from every span of the window; each split materialized.
-        splits_config=transform_pb2.SplitsConfig(analyze=train_splits,
-                                                 transform=train_splits + [EVAL_SPLIT]),
+        splits_config=transform_pb2.SplitsConfig(
+            analyze=train_splits, transform=train_splits + [EVAL_SPLIT] if materialize else []),
+        materialize=materialize,
         # Statistics of the transformed data are not used downstream; skipping them
         # saves two full passes over the data.
         disable_statistics=True,
@@ -272,9 +276,10 @@ def create_components(config: PipelineConfig) -> list:
     ).with_id("Transform")
     span_window.add_upstream_node(anomaly_gate)  # anomalies and drift stop the run here
 
-    # What Tuner and Trainer both read: the transformed data, the graph, eval batches.
-    transformed = {
-        "examples": transform.outputs["transformed_examples"],
+    # What Tuner and Trainer both read: the (transformed or raw) rows, the graph, eval batches.
+    training_inputs = {
+        "examples": transform.outputs["transformed_examples"] if materialize
+        else span_window.outputs["window"],
         "transform_graph": transform.outputs["transform_graph"],
         "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
     }
@@ -285,9 +290,10 @@ def create_components(config: PipelineConfig) -> list:
         tuner = tuner_class(
             tuner_fn=TUNER_FN,
             train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.tuner_steps),
-            **transformed,
+            **training_inputs,
             **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
-                                                 "seed": config.seed, "hparams": config.hparams}),
+                                                 "seed": config.seed, "hparams": config.hparams,
+                                                 "raw_examples": not materialize}),
         )
 
     trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
@@ -298,10 +304,11 @@ def create_components(config: PipelineConfig) -> list:
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
         base_model=baseline if config.warm_start else None,
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
-        **transformed,
+        **training_inputs,
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
                                                "recency_half_life": config.recency_half_life,
-                                               "distribution": config.distribution}),
+                                               "distribution": config.distribution,
+                                               "raw_examples": not materialize}),
     )
 
     evaluation_config = eval_config(config)

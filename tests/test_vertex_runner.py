@@ -48,6 +48,37 @@ def test_tasks_are_the_local_pipelines_components(compiled):
     assert tasks - resolver_tasks == local - {"latest_blessed_model_resolver", "DriftCheck"}
 
 
+def test_on_vertex_transform_writes_the_rows_the_training_replicas_read(compiled):
+    _, spec = compiled
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    for task in ("Trainer", "Tuner"):
+        source = tasks[task]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"]
+        assert source == {"producerTask": "Transform", "outputArtifactKey": "transformed_examples"}
+        assert json.loads(_parameter(spec, task, "custom_config"))["raw_examples"] is False
+
+
+def test_locally_the_trainer_and_tuner_read_the_raw_window_through_the_graph():
+    """Locally Transform only analyses: the Tuner and Trainer read SpanWindow's raw rows
+    and are told so; `yes` restores the written rows."""
+    def wiring(**settings):
+        nodes = {c.id: c for c in create_components(configs.load(env={}, enable_tuning=True,
+                                                                  **settings))}
+        return nodes, {task: (nodes[task].inputs["examples"].producer_component_id,
+                              json.loads(nodes[task].exec_properties["custom_config"])
+                              ["raw_examples"])
+                       for task in ("Tuner", "Trainer")}
+
+    nodes, read = wiring()
+    assert read == {"Tuner": ("SpanWindow", True), "Trainer": ("SpanWindow", True)}
+    assert "transformed_examples" not in nodes["Transform"].outputs
+    assert json.loads(nodes["Transform"].exec_properties["splits_config"]).get("transform") \
+        is None
+    nodes, read = wiring(transform_materialize="yes")
+    assert read == {"Tuner": ("Transform", False), "Trainer": ("Transform", False)}
+    assert json.loads(nodes["Transform"].exec_properties["splits_config"])["transform"] == \
+        ["train_0", "eval"]
+
+
 def test_the_run_report_is_written_by_the_last_task_after_the_push(compiled):
     _, spec = compiled
     task = spec["pipelineSpec"]["root"]["dag"]["tasks"]["RunReport"]
