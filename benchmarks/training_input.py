@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Training input: examples/s of the Trainer's tf.data input vs the read-and-parse limit.
 
-All read the same transformed, gzipped TFRecords (the newest Transform output in MLMD, or
---examples/--transform-graph), in batches of the Trainer's size:
-  limit    the fastest plain pipeline: parallel reads, batch, then one vectorised parse per
-           batch on parallel threads, prefetch; nothing else. From disk (gunzip every
+All read the same gzipped TFRecords (what the newest Trainer run read, in MLMD, or
+--examples/--transform-graph: Transform's written rows, or raw rows that go through the
+Transform graph a batch at a time), in batches of the Trainer's size:
+  limit    the fastest plain pipeline: parallel reads, batch, then one vectorised parse (and
+           transform) per batch on parallel threads, prefetch; nothing else. From disk (gunzip every
            pass) and from memory (records cached after one pass)
   trainer  models.model.input_fn as the Trainer calls it (cache, shuffle, repeat, the same
            batch-then-parse): its first pass, then --passes passes from its cache
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--transform-graph", help="Transform's graph dir (default: newest)")
-    parser.add_argument("--examples", help="Transform's examples dir (default: newest)")
+    parser.add_argument("--examples", help="the Trainer's examples dir (default: newest)")
     parser.add_argument("--passes", type=int, default=20, help="passes over the train split")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "input")
@@ -51,22 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from models.ablation import latest_transform
-    from models.model import input_fn
+    from models.ablation import latest_training_inputs
+    from models.model import examples_are_raw, input_fn, transformed_parser
     from pipeline import configs
 
     graph, examples = (args.transform_graph, args.examples) if args.transform_graph and \
-        args.examples else latest_transform(configs.load(env={}).metadata_path)
+        args.examples else latest_training_inputs(configs.load(env={}).metadata_path)
     pattern = os.path.join(examples, "Split-train*", "*")
     files = sorted(tf.io.gfile.glob(pattern))
     output = tft.TFTransformOutput(graph)
-    spec = output.transformed_feature_spec()
+    transformed = transformed_parser(output, examples_are_raw(files))
     rows = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
     batches = args.passes * -(-rows // args.batch_size)
 
     def parse(records):
         return records.batch(args.batch_size).map(
-            lambda r: tf.io.parse_example(r, spec),
+            transformed,
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     one_pass = -(-rows // args.batch_size)

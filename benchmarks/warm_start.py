@@ -2,7 +2,7 @@
 """Warm start vs cold start on a new span: validation AUC against training steps, side by side.
 
 Two simulated spans drawn from the bundled data go through the real pipeline (span 1 cold,
-span 2 warm-started), then, on span 2's own Transform output (its window and its eval split),
+span 2 warm-started), then, on the rows span 2's Trainer read (its window and its eval split),
 the model is trained twice more with the same seed and steps: from scratch, and from span
 1's blessed model. Printed and written as JSON: validation AUC after each round of steps
 for both, and the steps each needs to reach the cold run's final AUC (minus a tolerance).
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     import local_runner
     from data import simulator
     from models import model as M
-    from pipeline import configs
+    from pipeline import configs, run_summary
 
     shutil.rmtree(args.out, ignore_errors=True)
     spans = args.out / "spans"
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = local_runner.run(configs.load(env={}, **settings))
         print(f"span {span}: pipeline run {summary.run_id}, auc {summary.metrics.get('auc'):.4f}")
     artifacts = summary.artifacts
-    graph = tft.TFTransformOutput(artifacts["Transform"]["TransformGraph"])
-    examples = artifacts["Transform"]["Examples"]
+    graph_uri, examples = run_summary.newest_inputs(  # what span 2's Trainer read
+        configs.load(env={}, **settings).metadata_path, "Trainer", ("TransformGraph", "Examples"))
+    graph = tft.TFTransformOutput(graph_uri)
     train = [f"{examples}/Split-train_{age}/*" for age in range(2)]
     evaluation = [f"{examples}/Split-eval/*"]
     # Span 2's Trainer was warm-started: its history names span 1's blessed model.

@@ -85,27 +85,30 @@ def probe(ids: int = 1):
 
 
 def load_arrays(transform_graph: str, examples: str, out: Path, max_rows: int, seed: int) -> Path:
-    """Transformed train (every Split-train*) and eval records, parsed once into one .npz the
-    workers share, with the noise probe added to both."""
+    """Transformed train (every Split-train*) and eval rows, parsed once into one .npz the
+    workers share, with the noise probe added to both. `examples` holds Transform's
+    written rows or raw rows, which go through the graph here as the Trainer does."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from models import features as F
-    from models.model import model_input_names
+    from models.model import examples_are_raw, model_input_names, transformed_parser
 
-    spec = tft.TFTransformOutput(transform_graph).transformed_feature_spec()
+    output = tft.TFTransformOutput(transform_graph)
     rng = np.random.default_rng(seed)
     arrays = {}
     for split, pattern in (("train", "Split-train*"), ("eval", "Split-eval")):
         files = sorted(tf.io.gfile.glob(os.path.join(examples, pattern, "*")))
         if not files:
-            raise FileNotFoundError(f"no transformed examples in {examples}/{pattern}")
+            raise FileNotFoundError(f"no examples in {examples}/{pattern}")
+        parse = transformed_parser(output, examples_are_raw(files))
         records = tf.data.TFRecordDataset(files, compression_type="GZIP")
         if max_rows:
             records = records.take(max_rows)
-        parsed = next(iter(records.batch(10**9).map(lambda r: tf.io.parse_example(r, spec))))
+        parts = [parse(batch) for batch in records.batch(8192)]
         for name in [*model_input_names(), F.LABEL_XF]:
-            arrays[f"{split}/{name}"] = parsed[name].numpy().reshape(-1)
+            arrays[f"{split}/{name}"] = np.concatenate(
+                [part[name].numpy().reshape(-1) for part in parts])
         rows = len(arrays[f"{split}/{F.LABEL_XF}"])
         if split == "train":
             ids = max(10, rows // PROBE_ROWS_PER_ID)
@@ -227,12 +230,12 @@ def write_report(result: dict, out_dir: Path) -> Path:
     ])
 
 
-def latest_transform(metadata_path: str) -> tuple[str, str]:
-    """(transform graph, transformed examples) of the newest Transform run in MLMD."""
-    from pipeline.run_summary import newest_output
+def latest_training_inputs(metadata_path: str) -> tuple[str, str]:
+    """(Transform graph, examples) the newest Trainer run trained on: Transform's written
+    rows, or the raw rows when Transform did not write them."""
+    from pipeline.run_summary import newest_inputs
 
-    return (newest_output(metadata_path, "Transform", "TransformGraph"),
-            newest_output(metadata_path, "Transform", "Examples"))
+    return newest_inputs(metadata_path, "Trainer", ("TransformGraph", "Examples"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--by", choices=("feature", "group"), default="feature",
                         help="blank one feature at a time, or one declared group")
-    parser.add_argument("--transform-graph", help="Transform's graph dir (default: newest)")
-    parser.add_argument("--examples", help="Transform's examples dir (default: newest)")
+    parser.add_argument("--transform-graph", help="Transform's graph dir (default: the one the "
+                                                  "newest Trainer run read)")
+    parser.add_argument("--examples", help="the examples dir the Trainer read: Transform's "
+                                           "written rows or raw rows (default: newest)")
     parser.add_argument("--steps", type=int, default=500, help="training steps per job")
     parser.add_argument("--workers", type=int, default=0, help="parallel jobs (0 = cores)")
     parser.add_argument("--max-rows", type=int, default=0, help="rows per split (0 = all)")
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def work():
         graph, examples = (args.transform_graph, args.examples) if args.transform_graph \
-            and args.examples else latest_transform(config.metadata_path)
+            and args.examples else latest_training_inputs(config.metadata_path)
         out = args.out or Path(config.output_root) / "ablation"
         return out, ablate(graph, examples, out, by=args.by, steps=args.steps,
                            workers=args.workers, seed=args.seed, max_rows=args.max_rows)

@@ -85,6 +85,27 @@ def newest_output(metadata_path: str, node: str, type_name: str) -> str:
     return max(found, key=lambda a: a.id).uri
 
 
+def newest_inputs(metadata_path: str, node: str, type_names: tuple[str, ...]) -> tuple[str, ...]:
+    """URIs of one artifact of each of `type_names` that the newest execution of `node` read
+    (e.g. the rows and the Transform graph the latest Trainer trained on): the inputs of
+    one execution belong together, where each type's newest output might not."""
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first (make run)")
+    store = connect(metadata_path)
+    contexts = [c for c in store.get_contexts_by_type("node") if c.name.endswith(f".{node}")]
+    executions = sorted((e for c in contexts for e in store.get_executions_by_context(c.id)),
+                        key=lambda e: e.id, reverse=True)
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    for execution in executions:
+        ids = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+               if e.type == metadata_store_pb2.Event.INPUT]
+        by_type = {types[a.type_id]: a.uri for a in store.get_artifacts_by_id(ids)}
+        if all(name in by_type for name in type_names):
+            return tuple(by_type[name] for name in type_names)
+    raise FileNotFoundError(f"no {node} run with inputs {', '.join(type_names)} in "
+                            f"{metadata_path}")
+
+
 def pipeline_runs(store: metadata_store.MetadataStore, pipeline_name: str) -> list:
     """pipeline_run contexts of this pipeline, oldest first."""
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)

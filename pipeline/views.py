@@ -318,14 +318,19 @@ def notebook_frame(path: str | Path, height: int = 600) -> str:
 
 def transformed_preview(examples_uri: str, transform_graph_uri: str, split: str = "eval",
                         rows: int = 10) -> pd.DataFrame:
-    """The first rows of Transform's materialized output, decoded with its own feature spec."""
+    """The first rows as the Trainer sees them: Transform's written rows decoded, or raw
+    rows run through the Transform graph, as models.model.input_fn does."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    spec = tft.TFTransformOutput(transform_graph_uri).transformed_feature_spec()
-    files = tf.io.gfile.glob(f"{examples_uri}/Split-{split}/*")
-    records = tf.data.TFRecordDataset(files, compression_type="GZIP").take(rows)
-    parsed = [tf.io.parse_single_example(r, spec) for r in records]
-    frame = pd.DataFrame([{k: v.numpy().tolist() if v.shape.rank else v.numpy().item()
-                           for k, v in row.items()} for row in parsed])
+    from models.model import examples_are_raw, transformed_parser
+
+    files = sorted(tf.io.gfile.glob(f"{examples_uri}/Split-{split}/*"))
+    if not files:
+        raise FileNotFoundError(f"no examples in {examples_uri}/Split-{split}")
+    parse = transformed_parser(tft.TFTransformOutput(transform_graph_uri),
+                               examples_are_raw(files))
+    batch = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(rows)))
+    frame = pd.DataFrame({k: v.numpy().reshape(len(batch), -1)[:, 0]
+                          for k, v in parse(batch).items()})
     return frame[sorted(frame.columns)]

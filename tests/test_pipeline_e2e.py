@@ -334,21 +334,26 @@ def test_edge_export_writes_tflite_models_that_predict_raw_rows_as_the_saved_mod
     assert "TFLite: eval AUC" in run_summary.format_summary(summary)
 
 
-def test_no_skew_between_transform_output_and_the_served_transform_layer(first_run):
-    """For the same raw eval rows, Transform's materialized features equal what the pushed
-    model's embedded Transform layer computes (rows paired by their categorical values)."""
+def test_no_skew_between_what_the_trainer_read_and_the_served_transform_layer(first_run):
+    """For the same raw eval rows, the features the Trainer read equal what the pushed
+    model's embedded Transform layer computes (rows paired by their categorical values).
+    Locally Transform writes no rows: the Trainer read the raw rows through the graph."""
     config, _ = first_run
-    graph = tft.TFTransformOutput(output_uri(config, "Transform", "TransformGraph"))
-    materialized = tf.io.parse_example(
-        read_records(output_uri(config, "Transform", "Examples") + "/Split-eval/*"),
-        graph.transformed_feature_spec())
+    graph_uri, examples = run_summary.newest_inputs(config.metadata_path, "Trainer",
+                                                    ("TransformGraph", "Examples"))
+    with pytest.raises(FileNotFoundError):
+        output_uri(config, "Transform", "Examples")
+    graph = tft.TFTransformOutput(graph_uri)
+    assert M.examples_are_raw(sorted(glob.glob(examples + "/Split-eval/*")))
+    trained = M.transformed_parser(graph, raw=True)(
+        tf.constant(read_records(examples + "/Split-eval/*")))
     raw = read_records(output_uri(config, "ExampleGen", "Examples") + "/Split-eval/*")
     model = tf.saved_model.load(os.path.join(config.serving_dir, versions(config.serving_dir)[0]))
     served = model.signatures["transform_features"](examples=tf.constant(raw))
-    assert len(raw) == int(materialized[F.LABEL_XF].shape[0]) > 100
+    assert len(raw) == int(trained[F.LABEL_XF].shape[0]) > 100
 
     names = M.model_input_names()
-    ints = [n for n in names if materialized[n].dtype == tf.int64] + [F.LABEL_XF]
+    ints = [n for n in names if trained[n].dtype == tf.int64] + [F.LABEL_XF]
     floats = [n for n in names if n not in ints]
 
     def rows(tensors):
@@ -358,7 +363,7 @@ def test_no_skew_between_transform_output_and_the_served_transform_layer(first_r
             groups[key].append([float(tensors[n][i]) for n in floats])
         return {k: sorted(v) for k, v in groups.items()}
 
-    left, right = rows(materialized), rows(served)
+    left, right = rows(trained), rows(served)
     assert left.keys() == right.keys()  # every categorical/bucket value identical
     for key in left:
         np.testing.assert_allclose(left[key], right[key], rtol=1e-5, atol=1e-5)
@@ -514,12 +519,12 @@ def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
 
 
 def test_ablation_ranks_every_group_and_the_noise_probe_last(first_run, tmp_path):
-    """Leave-one-out on the first run's Transform output, in parallel: one row per declared
+    """Leave-one-out on what the first run trained on, in parallel: one row per declared
     group plus the pure-noise probe, finite AUC changes, the probe ranked at the bottom."""
     from models import ablation
 
     config, _ = first_run
-    graph, examples = ablation.latest_transform(config.metadata_path)
+    graph, examples = ablation.latest_training_inputs(config.metadata_path)
     result = ablation.ablate(graph, examples, tmp_path, by="group", steps=300, workers=2)
     ranking = result["ranking"]
     assert sorted(r["unit"] for r in ranking) == sorted([*F.GROUPS, ablation.NOISE_PROBE])
