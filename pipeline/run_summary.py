@@ -73,12 +73,18 @@ def connect(metadata_path: str) -> metadata_store.MetadataStore:
     return metadata_store.MetadataStore(config)
 
 
+def _existing_store(metadata_path: str) -> metadata_store.MetadataStore:
+    """The MLMD store of tools that read the latest outputs; a missing file is an error
+    that says what to do."""
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first (make run)")
+    return connect(metadata_path)
+
+
 def newest_output(metadata_path: str, node: str, type_name: str) -> str:
     """URI of the newest `type_name` artifact `node` wrote, in any run (for tools that work
     on the latest outputs: ablation, benchmarks)."""
-    if not os.path.exists(metadata_path):
-        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first (make run)")
-    found = [a for a in connect(metadata_path).get_artifacts_by_type(type_name)
+    found = [a for a in _existing_store(metadata_path).get_artifacts_by_type(type_name)
              if f"/{node}/" in a.uri]
     if not found:
         raise FileNotFoundError(f"no {type_name} from {node} in {metadata_path}")
@@ -89,9 +95,7 @@ def newest_inputs(metadata_path: str, node: str, type_names: tuple[str, ...]) ->
     """URIs of one artifact of each of `type_names` that the newest execution of `node` read
     (e.g. the rows and the Transform graph the latest Trainer trained on): the inputs of
     one execution belong together, where each type's newest output might not."""
-    if not os.path.exists(metadata_path):
-        raise FileNotFoundError(f"no MLMD at {metadata_path}: run the pipeline first (make run)")
-    store = connect(metadata_path)
+    store = _existing_store(metadata_path)
     contexts = [c for c in store.get_contexts_by_type("node") if c.name.endswith(f".{node}")]
     executions = sorted((e for c in contexts for e in store.get_executions_by_context(c.id)),
                         key=lambda e: e.id, reverse=True)
