@@ -9,7 +9,8 @@ import os
 import pytest
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 and quiets TensorFlow's C++ logs)
-from models.sample_transform import bundled_rows, instance, train_and_export, write_transform
+from data.bundled import first_rows
+from models.sample_transform import instance, train_and_export, write_transform
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +25,7 @@ def transform_dir(tmp_path_factory):
 def bundled_transform(tmp_path_factory):
     """(Transform output dir, held-out raw CSV rows): 2,400 bundled rows transformed, the
     600 after them kept raw to score exported models the way a client calls them."""
-    rows = bundled_rows(3000)
+    rows = first_rows(3000)
     root = write_transform(tmp_path_factory.mktemp("bundled_transform"),
                            [instance(r) for r in rows[:2400]])
     return root, rows[2400:]

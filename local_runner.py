@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from console import quiet
 from console.run_console import RunConsole
 from data import bundled
-from pipeline import configs, run_summary
+from pipeline import configs
+from reporting import run_summary, runs
+from settings import quiet
 
 log = logging.getLogger("local_runner")
 
@@ -94,7 +95,7 @@ def _input_error(error: BaseException) -> str | None:
     return str(found).split(" [while running")[0].strip().splitlines()[0]
 
 
-def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
+def run(config: configs.PipelineConfig) -> runs.RunSummary:
     from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 
     from pipeline import local_beam
@@ -111,15 +112,15 @@ def run(config: configs.PipelineConfig) -> run_summary.RunSummary:
     finally:  # a stopped run gets its report too: it shows what stopped it
         summary = write_report(config)
     # Without a summary, summarizing again raises the reason.
-    return summary or run_summary.summarize(config.metadata_path, config.pipeline_name)
+    return summary or runs.summarize(config.metadata_path, config.pipeline_name)
 
 
-def write_report(config: configs.PipelineConfig) -> run_summary.RunSummary | None:
+def write_report(config: configs.PipelineConfig) -> runs.RunSummary | None:
     """The newest run's summary, with its HTML report written; None if MLMD cannot say."""
-    from pipeline import report
+    from reporting import report
 
     try:
-        summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+        summary = runs.summarize(config.metadata_path, config.pipeline_name)
     except Exception as e:  # noqa: BLE001 - must not mask the run's own exception
         log.warning("could not summarize the run: %s", e)
         return None
@@ -156,7 +157,7 @@ def watch(config: configs.PipelineConfig, poll_seconds: float, settle_seconds: f
     while True:
         finished = {}
         if Path(config.metadata_path).exists():
-            finished = run_summary.finished_spans(config.metadata_path, config.pipeline_name)
+            finished = runs.finished_spans(config.metadata_path, config.pipeline_name)
         todo = [s for s in ready_spans(Path(config.data_root), settle_seconds)
                 if s not in finished]
         for span in todo:
@@ -200,9 +201,9 @@ def run_and_print(config: configs.PipelineConfig, level: int | None = None) -> i
                   f"The traceback and every log line are in {log_path}", file=sys.stderr)
             return 1
         print(f"\nlocal_runner: run stopped by data validation.\n{cause}", file=sys.stderr)
-        from pipeline import report
+        from reporting import report
 
-        latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+        latest = runs.summarize(config.metadata_path, config.pipeline_name)
         print(f"Report: {report.report_path(config.pipeline_root, latest.run_id)}",
               file=sys.stderr)
         return 2

@@ -41,13 +41,14 @@ def watch(spans_dir: Path, out: Path, spans: int, flag: str) -> None:
 
 def transform_seconds(out: Path) -> list[dict]:
     """Per run, oldest first: the span and Transform's seconds."""
-    from pipeline import configs, run_summary
+    from pipeline import configs
+    from reporting import runs
 
     config = configs.load(env={}, output_root=str(out))
-    store = run_summary.connect(config.metadata_path)
+    store = runs.connect(config.metadata_path)
     result = []
-    for run in run_summary.pipeline_runs(store, config.pipeline_name):
-        summary = run_summary.summarize(config.metadata_path, config.pipeline_name, run.name)
+    for run in runs.pipeline_runs(store, config.pipeline_name):
+        summary = runs.summarize(config.metadata_path, config.pipeline_name, run.name)
         seconds = {c.node_id: c.seconds for c in summary.components}
         result.append({"span": summary.data_source.get("span"),
                        "window": summary.window_spans,

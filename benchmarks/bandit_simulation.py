@@ -53,13 +53,14 @@ def score(model_dir: str, rows: list[dict[str, str]]):
 def simulate(args: argparse.Namespace) -> dict:
     import numpy as np
 
+    from data.bundled import first_rows
     from models import features as F
-    from models.sample_transform import bundled_rows, instance, train_and_export, write_transform
+    from models.sample_transform import instance, train_and_export, write_transform
     from serving.rollout import Rollouts
 
     work = Path(tempfile.mkdtemp(prefix="bandit-bench-"))
     try:
-        rows = bundled_rows(15_002)
+        rows = first_rows(15_002)
         random.Random(args.seed).shuffle(rows)
         train, stream = rows[:args.train_rows], rows[args.train_rows:]
         stream = (stream * (args.requests // len(stream) + 1))[:args.requests]
@@ -167,7 +168,7 @@ def simulate(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from console import quiet
+    from settings import quiet
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

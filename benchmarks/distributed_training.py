@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
+from data.bundled import first_rows  # noqa: E402
 from models import distribution as D  # noqa: E402
 from models import local_cluster as C  # noqa: E402
 from models.sample_transform import (  # noqa: E402
-    bundled_rows,
     instance,
     raw_rows_auc,
     write_transform,
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="global batch")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     args = parser.parse_args(argv)
-    rows = bundled_rows(args.rows + 3000)
+    rows = first_rows(args.rows + 3000)
     work = Path(tempfile.mkdtemp(prefix="dist-bench-"))
     print(f"transforming {args.rows} rows into {work} ...", flush=True)
     transform = write_transform(work / "transform", [instance(r) for r in rows[:args.rows]])

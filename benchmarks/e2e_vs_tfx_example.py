@@ -146,9 +146,9 @@ def goal_lines(results: dict) -> list[str]:
 
 
 def component_times(info: dict) -> dict:
-    from pipeline import run_summary
+    from reporting import runs
 
-    summary = run_summary.summarize(info["metadata_path"], info["pipeline_name"])
+    summary = runs.summarize(info["metadata_path"], info["pipeline_name"])
     return {c.node_id: {"state": c.state, "seconds": round(c.seconds, 1)}
             for c in summary.components}
 
@@ -157,12 +157,12 @@ def eval_split_records(info: dict, split: str = "eval") -> list[bytes]:
     """A split's examples, re-serialized deterministically so both pipelines' copies compare."""
     import tensorflow as tf
 
-    from pipeline import run_summary
+    from reporting import runs
 
     try:  # ours is ExampleGen; TFX's example (and our older runs) CsvExampleGen
-        uri = run_summary.newest_output(info["metadata_path"], "ExampleGen", "Examples")
+        uri = runs.newest_output(info["metadata_path"], "ExampleGen", "Examples")
     except FileNotFoundError:
-        uri = run_summary.newest_output(info["metadata_path"], "CsvExampleGen", "Examples")
+        uri = runs.newest_output(info["metadata_path"], "CsvExampleGen", "Examples")
     files = sorted(tf.io.gfile.glob(f"{uri}/Split-{split}/*"))
     return [tf.train.Example.FromString(r.numpy()).SerializeToString(deterministic=True)
             for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
@@ -253,7 +253,7 @@ def main() -> int:
                         help=f"skip the {SMOKE_ROWS:,}-row, {SMOKE_STEPS}-step smoke run")
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--train-steps", type=int, help=argparse.SUPPRESS)
-    from console import quiet
+    from settings import quiet
 
     quiet.add_arguments(parser)
     args = parser.parse_args()

@@ -72,13 +72,14 @@ def send(client: Client, rows, trips: list[int], deadline: float) -> tuple[list,
 def simulate(args: argparse.Namespace) -> dict:
     import numpy as np
 
+    from data.bundled import first_rows
     from models import features as F
-    from models.sample_transform import bundled_rows, instance, train_and_export, write_transform
+    from models.sample_transform import instance, train_and_export, write_transform
     from serving import batch_predict, hybrid
 
     work = Path(tempfile.mkdtemp(prefix="hybrid-bench-"))
     try:
-        labelled = bundled_rows(15_002)
+        labelled = first_rows(15_002)
         transform = write_transform(work / "transform", [instance(r) for r in labelled[:8000]])
         rows = [{k: v for k, v in r.items() if k != F.LABEL_SOURCE} for r in labelled]
         base = work / "serving"
@@ -153,7 +154,7 @@ def simulate(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from console import quiet
+    from settings import quiet
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

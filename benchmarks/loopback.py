@@ -57,7 +57,7 @@ def run_and_save(simulate: Callable[[argparse.Namespace], dict], args: argparse.
                  name: str, shown: Callable[[dict], dict]) -> tuple[dict | None, Path]:
     """`simulate(args)` with the quiet terminal (logs to outputs/logs), its figures written
     to `args.out` and the `shown` part printed; (None, log) when it stopped on an error."""
-    from console import quiet
+    from settings import quiet
 
     result, error, log_file = quiet.run_quietly(lambda: simulate(args), args,
                                                 str(ROOT / "outputs"), f"bench-{name}", (), "")

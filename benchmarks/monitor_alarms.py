@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from data import bundled  # noqa: E402
 from models import features as F  # noqa: E402
-from pipeline.monitoring import feature_checks, quality  # noqa: E402
+from monitoring import feature_checks, quality  # noqa: E402
 
 NUMBERS = ("fare", "trip_miles", "trip_seconds", "trip_start_hour", "pickup_latitude",
            "pickup_longitude", "dropoff_latitude", "dropoff_longitude")

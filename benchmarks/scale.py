@@ -60,7 +60,8 @@ class RssSampler(threading.Thread):
 def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
     """Runs the pipeline once on `data_root` in this process; per-component figures."""
     import local_runner
-    from pipeline import configs, run_summary
+    from pipeline import configs
+    from reporting import runs
 
     config = configs.load(env={}, data_root=data_root, output_root=str(out),
                           **{"safe_to_serve": False, **settings})
@@ -70,7 +71,7 @@ def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
     summary = local_runner.run(config)
     wall = time.monotonic() - started
     sampler.running = False
-    store = run_summary.connect(config.metadata_path)
+    store = runs.connect(config.metadata_path)
     executions = {e.id: e for e in store.get_executions_by_id(
         [c.execution_id for c in summary.components])}
     components = {}

@@ -145,7 +145,7 @@ def rest(model_dir: str, rows: list[dict], requests: int, clients: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from data import bundled
     from pipeline import configs
-    from serving import model_config
+    from serving import versions
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir
     if not model_dir:
         serving_dir = configs.load().serving_dir
-        versions = model_config.pushed_versions(serving_dir)
-        if not versions:
+        pushed = versions.pushed_versions(serving_dir)
+        if not pushed:
             print(f"no pushed model under {serving_dir}; run `make run` first or pass "
                   "--model-dir", file=sys.stderr)
             return 2
-        model_dir = os.path.join(serving_dir, str(versions[-1]))
+        model_dir = os.path.join(serving_dir, str(pushed[-1]))
     _, all_rows = bundled.read_rows(bundled.materialize())
     rows = [{k: v for k, v in r.items() if k != "tips"} for r in all_rows[:200]]
 

@@ -46,12 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "tflite")
     args = parser.parse_args(argv)
 
-    from pipeline import configs, run_summary
+    from pipeline import configs
+    from reporting import runs
     from serving import batch_predict, tflite_export
 
     config = configs.load(env={})
     model = batch_predict.resolve_model(args.model, config.serving_dir)
-    examples = args.examples or run_summary.newest_output(config.metadata_path, "ExampleGen",
+    examples = args.examples or runs.newest_output(config.metadata_path, "ExampleGen",
                                                           "Examples")
     paths = tflite_export.export(model, args.out)
     inputs, labels = tflite_export.labelled_rows(examples, "eval", model)

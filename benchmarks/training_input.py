@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from models.ablation import latest_training_inputs
     from models.model import examples_are_raw, input_fn, transformed_parser
     from pipeline import configs
+    from tools.ablation import latest_training_inputs
 
     graph, examples = (args.transform_graph, args.examples) if args.transform_graph and \
         args.examples else latest_training_inputs(configs.load(env={}).metadata_path)

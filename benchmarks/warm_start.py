@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     import local_runner
     from data import simulator
     from models import model as M
-    from pipeline import configs, run_summary
+    from pipeline import configs
+    from reporting import runs
 
     shutil.rmtree(args.out, ignore_errors=True)
     spans = args.out / "spans"
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = local_runner.run(configs.load(env={}, **settings))
         print(f"span {span}: pipeline run {summary.run_id}, auc {summary.metrics.get('auc'):.4f}")
     artifacts = summary.artifacts
-    graph_uri, examples = run_summary.newest_inputs(  # what span 2's Trainer read
+    graph_uri, examples = runs.newest_inputs(  # what span 2's Trainer read
         configs.load(env={}, **settings).metadata_path, "Trainer", ("TransformGraph", "Examples"))
     graph = tft.TFTransformOutput(graph_uri)
     train = [f"{examples}/Split-train_{age}/*" for age in range(2)]

@@ -1,1 +1,1 @@
-"""What a person sees: the run console and where every other command's noise goes."""
+"""The top floor: the run console a person watches while the pipeline runs."""

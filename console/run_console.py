@@ -18,9 +18,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from console.quiet import one_line
 from models import PROGRESS_LOGGER
-from pipeline import run_summary
+from reporting import runs
+from settings.quiet import one_line
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 NAME_WIDTH = 30
 
 
-def key_figure(node: str, outcome: run_summary.RunSummary, artifacts: list) -> str:
+def key_figure(node: str, outcome: runs.RunSummary, artifacts: list) -> str:
     """The one figure a person wants from `node` as it ends."""
     props = {a.type: a.custom_properties for a in artifacts}
     if "rows_per_split" in props.get("Examples", {}):
@@ -156,7 +156,7 @@ class RunConsole(logging.Handler):
         seconds = time.monotonic() - self.started
         state, figure = ("cached" if self.cached else "ran"), ""
         try:
-            found = run_summary.latest_execution(self.metadata_path, self.pipeline_name, node)
+            found = runs.latest_execution(self.metadata_path, self.pipeline_name, node)
             if found is not None:
                 state = found[0] if found[0] in ("ran", "cached") else state
                 figure = key_figure(node, found[1], found[2])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from console import quiet
 from console.run_console import RunConsole
 from models import PROGRESS_LOGGER
+from settings import quiet
 
 absl = logging.getLogger("absl")
 
@@ -120,7 +120,7 @@ def test_file_stamps_are_utc_and_free_of_colons():
 HOLDING_COMMAND = """
 import os, sys
 from pathlib import Path
-from console import quiet
+from settings import quiet
 quiet.hold_native_stderr()
 os.write(2, b"C++ line at import\\n")  # TensorFlow's CUDA registration errors, say
 print("argparse-style error", file=sys.stderr, flush=True)

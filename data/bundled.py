@@ -14,6 +14,7 @@ import argparse
 import csv
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import os
@@ -24,10 +25,12 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from settings.layout import BUNDLED_DATA_DIR
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent
-RAW_DIR = DATA_DIR / "raw" / "chicago_taxi"
+RAW_DIR = BUNDLED_DATA_DIR
 SPANS_DIR = DATA_DIR / "spans"
 CSV_NAME = "data.csv"
 PACKAGE_PATH = ("examples", "chicago_taxi_pipeline", "data", "simple", "data.csv")
@@ -105,6 +108,13 @@ def read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         return list(reader.fieldnames or []), list(reader)
+
+
+def first_rows(count: int) -> list[dict[str, str]]:
+    """The first `count` rows of the bundled CSV (materialized if needed), as csv.DictReader
+    reads them."""
+    with materialize().open(newline="") as f:
+        return list(itertools.islice(csv.DictReader(f), count))
 
 
 def write_rows(path: Path, header: list[str], rows: Iterable[dict[str, str]]) -> int:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from pipeline.components import example_encoding as enc
+from data import example_encoding as enc
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from settings.layout import SCHEMA_FILE
+
 
 class Kind(enum.Enum):
     NUMERIC = "numeric"  # log1p (if skewed) + z-score; missing -> training mean
@@ -81,7 +83,7 @@ FEATURES: tuple[Feature, ...] = (
 )
 
 # Features that carry one kind of information together, ablated as a unit
-# (models/ablation.py --by group): removing one coordinate of a pair says little while
+# (tools/ablation.py --by group): removing one coordinate of a pair says little while
 # the other and the community area still place the trip.
 GROUPS: dict[str, tuple[str, ...]] = {
     "trip size": ("fare", "trip_miles", "trip_seconds"),
@@ -98,6 +100,9 @@ UNUSED = {
     "pickup_census_tract": "missing in all but 1 of 15,002 rows of the bundled data",
     "trip_start_timestamp": "identifies the time span; a model on it would not generalise",
 }
+
+# Slices the Evaluator reports every metric by (and the monitor its late-label quality).
+SLICES = ("payment_type", "trip_start_hour")
 
 LABEL_SOURCE = "tips"  # raw column the label is computed from; absent when serving
 FARE = "fare"
@@ -117,9 +122,6 @@ BY_NAME = {f.name: f for f in FEATURES}
 
 def by_kind(kind: Kind) -> list[Feature]:
     return [f for f in FEATURES if f.kind is kind]
-
-
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schema" / "schema.pbtxt"
 
 
 def load_schema(path: Path | str = SCHEMA_FILE):

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from settings.layout import PROJECT_ROOT
 
 
 def free_ports(n: int) -> list[int]:
@@ -59,13 +59,13 @@ def trainer_args(transform: Path, out: Path, steps: int, batch: int, seed: int,
 def start(args: dict, tf_config: dict | None = None, env: dict | None = None,
           log: Path | None = None) -> subprocess.Popen:
     """One replica: run_fn in its own process, with TF_CONFIG if given."""
-    environ = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    environ = {**os.environ, **(env or {}), "PYTHONPATH": str(PROJECT_ROOT)}
     environ.pop("TF_CONFIG", None)
     if tf_config:
         environ["TF_CONFIG"] = json.dumps(tf_config)
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
     return subprocess.Popen([sys.executable, "-m", "models.local_cluster", json.dumps(args)],
-                            cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+                            cwd=PROJECT_ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
 
 
 def run(args: dict, spec: dict[str, list[str]] | None, folder: Path, timeout: float,

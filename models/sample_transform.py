@@ -58,17 +58,6 @@ def train_and_export(transform_dir, path, steps: int, seed: int, batch_size: int
     return str(path)
 
 
-def bundled_rows(count: int) -> list[dict[str, str]]:
-    """The first `count` rows of the bundled CSV, as csv.DictReader reads them."""
-    import csv
-    import itertools
-
-    from data import bundled
-
-    with bundled.materialize().open(newline="") as f:
-        return list(itertools.islice(csv.DictReader(f), count))
-
-
 def instance(row: dict[str, str]) -> dict:
     """A CSV row as a tf.Transform instance dict typed by the training feature spec."""
     import tensorflow as tf
@@ -101,7 +90,7 @@ def raw_rows_auc(model_dir, rows: list[dict[str, str]]) -> float:
     model = tf.saved_model.load(str(model_dir))
     inputs = M.raw_inputs([{k: v for k, v in r.items() if k in F.BY_NAME} for r in rows])
     scores = model.signatures["serving_default"](**inputs)[M.PROBABILITY].numpy()
-    labels = np.array([float(r["tips"] or 0) > 0.2 * float(r["fare"] or 0) for r in rows])
+    labels = np.array([F.raw_label(r) for r in rows])
     metric = tf.keras.metrics.AUC()
     metric.update_state(labels, scores)
     return float(metric.result())

@@ -1,59 +1,49 @@
-"""One configuration object for every component, with profiles, env and CLI overrides.
-
-Precedence, lowest first: field defaults < profile < environment (TAXI_<FIELD>, e.g.
-TAXI_TRAIN_STEPS=500) < command-line flags (--train-steps 500). Runners call
-`add_arguments` and `from_args`; the notebook and tests call `load(...)` directly.
+"""The pipeline's settings: one object every component of the DAG reads, on top of the
+layout every command shares (settings/layout.py), with profiles for local, Vertex and
+Kubeflow runs. Precedence and the flag/variable machinery: settings/framework.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 import re
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-ENV_PREFIX = "TAXI_"
+from models import features as F
+from settings.framework import ENV_PREFIX, ConfigError, how_to_set, setting
+from settings.layout import BUNDLED_DATA_DIR, Layout
 
+__all__ = ["ENV_PREFIX", "ConfigError", "PipelineConfig", "add_arguments", "from_args", "load"]
 
 RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
 MATERIALIZE = ("auto", "yes", "no")
-MONITOR_WINDOWS = ("", "hour", "day")
 EXAMPLE_GENS = ("arrow", "tfx-csv")
 DELIMITERS = ("", ",", ";", "tab", "|")
 
 
-def setting(default: Any, help_text: str) -> Any:
-    """A config field with its --help text (mutable defaults get a factory)."""
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"help": help_text})
-    return field(default=default, metadata={"help": help_text})
-
-
 @dataclass
-class PipelineConfig:
-    """Everything a run needs. Paths may be local directories or gs:// URIs."""
+class PipelineConfig(Layout):
+    """Everything a run of the DAG needs. Paths may be local directories or gs:// URIs."""
 
-    profile: str = setting("local", "settings profile: local")
-    pipeline_name: str = setting("taxi-big-tipper", "pipeline name in MLMD")
-    data_root: str = setting(str(PROJECT_ROOT / "data" / "raw" / "chicago_taxi"),
-                             "directory of CSV files ExampleGen reads")
-    output_root: str = setting(str(PROJECT_ROOT / "outputs"),
-                               "parent of pipeline root, metadata and serving dir")
-    pipeline_root: str = setting("", "artifacts (default OUTPUT_ROOT/pipelines/NAME)")
-    metadata_path: str = setting("", "MLMD SQLite file (default OUTPUT_ROOT/metadata/NAME.db)")
-    serving_dir: str = setting("", "versioned dir TF Serving watches "
-                                   "(default OUTPUT_ROOT/serving/NAME)")
-    schema_dir: str = setting(str(PROJECT_ROOT / "schema"), "curated schema directory")
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "local": {},
+        "vertex": {**Layout.PROFILES["vertex"], "data_root": "", "report_in_pipeline": True},
+        # Open-source Kubeflow Pipelines on any cluster: the same image and DAG, with the
+        # Trainer in its task's pod, the Pusher writing to SERVING_DIR (an object store or
+        # volume the cluster's TF Serving reads) and the served model as baseline.
+        "kubeflow": {**Layout.PROFILES["kubeflow"], "data_root": "",
+                     "report_in_pipeline": True},
+    }
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (*Layout.PATH_FIELDS, "data_root",
+                                              "inference_data_root")
+
+    data_root: str = setting(str(BUNDLED_DATA_DIR), "directory of CSV files ExampleGen reads")
 
     # ExampleGen and spans
     input_pattern: str = setting("", "files under DATA_ROOT that ExampleGen reads; `span-{SPAN}/*` "
@@ -114,7 +104,7 @@ class PipelineConfig:
     # Evaluator
     min_auc: float = setting(0.90, "blessing needs eval AUC >= this")
     max_auc_drop: float = setting(0.01, "blessing needs AUC >= baseline AUC - this")
-    slices: tuple = setting(("payment_type", "trip_start_hour"), "comma-separated slice features")
+    slices: tuple = setting(F.SLICES, "comma-separated slice features")
 
     # Safe to serve (between Evaluator and Pusher) and serving
     safe_to_serve: bool = setting(True, "before pushing, load the candidate in a separate process, "
@@ -124,24 +114,6 @@ class PipelineConfig:
     latency_p99_budget_ms: float = setting(50.0, "safe to serve: single-row p99 latency budget")
     memory_budget_mib: float = setting(2048.0, "safe to serve: peak RSS budget of the process "
                                                "serving the model")
-    serving_model_name: str = setting("", "model name in TF Serving URLs (default PIPELINE_NAME)")
-    serving_config_dir: str = setting("", "models.config and rollout state "
-                                          "(default OUTPUT_ROOT/tf_serving/NAME)")
-    serving_request_log: str = setting("", "local server's sampled request log (JSONL) "
-                                           "(default OUTPUT_ROOT/serving_logs/NAME/requests.jsonl)")
-
-    # Monitoring (python -m pipeline.monitor): alarms calibrated to the batch size
-    monitor_false_alarm_rate: float = setting(0.05, "chance that a clean batch raises any "
-                                                    "alarm (split over every check of it)")
-    monitor_min_distance: float = setting(0.02, "Jensen-Shannon floor: smaller distribution "
-                                                "shifts never alarm, however large the batch")
-    monitor_min_share_change: float = setting(0.03, "floor for a change in the share of "
-                                                    "missing or unseen values")
-    monitor_min_auc_drop: float = setting(0.02, "late labels: AUC below the evaluation's by "
-                                                "less than this never alarms")
-    monitor_window: str = setting("", "check a request log window by window (hour or day, "
-                                      "UTC), with each figure's trend; empty: the whole log "
-                                      "as one batch")
 
     # Batch (static) inference: BulkInferrer scores unlabelled rows with the blessed candidate
     inference_data_root: str = setting("", "directory of unlabelled CSV files scored in batch "
@@ -200,37 +172,18 @@ class PipelineConfig:
         "", "[vertex] prediction container for the endpoint (default: the newest TensorFlow "
             "CPU image google-cloud-aiplatform lists, in the region's multi-region)")
 
-    def __post_init__(self) -> None:
-        # Local paths are made absolute: they are recorded in MLMD as execution properties,
-        # and `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
-        for name in ("data_root", "output_root", "pipeline_root", "metadata_path",
-                     "inference_data_root", "serving_dir", "schema_dir", "serving_config_dir",
-                     "serving_request_log"):
-            value = getattr(self, name)
-            if value and "://" not in value:
-                setattr(self, name, os.path.abspath(value))
-        out = self.output_root.rstrip("/")
-        if out:  # without it validate() says what to set
-            self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{self.pipeline_name}"
-            self.metadata_path = self.metadata_path or f"{out}/metadata/{self.pipeline_name}.db"
-            self.serving_dir = self.serving_dir or f"{out}/serving/{self.pipeline_name}"
-            self.serving_config_dir = (self.serving_config_dir
-                                       or f"{out}/tf_serving/{self.pipeline_name}")
-            self.serving_request_log = (self.serving_request_log or
-                                        f"{out}/serving_logs/{self.pipeline_name}/requests.jsonl")
-            if self.profile == "vertex":
-                self.dataflow_temp_location = self.dataflow_temp_location or f"{out}/tmp"
+    def derive(self) -> None:
+        super().derive()
+        if self.profile == "vertex" and self.output_root:
+            self.dataflow_temp_location = (self.dataflow_temp_location
+                                           or f"{self.output_root.rstrip('/')}/tmp")
         if self.profile == "vertex" and not self.serving_image:
-            from pipeline.orchestration.vertex_images import default_serving_image
+            from serving.vertex_images import default_serving_image
 
             self.serving_image = default_serving_image(self.gcp_region)
-        self.serving_model_name = self.serving_model_name or self.pipeline_name
-        self.validate()
 
-    def validate(self) -> None:
-        problems = []
-        if not self.pipeline_root or not self.serving_dir:
-            problems.append(f"output_root is required ({_how_to_set('output_root')})")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.train_buckets < 1 or self.eval_buckets < 1:
             problems.append("train_buckets and eval_buckets must be >= 1")
         if self.train_steps < 1:
@@ -257,8 +210,6 @@ class PipelineConfig:
             problems.append("input_block_mb must be >= 0 (0 = every file whole)")
         if self.csv_delimiter and self.example_gen != "arrow":
             problems.append("csv_delimiter needs example_gen arrow (CsvExampleGen reads commas)")
-        if self.monitor_window not in MONITOR_WINDOWS:
-            problems.append("monitor_window must be hour, day or empty (the whole log)")
         if self.drift_action not in DRIFT_ACTIONS:
             problems.append(f"drift_action must be one of {', '.join(DRIFT_ACTIONS)}")
         if self.predictions_format not in PREDICTION_FORMATS:
@@ -272,7 +223,7 @@ class PipelineConfig:
             problems.append("beam_multi_processing_min_mb must be >= 0")
         if self.distribution not in DISTRIBUTIONS:
             problems.append(f"distribution must be one of {', '.join(DISTRIBUTIONS)} "
-                            f"({_how_to_set('distribution')})")
+                            f"({how_to_set('distribution')})")
         if self.training_workers < 0 or self.training_parameter_servers < 0:
             problems.append("training_workers and training_parameter_servers must be >= 0")
         if self.transform_materialize not in MATERIALIZE:
@@ -283,11 +234,7 @@ class PipelineConfig:
             problems += vertex_problems(self)
         if self.profile == "kubeflow":
             problems += kubeflow_problems(self)
-        if problems:
-            title = PROFILE_TITLES.get(self.profile)
-            raise ConfigError("; ".join(problems) if not title else
-                              f"{title} settings missing or invalid:\n  - "
-                              + "\n  - ".join(problems))
+        return problems
 
     @property
     def beam_pipeline_args(self) -> list[str]:
@@ -334,9 +281,6 @@ class PipelineConfig:
             return "multi_processing", f"auto: {mb:,.0f} MB of input >= {limit:g} MB"
         return "in_memory", f"auto: {mb:,.1f} MB of input < {limit:g} MB"
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def input_glob(config: PipelineConfig) -> str:
     """INPUT_PATTERN as a glob under DATA_ROOT: every span and version."""
@@ -364,33 +308,8 @@ def input_bytes(config: PipelineConfig) -> int | None:
     return sum(p.stat().st_size for p in files)
 
 
-class ConfigError(ValueError):
-    """A setting is missing or invalid; the message names it."""
-
-
-# Where the Dockerfile puts the project inside the pipeline image.
-IMAGE_PROJECT_DIR = "/pipeline"
-
-PROFILES: dict[str, dict[str, Any]] = {
-    "local": {},
-    # On Vertex every path is a gs:// URI given by the user, except the schema, which
-    # the image carries (see Dockerfile: the project lives at /pipeline).
-    "vertex": {"output_root": "", "data_root": "", "schema_dir": f"{IMAGE_PROJECT_DIR}/schema",
-               "report_in_pipeline": True},
-    # Open-source Kubeflow Pipelines on any cluster: the same image and DAG, with the
-    # Trainer in its task's pod, the Pusher writing to SERVING_DIR (an object store or
-    # volume the cluster's TF Serving reads) and the served model as baseline.
-    "kubeflow": {"output_root": "", "data_root": "", "schema_dir": f"{IMAGE_PROJECT_DIR}/schema",
-                 "report_in_pipeline": True},
-}
-PROFILE_TITLES = {"vertex": "Vertex", "kubeflow": "Kubeflow"}
-
 GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/|$)")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-
-
-def _how_to_set(name: str) -> str:
-    return f"--{name.replace('_', '-')} or {ENV_PREFIX}{name.upper()}"
 
 
 SPAN_PLACEHOLDERS = ("@span_begin_timestamp", "@span_end_timestamp", "@span_yyyymmdd_utc")
@@ -411,11 +330,11 @@ def bigquery_problems(config: PipelineConfig) -> list[str]:
         problems.append("bigquery_query and input_pattern are two sources: give one")
     if config.profile == "local":
         if not config.gcp_project:
-            problems.append(f"bigquery_query needs gcp_project ({_how_to_set('gcp_project')})")
+            problems.append(f"bigquery_query needs gcp_project ({how_to_set('gcp_project')})")
         if not config.dataflow_temp_location.startswith("gs://"):
             problems.append("bigquery_query needs a gs:// dataflow_temp_location, where "
                             "BigQuery exports the rows for Beam to read "
-                            f"({_how_to_set('dataflow_temp_location')})")
+                            f"({how_to_set('dataflow_temp_location')})")
     return problems
 
 
@@ -426,56 +345,56 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
         () if config.bigquery_query else ("data_root",))
     for name in required:
         if not getattr(config, name):
-            problems.append(f"{name} is required ({_how_to_set(name)})")
+            problems.append(f"{name} is required ({how_to_set(name)})")
     if config.gcp_region and not REGION.match(config.gcp_region):
         problems.append(f"gcp_region {config.gcp_region!r} is not a region like us-central1 "
-                        f"({_how_to_set('gcp_region')})")
+                        f"({how_to_set('gcp_region')})")
     # Settings derived from OUTPUT_ROOT are named once, by the flag the user gave.
     derived = {"pipeline_root", "serving_dir", "dataflow_temp_location"}
     root = config.output_root
     if root and not root.startswith("gs://"):
         problems.append(f"output_root must be a gs:// URI, got {root!r} "
-                        f"({_how_to_set('output_root')}); to try the Vertex pipeline on "
+                        f"({how_to_set('output_root')}); to try the Vertex pipeline on "
                         "this machine, run vertex_runner.py --offline")
     for name in ("output_root", "data_root", "inference_data_root"):
         value = getattr(config, name)
         if value.startswith("gs://") and not GCS_URI.match(value):
-            problems.append(f"{name} {value!r} names no bucket ({_how_to_set(name)})")
+            problems.append(f"{name} {value!r} names no bucket ({how_to_set(name)})")
     for name in ("pipeline_root", "data_root", "serving_dir", "dataflow_temp_location",
                  "inference_data_root"):
         value = getattr(config, name)
         if name in derived and value.startswith(f"{root.rstrip('/')}/") and root:
             continue
         if value and not value.startswith("gs://"):
-            problems.append(f"{name} must be a gs:// URI, got {value!r} ({_how_to_set(name)})")
+            problems.append(f"{name} must be a gs:// URI, got {value!r} ({how_to_set(name)})")
     if config.analyzer_cache:
         problems.append("analyzer_cache runs locally only: on Vertex the window's older spans "
                         "come from the span catalog, which the cache is not keyed by "
-                        f"({_how_to_set('analyzer_cache')})")
+                        f"({how_to_set('analyzer_cache')})")
     workers, servers = config.training_workers, config.training_parameter_servers
     if servers and not workers:
         problems.append(f"training_parameter_servers {servers} needs training_workers >= 1 "
-                        f"({_how_to_set('training_workers')}): parameter servers hold "
+                        f"({how_to_set('training_workers')}): parameter servers hold "
                         "variables, workers compute")
     if config.distribution == "parameter_server" and not servers:
         problems.append("distribution parameter_server needs training_parameter_servers >= 1 "
-                        f"({_how_to_set('training_parameter_servers')})")
+                        f"({how_to_set('training_parameter_servers')})")
     if config.distribution == "multi_worker" and not workers:
         problems.append("distribution multi_worker needs a cluster: training_workers >= 1 "
-                        f"({_how_to_set('training_workers')})")
+                        f"({how_to_set('training_workers')})")
     if config.distribution in ("none", "mirrored") and workers:
         problems.append(f"distribution {config.distribution} trains on one machine; with "
                         f"training_workers {workers} every replica would train its own model "
-                        f"(use auto or multi_worker, {_how_to_set('distribution')})")
+                        f"(use auto or multi_worker, {how_to_set('distribution')})")
     if servers and config.distribution == "multi_worker":
         problems.append("distribution multi_worker takes no parameter servers "
                         "(use auto or parameter_server)")
     if config.serving_endpoint:
-        from pipeline.orchestration.vertex_images import serving_image_problem
+        from serving.vertex_images import serving_image_problem
 
         problem = serving_image_problem(config.serving_image)
         if problem:
-            problems.append(f"{problem} ({_how_to_set('serving_image')})")
+            problems.append(f"{problem} ({how_to_set('serving_image')})")
     if not 0 <= config.serving_traffic_percent <= 100:
         problems.append("serving_traffic_percent must be in 0..100")
     return problems
@@ -483,19 +402,19 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
 
 def kubeflow_problems(config: PipelineConfig) -> list[str]:
     """What stops a run on open-source Kubeflow Pipelines, with the flag that set it."""
-    problems = [f"{name} is required ({_how_to_set(name)})"
+    problems = [f"{name} is required ({how_to_set(name)})"
                 for name in ("image", "data_root") if not getattr(config, name)]
     # Every path is read inside the cluster's pods, never on this machine.
     for name in ("output_root", "data_root"):
         value = getattr(config, name)
         if value and "://" not in value:
             problems.append(f"{name} must be a URI the cluster's pods can read (gs://, s3://, "
-                            f"hdfs://), got {value!r} ({_how_to_set(name)})")
+                            f"hdfs://), got {value!r} ({how_to_set(name)})")
     if "{SPAN}" in config.input_pattern:
         problems.append("a {SPAN} layout needs ExampleGen's driver, which Vertex runs as a "
                         "pre-cache hook and Kubeflow Pipelines' backend does not: give each "
                         "run its span's folder as data_root and no {SPAN} pattern "
-                        f"({_how_to_set('input_pattern')})")
+                        f"({how_to_set('input_pattern')})")
     if config.training_workers or config.training_parameter_servers:
         problems.append("training_workers and training_parameter_servers are Vertex Training "
                         "pools; on Kubeflow the Trainer runs in its task's pod (mirrored over "
@@ -503,92 +422,19 @@ def kubeflow_problems(config: PipelineConfig) -> list[str]:
     if config.distribution in ("multi_worker", "parameter_server"):
         problems.append(f"distribution {config.distribution} needs a cluster of replicas, "
                         "which Kubeflow's Trainer pod is not (use auto, none or mirrored; "
-                        f"{_how_to_set('distribution')})")
+                        f"{how_to_set('distribution')})")
     if config.serving_endpoint:
         problems.append("serving_endpoint is a Vertex endpoint; on Kubeflow the Pusher "
-                        f"writes to serving_dir ({_how_to_set('serving_endpoint')})")
+                        f"writes to serving_dir ({how_to_set('serving_endpoint')})")
     if config.analyzer_cache:
-        problems.append(f"analyzer_cache runs locally only ({_how_to_set('analyzer_cache')})")
+        problems.append(f"analyzer_cache runs locally only ({how_to_set('analyzer_cache')})")
     return problems
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(PipelineConfig)
-
-
-def _coerce(name: str, raw: Any, kind: Any) -> Any:
-    if not isinstance(raw, str):
-        return raw
-    try:
-        if kind is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
-        if kind is dict:
-            value = json.loads(raw) if raw.strip() else {}
-            if not isinstance(value, dict):
-                raise ValueError(raw)
-            return value
-        if kind is tuple:
-            return tuple(s.strip() for s in raw.split(",") if s.strip())
-    except ValueError as e:
-        raise ConfigError(f"{name}: cannot read {raw!r} as {kind.__name__}") from e
-    return raw
-
-
-def load(
-    profile: str = "local", env: Mapping[str, str] | None = None, **overrides: Any
-) -> PipelineConfig:
-    """Profile, then TAXI_* environment variables, then keyword overrides."""
-    if profile not in PROFILES:
-        raise ConfigError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-    env = os.environ if env is None else env
-    types = _field_types()
-    values: dict[str, Any] = {"profile": profile, **PROFILES[profile]}
-    for name, kind in types.items():
-        key = ENV_PREFIX + name.upper()
-        if key in env:
-            values[name] = _coerce(key, env[key], kind)
-    for name, value in overrides.items():
-        if name not in types:
-            raise ConfigError(f"unknown setting {name!r}")
-        values[name] = _coerce(name, value, types[name])
-    return PipelineConfig(**values)
+PROFILES = PipelineConfig.PROFILES
+load = PipelineConfig.load
+from_args = PipelineConfig.from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per field; unset flags leave the profile/env value in place."""
-    group = parser.add_argument_group("pipeline settings (also TAXI_<NAME> environment variables)")
-    for f in dataclasses.fields(PipelineConfig):
-        if f.name == "profile":  # chosen by the runner, which knows its own profiles
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_types()[f.name]
-        help_text = f.metadata.get("help", "")
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        else:
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                               help=f"{help_text} (default: {_default_text(f)})")
-
-
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return ",".join(f.default) if isinstance(f.default, tuple) else str(f.default) or "derived"
-    return "{}"
-
-
-def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> PipelineConfig:
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(PipelineConfig)
-        if f.name != "profile" and getattr(args, f.name, None) is not None
-    }
-    return load(getattr(args, "profile", None) or "local", env=env, **overrides)
+    PipelineConfig.add_arguments(parser, "pipeline settings")

@@ -8,8 +8,9 @@ import pytest
 from serving import bandit as B
 from serving import model_config
 from serving.model_config import RolloutError
+from serving.request_log import RequestLog
 from serving.rollout import Rollouts
-from serving.server import LocalModelServer, ModelRepository, RequestLog
+from serving.server import LocalModelServer, ModelRepository
 from serving.server_test import MODEL, post_json, push
 
 
@@ -170,49 +171,3 @@ def test_whole_percentages_keep_the_floor_and_add_up_to_100():
     assert B.percentages({1: 0.004, 2: 0.996}) == {1: 1, 2: 99}  # never rounded to nothing
     assert sum(B.percentages({1: 1 / 3, 2: 1 / 3, 3: 1 / 3}).values()) == 100
     assert B.percentages({1: 0.0, 2: 1.0}) == {1: 0, 2: 100}
-
-
-def test_the_bandits_weights_become_a_vertex_endpoints_traffic_split(
-        tmp_path, exported_models, monkeypatch, capsys):
-    """Through the offline Vertex endpoint the offline pipeline run deploys to: Vertex's
-    upload, deploy and UpdateEndpoint checks, kept in a file."""
-    from google.cloud import aiplatform
-
-    from pipeline.orchestration import vertex_boundary as V
-    from serving import rollout
-
-    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
-    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
-    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
-    image = "europe-docker.pkg.dev/acme/taxi/serving:1"  # a custom serving image
-    for name, model, share in (("old", exported_models[0], 100), ("v3", exported_models[0], 0),
-                               ("v4", exported_models[1], 0)):
-        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
-                                                         deployed_model_display_name=name)
-    ids = {m.display_name: m.id for m in endpoint.list_models()}
-    base, config = tmp_path / "serving", tmp_path / "config"
-    push(exported_models[0], base, 3)
-    push(exported_models[1], base, 4)
-    Rollouts(MODEL, base, config).start_bandit([3, 4], None, reward="accuracy")
-    store = B.BanditStore(config)
-    store.routed(3, [(f"a{i}", 0.9) for i in range(30)], rows=30)
-    store.routed(4, [(f"b{i}", 0.9) for i in range(30)], rows=30)
-    store.feedback([(f"a{i}", int(i < 12)) for i in range(30)]
-                   + [(f"b{i}", int(i < 27)) for i in range(30)])  # version 4 is right more
-    common = ["--model-name", MODEL, "--model-base-path", str(base), "--config-dir", str(config),
-              "vertex-split", "--endpoint", "taxi-endpoint"]
-    arms = ["--arm", f"3={ids['v3']}", "--arm", f"4={ids['v4']}"]
-    assert rollout.main([*common, *arms]) == 0
-    split = V.OfflineEndpoint(endpoint.name).traffic_split
-    weights = store.load().weights
-    assert split == {ids["v3"]: round(100 * weights[3]), ids["v4"]: round(100 * weights[4])}
-    assert split[ids["v4"]] >= 90 and split[ids["v3"]] >= 5  # the floor, on Vertex too
-    assert f"set traffic split of taxi-endpoint: {ids['v3']}: " in capsys.readouterr().out
-    for bad, message in ((["--arm", f"3={ids['v3']}"], "bandit version(s) [4] have no --arm"),
-                         ([*arms[:2], "--arm", "4=999"], "['4=999'] not deployed"),
-                         (["--arm", "three=1"], "write VERSION=DEPLOYED_MODEL_ID")):
-        assert rollout.main([*common, *bad]) == 2
-        assert message in capsys.readouterr().err
-    assert V.OfflineEndpoint(endpoint.name).traffic_split == split  # nothing changed
-    assert rollout.main([*common[:-1], "nowhere", *arms]) == 2
-    assert "no Vertex endpoint named 'nowhere'" in capsys.readouterr().err

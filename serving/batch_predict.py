@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from console import quiet
+from serving import versions
+from settings import quiet
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,14 @@ def check_columns(path: Path, key: str) -> list[str]:
 
 def resolve_model(model: str | None, serving_dir: str | None) -> str:
     """An explicit SavedModel, or the newest version the Pusher wrote to `serving_dir`."""
-    from pipeline.components.pusher import newest_version
-
     if model:
         if not os.path.exists(os.path.join(model, "saved_model.pb")):
             raise BatchInputError(f"{model} is not a SavedModel (no saved_model.pb)")
         return model
-    version = newest_version(serving_dir) if serving_dir else None
-    if not version:
+    version = versions.newest_version(serving_dir) if serving_dir else None
+    if version is None:
         raise BatchInputError(f"no pushed model version under {serving_dir}: give --model DIR")
-    return os.path.join(serving_dir, version)
+    return versions.version_dir(serving_dir, version)
 
 
 class _Writer:
@@ -185,12 +184,6 @@ class BatchSummary:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "rows_per_second": round(self.rows_per_second)}
-
-
-def model_version_of(model_dir: str) -> int | None:
-    """The serving version a SavedModel directory is (the Pusher names them by number)."""
-    name = Path(model_dir).resolve().name
-    return int(name) if name.isdigit() else None
 
 
 def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = ROW_COLUMN,
@@ -252,7 +245,7 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
     summary.seconds = round(time.monotonic() - started, 2)
     hybrid.write_meta(output_path, hybrid.TableMeta(
         key=key, version=model_version if model_version is not None else
-        model_version_of(model_dir), model=str(model_dir), rows=summary.predicted))
+        versions.version_of(model_dir), model=str(model_dir), rows=summary.predicted))
     return summary
 
 
@@ -288,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import models  # noqa: F401  (Keras 2 before TensorFlow)
-    from pipeline import configs
+    from settings.layout import Layout
 
-    config = configs.load(env=os.environ)
+    config = Layout.load(env=os.environ)
 
     def work() -> BatchSummary:
         serving_dir = args.serving_dir or (None if args.model else config.serving_dir)

@@ -39,6 +39,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from serving import request_log
+
 log = logging.getLogger(__name__)
 
 META_SUFFIX = ".meta.json"
@@ -267,25 +269,18 @@ def read_request_keys(path: str | Path, key_field: str | None = None) -> tuple[l
                     keys.append(key)
         return keys, without
     records = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HybridError(f"{path} line {number} is not JSON ({e}); a request log has "
-                                  "one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise HybridError(f"{path} line {number} is not a JSON object")
-            value = record.get("lookup_key")
-            if key_field and value is None:
-                value = (record.get("features") or {}).get(key_field)
-            key = normalize_key(value)
-            if key is None:
-                without += 1
-            else:
-                records.append((record.get("time", 0.0), number, key))
+    for line in request_log.read(path):
+        if line.record is None:
+            raise HybridError(f"{path} line {line.number} is {line.problem}; a request log "
+                              "has one JSON object per line")
+        value = line.record.get("lookup_key")
+        if key_field and value is None:
+            value = (request_log.features(line.record) or {}).get(key_field)
+        key = normalize_key(value)
+        if key is None:
+            without += 1
+        else:
+            records.append((line.record.get("time", 0.0), line.number, key))
     records.sort()  # the server's clock, then file order
     return [key for _, _, key in records], without
 

@@ -11,7 +11,8 @@ import pytest
 
 from serving import hybrid
 from serving.batch_predict import predict_csv
-from serving.server import LocalModelServer, ModelRepository, RequestLog
+from serving.request_log import RequestLog
+from serving.server import LocalModelServer, ModelRepository
 from serving.server_test import MODEL, in_process, post_json, push, wait_for
 
 KEYS = [1000 + i for i in range(40)]  # the table holds the first 40 rows, keyed 1000..1039

@@ -47,15 +47,6 @@ class Rollout:
         return {label: v for label, v in found.items() if v is not None}
 
 
-def pushed_versions(base_path: str | Path) -> list[int]:
-    """Version directories (numeric names) that hold a SavedModel, oldest first."""
-    base = Path(base_path)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir()
-                  if p.name.isdigit() and (p / "saved_model.pb").is_file())
-
-
 def load_state(config_dir: str | Path) -> Rollout:
     path = Path(config_dir) / STATE_FILE
     if not path.is_file():

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from serving import bandit as B
-from serving import model_config, vertex_split
+from serving import model_config, versions, vertex_split
 from serving.model_config import Rollout, RolloutError
 
 
@@ -46,11 +46,11 @@ class Rollouts:
         return model_config.load_state(self.config_dir)
 
     def _pushed(self) -> list[int]:
-        versions = model_config.pushed_versions(self.base_path)
-        if not versions:
+        pushed = versions.pushed_versions(self.base_path)
+        if not pushed:
             raise RolloutError(f"no pushed versions under {self.base_path}; run the pipeline "
                                "until the Pusher pushes a blessed model")
-        return versions
+        return pushed
 
     def _version(self, version: int | None) -> int:
         pushed = self._pushed()
@@ -154,7 +154,7 @@ class Rollouts:
 
     def describe(self) -> str:
         rollout = self.state()
-        pushed = model_config.pushed_versions(self.base_path)
+        pushed = versions.pushed_versions(self.base_path)
         lines = [f"model {self.model_name}: base path {self.base_path}",
                  f"  pushed versions: {pushed or 'none'}",
                  f"  stable: {rollout.stable if rollout.stable is not None else '-'}",
@@ -171,9 +171,9 @@ class Rollouts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import configs
+    from settings.layout import Layout
 
-    defaults = configs.load()
+    defaults = Layout.load()
     parser = argparse.ArgumentParser(prog="python -m serving.rollout", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-name", default=defaults.serving_model_name)

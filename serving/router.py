@@ -213,10 +213,10 @@ class Router(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from console import quiet
-    from pipeline import configs
+    from settings import quiet
+    from settings.layout import Layout
 
-    defaults = configs.load()
+    defaults = Layout.load()
     parser = argparse.ArgumentParser(prog="python -m serving.router", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", required=True,

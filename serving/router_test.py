@@ -4,9 +4,10 @@ Serving's REST API): splitting, passing through, the bandit, and an absent upstr
 import pytest
 
 from serving import bandit as B
+from serving.request_log import RequestLog
 from serving.rollout import Rollouts
 from serving.router import Router, RoutingState
-from serving.server import LocalModelServer, ModelRepository, RequestLog
+from serving.server import LocalModelServer, ModelRepository
 from serving.server_test import MODEL, in_process, post_json, push, wait_for
 
 

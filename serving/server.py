@@ -21,7 +21,7 @@ from it while its model version is the one serving (serving/hybrid.py).
 from __future__ import annotations
 
 if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go to its log
-    from console import quiet as _quiet
+    from settings import quiet as _quiet
 
     _quiet.hold_native_stderr()
 
@@ -43,9 +43,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from console import quiet
 from models.model import PROBABILITY
-from serving import bandit, hybrid, model_config, payloads
+from serving import bandit, hybrid, model_config, payloads, versions
+from serving.request_log import RequestLog
+from settings import quiet
 
 log = logging.getLogger("serving.server")
 
@@ -116,7 +117,7 @@ class ModelRepository:
         """One poll: load what should be served, then unload what should not."""
         with self._refresh_lock:
             rollout = self._rollout()
-            on_disk = model_config.pushed_versions(self.base_path)
+            on_disk = versions.pushed_versions(self.base_path)
             wanted = [v for v in rollout.versions if v in on_disk] if rollout.versions else \
                 on_disk[-1:]
             loaded = dict(self.snapshot.versions)
@@ -278,54 +279,6 @@ def signature_metadata(model) -> dict:
             "method_name": "tensorflow/serving/predict",
         }
     return {"signature_def": {"signature_def": signatures}}
-
-
-class RequestLog:
-    """A sample of requests (raw features) and predictions as JSONL, for monitoring."""
-
-    def __init__(self, path: str | Path | None, sample_rate: float, seed: int | None = None):
-        self.path = Path(path) if path else None
-        self.sample_rate = sample_rate
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._file = None
-        if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", buffering=1, encoding="utf-8")
-
-    def write(self, model: str, version: int, route: str, signature: str,
-              inputs: dict[str, tf.Tensor], response: dict, request_id: str = "",
-              lookup_keys: list[str | None] | None = None,
-              from_table: list[bool] | None = None) -> None:
-        if self._file is None:
-            return
-        predictions = response.get("predictions", response.get("outputs"))
-        columns = {k: v.numpy().tolist() for k, v in inputs.items()}
-        count = len(next(iter(columns.values())))
-        lines = []
-        with self._lock:
-            for i in range(count):
-                if self._rng.random() >= self.sample_rate:
-                    continue
-                features = {k: (v[i].decode("utf-8", "replace") if isinstance(v[i], bytes)
-                                else v[i]) for k, v in columns.items()}
-                prediction = predictions[i] if isinstance(predictions, list) else \
-                    {k: v[i] for k, v in predictions.items()}
-                record = {"time": time.time(), "model": model, "version": version,
-                          "route": route, "signature": signature, "features": features,
-                          "prediction": prediction}
-                if request_id:  # the client's X-Request-Id: the key labels join on later
-                    record["key"] = request_id if count == 1 else f"{request_id}/{i}"
-                if lookup_keys and lookup_keys[i] is not None:  # hybrid serving's key
-                    record["lookup_key"] = lookup_keys[i]
-                    record["source"] = "table" if from_table and from_table[i] else "model"
-                lines.append(json.dumps(record))
-            if lines:
-                self._file.write("\n".join(lines) + "\n")
-
-    def close(self) -> None:
-        if self._file:
-            self._file.close()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -500,11 +453,11 @@ class LocalModelServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import configs
+    from settings.layout import Layout
 
     parser = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = configs.load()
+    defaults = Layout.load()
     parser.add_argument("--port", type=int, default=8501, help="REST port (TF Serving's: 8501)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--model-name", default=defaults.serving_model_name)

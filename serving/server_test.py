@@ -20,8 +20,9 @@ from models import features as F
 from models import model as M
 from serving import model_config, payloads
 from serving.client import ServingClient, ServingError
+from serving.request_log import RequestLog
 from serving.rollout import Rollouts
-from serving.server import LocalModelServer, ModelRepository, RequestLog
+from serving.server import LocalModelServer, ModelRepository
 
 MODEL = "taxi-big-tipper"
 

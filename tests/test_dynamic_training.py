@@ -17,7 +17,8 @@ import pytest
 
 import local_runner
 from data import bundled, simulator
-from pipeline import configs, run_summary
+from pipeline import configs
+from reporting import runs
 
 SPAN_ROWS = 1500
 
@@ -40,7 +41,7 @@ def _span(spans, source, number, seed, changes=()):
 
 
 def _runs(config):
-    return len(run_summary.pipeline_runs(run_summary.connect(config.metadata_path),
+    return len(runs.pipeline_runs(runs.connect(config.metadata_path),
                                          config.pipeline_name))
 
 
@@ -52,7 +53,7 @@ def test_span_1_trains_and_pushes(setup, capsys):
     spans, source, args, config = setup
     _span(spans, source, 1, seed=1)
     assert local_runner.main(args) == 0
-    summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    summary = runs.summarize(config.metadata_path, config.pipeline_name)
     assert summary.data_source["span"] == 1 and summary.window_spans == [1]
     assert summary.drift["baseline_span"] is None  # nothing to compare with yet
     assert summary.pushed and len(_versions(config)) == 1
@@ -74,10 +75,10 @@ def test_span_1_trains_and_pushes(setup, capsys):
 
 def test_clean_span_2_retrains_warm_on_the_window_and_pushes_a_new_version(setup):
     spans, source, args, config = setup
-    first = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    first = runs.summarize(config.metadata_path, config.pipeline_name)
     _span(spans, source, 2, seed=2)
     assert local_runner.main(args) == 0
-    summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    summary = runs.summarize(config.metadata_path, config.pipeline_name)
     assert summary.data_source["span"] == 2 and summary.window_spans == [2, 1]
     assert summary.drift["baseline_span"] == 1 and summary.drift["breached"] == []
     assert "the data behind the last blessed model" in summary.drift["baseline"]
@@ -109,7 +110,7 @@ def test_drifted_span_3_stops_before_training_and_pushes_nothing(setup, capsys):
     assert "feature 'fare': Jensen-Shannon" in err
     assert "(span 3 vs span 2, the data behind the last blessed model" in err
     assert "feature 'payment_type': L-infinity" in err
-    summary = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    summary = runs.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in summary.components}
     assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
     assert {"fare", "payment_type"} <= set(summary.drift["breached"])
@@ -117,7 +118,7 @@ def test_drifted_span_3_stops_before_training_and_pushes_nothing(setup, capsys):
     with open(err.split("Report: ")[1].split()[0], encoding="utf-8") as f:
         page = f.read()
     assert "Drift against the data in service" in page and "fare, " in page
-    assert run_summary.finished_spans(config.metadata_path, config.pipeline_name) == {
+    assert runs.finished_spans(config.metadata_path, config.pipeline_name) == {
         1: "pushed", 2: "pushed", 3: "stopped by data validation"}
 
 

@@ -26,7 +26,8 @@ import local_runner
 from data import bundled, simulator
 from models import features as F
 from models import model as M
-from pipeline import configs, run_summary, views
+from pipeline import configs
+from reporting import run_summary, runs, views
 
 SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
@@ -76,7 +77,7 @@ def snapshot(serving_dir):
 
 
 def output_uri(config, node, artifact_type):
-    return run_summary.newest_output(config.metadata_path, node, artifact_type)
+    return runs.newest_output(config.metadata_path, node, artifact_type)
 
 
 def read_records_plain(path):
@@ -133,7 +134,7 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
 
 def test_report_names_have_no_colons_and_old_named_reports_are_still_listed(first_run,
                                                                              capsys):
-    from pipeline import report
+    from reporting import report
 
     config, summary = first_run
     path = Path(summary.report_path)
@@ -220,7 +221,7 @@ def test_report_renders_in_headless_chromium_with_every_image_decoded(first_run,
 def test_the_report_component_writes_the_same_metrics_from_inside_the_run(first_run):
     """RunReport (the report on Vertex) builds the page from the artifacts it is given, with
     no MLMD file: the same metric values, images and decisions as the runner's report."""
-    from pipeline.components.run_report import REPORT_FILE
+    from reporting.artifacts import REPORT_FILE
 
     config, summary = first_run
     uri = summary.artifacts["RunReport"]["pipeline.RunReport"]
@@ -262,7 +263,7 @@ def test_pushed_model_serves_raw_rows_and_examples(first_run, workdir):
 
 def test_the_monitor_finds_the_served_models_training_rows_through_mlmd(first_run, workdir,
                                                                         tmp_path, capsys):
-    from pipeline import monitor
+    from monitoring import monitor
 
     config, _ = first_run
     (version,) = versions(config.serving_dir)
@@ -339,7 +340,7 @@ def test_no_skew_between_what_the_trainer_read_and_the_served_transform_layer(fi
     model's embedded Transform layer computes (rows paired by their categorical values).
     Locally Transform writes no rows: the Trainer read the raw rows through the graph."""
     config, _ = first_run
-    graph_uri, examples = run_summary.newest_inputs(config.metadata_path, "Trainer",
+    graph_uri, examples = runs.newest_inputs(config.metadata_path, "Trainer",
                                                     ("TransformGraph", "Examples"))
     with pytest.raises(FileNotFoundError):
         output_uri(config, "Transform", "Examples")
@@ -417,7 +418,7 @@ def test_anomaly_stops_the_run_before_transform_and_nothing_is_pushed(first_run,
         assert "feature &#x27;fare&#x27;" in f.read()  # the report names the anomaly too
     assert "feature 'fare'" in err and "FLOAT" in err
     assert "feature 'trip_miles'" in err and "a required column has empty cells" in err
-    latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    latest = runs.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in latest.components}
     assert states["AnomalyGate"] == "FAILED"
     assert "Transform" not in states and "Pusher" not in states
@@ -434,7 +435,7 @@ def test_a_csv_with_only_a_header_stops_at_the_gate(first_run, workdir, capsys):
     assert local_runner.main(args) == 2
     err = capsys.readouterr().err
     assert "run stopped by data validation" in err and "no rows: the input is empty" in err
-    states = {c.node_id: c.state for c in run_summary.summarize(
+    states = {c.node_id: c.state for c in runs.summarize(
         config.metadata_path, config.pipeline_name).components}
     assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
 
@@ -455,7 +456,7 @@ def test_shifted_data_in_the_flat_layout_stops_at_the_drift_check(first_run, wor
     assert "drift beyond the schema's thresholds in 1 feature" in err
     assert "feature 'fare': Jensen-Shannon" in err
     assert "the data behind the last blessed model" in err
-    latest = run_summary.summarize(config.metadata_path, config.pipeline_name)
+    latest = runs.summarize(config.metadata_path, config.pipeline_name)
     states = {c.node_id: c.state for c in latest.components}
     assert states["AnomalyGate"] == "FAILED" and "Trainer" not in states
     assert latest.drift["breached"] == ["fare"]
@@ -521,7 +522,7 @@ def test_tuner_best_hyperparameters_feed_the_trainer(workdir):
 def test_ablation_ranks_every_group_and_the_noise_probe_last(first_run, tmp_path):
     """Leave-one-out on what the first run trained on, in parallel: one row per declared
     group plus the pure-noise probe, finite AUC changes, the probe ranked at the bottom."""
-    from models import ablation
+    from tools import ablation
 
     config, _ = first_run
     graph, examples = ablation.latest_training_inputs(config.metadata_path)
@@ -538,7 +539,7 @@ def test_ablation_ranks_every_group_and_the_noise_probe_last(first_run, tmp_path
 
 
 def test_ablation_groups_cover_every_feature_once():
-    from models import ablation
+    from tools import ablation
 
     grouped = [name for names in F.GROUPS.values() for name in names]
     assert sorted(grouped) == sorted(f.name for f in F.FEATURES)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from tfx.dsl.components.base import base_executor
 
-from models.sample_transform import bundled_rows
+from data.bundled import first_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--train-steps", "60", "--min-auc", "0.5", "--warmup-requests", "4",
@@ -45,7 +45,7 @@ def newest_record(root: Path) -> dict:
 
 def write_span(folder: Path, span: int) -> None:
     """Span N holds the bundled rows N-1 spans in: the data a day later."""
-    rows = bundled_rows(SPAN_ROWS * span)[-SPAN_ROWS:]
+    rows = first_rows(SPAN_ROWS * span)[-SPAN_ROWS:]
     (folder / f"span-{span}").mkdir()
     with (folder / f"span-{span}" / "data.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -47,8 +47,8 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from data import example_encoding as enc
 from data import readers
-from pipeline.components import example_encoding as enc
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import io_utils
 
 from pipeline.components import span_catalog
-from pipeline.components.anomaly_gate import ANOMALIES_FILE, DRIFT_FILE
+from reporting.artifacts import ANOMALIES_FILE, DRIFT_FILE
 
 COMPARATORS = {
     anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity",

@@ -22,9 +22,10 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact, standard_artifacts
 from tfx.utils import path_utils
 
+from reporting.artifacts import EDGE_COMPARISON_FILE
+
 log = logging.getLogger(__name__)
 
-COMPARISON_FILE = "comparison.json"
 
 
 class EdgeModel(artifact.Artifact):
@@ -67,7 +68,7 @@ def EdgeExport(
         log.info("EdgeExport: AUC SavedModel %.4f, float %.4f, quantized %.4f; %s",
                  comparison.auc["saved_model"], comparison.auc["float"],
                  comparison.auc["quantized"], summary["size_bytes"])
-    with fileio.open(os.path.join(edge_model.uri, COMPARISON_FILE), "w") as f:
+    with fileio.open(os.path.join(edge_model.uri, EDGE_COMPARISON_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2))
     edge_model.set_int_custom_property("exported", int(summary["exported"]))
     if summary["exported"] and not summary["within_tolerance"]:
@@ -75,4 +76,4 @@ def EdgeExport(
             f"quantized TFLite AUC {summary['auc']['quantized']:.4f} is "
             f"{summary['auc_loss']:.4f} below the SavedModel's "
             f"{summary['auc']['saved_model']:.4f} on the {split} split; allowed: "
-            f"{max_auc_loss} (see {COMPARISON_FILE} in {edge_model.uri})")
+            f"{max_auc_loss} (see {EDGE_COMPARISON_FILE} in {edge_model.uri})")

@@ -21,11 +21,12 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
+from reporting.artifacts import PREDICTIONS_SUMMARY_FILE
+
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMN = "probability"
 FORMATS = ("parquet", "csv")
-SUMMARY_FILE = "predictions.json"
 
 
 def read_predictions(examples_uri: str, splits: list[str]) -> pd.DataFrame:
@@ -107,6 +108,6 @@ def PredictionsExport(
             write_bigquery(frame, bigquery_table)
             summary["bigquery_table"] = bigquery_table
         log.info("PredictionsExport: %d predictions -> %s", len(frame), path)
-    with fileio.open(os.path.join(predictions.uri, SUMMARY_FILE), "w") as f:
+    with fileio.open(os.path.join(predictions.uri, PREDICTIONS_SUMMARY_FILE), "w") as f:
         f.write(json.dumps(summary, indent=2))
     predictions.set_int_custom_property("rows", len(frame))

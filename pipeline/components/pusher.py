@@ -21,6 +21,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
+from serving import versions
+
 log = logging.getLogger(__name__)
 
 
@@ -38,13 +40,6 @@ def model_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def newest_version(base_directory: str) -> str | None:
-    if not fileio.exists(base_directory):
-        return None
-    versions = [v.rstrip("/") for v in fileio.listdir(base_directory) if v.rstrip("/").isdigit()]
-    return max(versions, key=int) if versions else None
-
-
 class Executor(pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
         destination = pusher_pb2.PushDestination()
@@ -53,15 +48,16 @@ class Executor(pusher_executor.Executor):
         if destination.WhichOneof("destination") == "filesystem" and \
                 self.CheckBlessing(input_dict):
             base = destination.filesystem.base_directory
-            version = newest_version(base)
+            version = versions.newest_version(base)
             candidate = self.GetModelPath(input_dict)
-            if version and model_digest(os.path.join(base, version)) == model_digest(candidate):
-                path = os.path.join(base, version)
+            path = versions.version_dir(base, version) if version is not None else ""
+            if path and model_digest(path) == model_digest(candidate):
                 log.info("model already served as version %s at %s; not pushing a copy",
                          version, path)
                 model_push = artifact_utils.get_single_instance(
                     output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-                self._MarkPushed(model_push, pushed_destination=path, pushed_version=version)
+                self._MarkPushed(model_push, pushed_destination=path,
+                                pushed_version=str(version))
                 return
         super().Do(input_dict, output_dict, exec_properties)
 

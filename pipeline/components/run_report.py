@@ -2,7 +2,7 @@
 
 Locally the runner writes the report after the run, from the MLMD SQLite file. On Vertex
 the run happens remotely and its metadata live in Vertex ML Metadata, so this component
-builds the same page (pipeline/report.py) from the artifacts it is handed and writes
+builds the same page (reporting/report.py) from the artifacts it is handed and writes
 report.html into its output artifact on GCS. It waits for the Pusher, so the page says what
 was pushed; a run stopped before (data validation) has no such page, as in the console.
 """
@@ -20,8 +20,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact, standard_artifacts
 
 from pipeline.components.edge_export import EdgeModel
-
-REPORT_FILE = "report.html"
+from reporting.artifacts import REPORT_FILE
 
 
 class RunReportPage(artifact.Artifact):
@@ -60,8 +59,8 @@ def RunReport(
     predictions: InputArtifact[standard_artifacts.InferenceResult] = None,
     edge_model: InputArtifact[EdgeModel] = None,
 ) -> None:
-    from pipeline import report as report_page
-    from pipeline import run_summary
+    from reporting import report as report_page
+    from reporting import runs
 
     given = {"examples": examples, "statistics": statistics, "anomalies": anomalies,
              "schema": schema, "drift": drift, "window": window,
@@ -73,7 +72,7 @@ def RunReport(
         if value is not None:
             by_node.setdefault(NODES[name], []).append(value)
     run_id = report.uri  # the page names its run by where it lives
-    summary = run_summary.from_artifacts(pipeline_name, run_id, by_node, eval_config)
+    summary = runs.from_artifacts(pipeline_name, run_id, by_node, eval_config)
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, REPORT_FILE)
         with open(local, "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ from tfx.dsl.io import fileio
 from tfx.types import standard_artifacts, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
-from pipeline.components.pusher import newest_version
+from serving import versions
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +36,15 @@ def ServedModel(
     model: OutputArtifact[standard_artifacts.Model],
     serving_dir: Parameter[str],
 ) -> None:
-    version = newest_version(serving_dir)
-    source = os.path.join(serving_dir, version) if version else ""
+    version = versions.newest_version(serving_dir)
+    source = versions.version_dir(serving_dir, version) if version is not None else ""
     if not has_saved_model(source):
         log.info("no model served under %s yet: no baseline, no warm start", serving_dir)
         model.set_int_custom_property("found", 0)
         return
     io_utils.copy_dir(source, path_utils.serving_model_path(model.uri))
     model.set_int_custom_property("found", 1)
-    model.set_string_custom_property("served_version", version)
+    model.set_string_custom_property("served_version", str(version))
     model.set_string_custom_property("source", source)
     log.info("baseline: served version %s (%s)", version, source)
 

@@ -43,9 +43,9 @@ def _check(query: str, record_dir: Path) -> None:
 
 def _types(header: list[str]) -> dict[str, str]:
     from pipeline.components.arrow_example_gen import schema_types
-    from pipeline.configs import PROJECT_ROOT
+    from settings.layout import SCHEMA_FILE
 
-    types = schema_types(str(PROJECT_ROOT / "schema" / "schema.pbtxt"))
+    types = schema_types(str(SCHEMA_FILE))
     return {name: BIGQUERY_TYPES.get(types.get(name, "BYTES"), "STRING") for name in header}
 
 

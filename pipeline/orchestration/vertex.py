@@ -62,7 +62,7 @@ def submit(template: Path, config: configs.PipelineConfig, *, labels: dict[str, 
 
 def offline_outcome(run: Any) -> list[str]:
     """What a person wants to know at the end of an offline run: blessed, pushed where."""
-    from pipeline.components.run_report import REPORT_FILE
+    from reporting.artifacts import REPORT_FILE
 
     lines = []
     blessing = run.outputs_of("Evaluator", "blessing")

@@ -350,7 +350,7 @@ class OfflineModel:
                **_: Any) -> OfflineModel:
         from google.api_core import exceptions
 
-        from pipeline.orchestration.vertex_images import serving_image_problem
+        from serving.vertex_images import serving_image_problem
 
         problem = serving_image_problem(serving_container_image_uri)
         if problem:

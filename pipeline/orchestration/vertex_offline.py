@@ -38,13 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.configs import IMAGE_PROJECT_DIR
 from pipeline.orchestration.artifact_store import ArtifactStore, schema_title
 from pipeline.orchestration.vertex_boundary import ROOT_ENV, image_command, tail
+from settings.layout import IMAGE_PROJECT_DIR, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BOUNDARY_DIR = Path(__file__).resolve().parent / "boundary"
 # Beam flags that only mean something to Dataflow; everything else reaches the DirectRunner.
 # --sdk_container_image stays: the DirectRunner ignores it, and it tells TFX's executors, as

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2  # noqa: E402
 
-from pipeline import run_summary  # noqa: E402
+from reporting import runs  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -189,7 +189,7 @@ def slice_metrics_frame(eval_uri: str, metrics: Iterable[str] | None = None) -> 
 
     rows: dict[str, dict[str, float]] = {}
     for slice_metrics in tfma.load_metrics(eval_uri):
-        name = run_summary.slice_name(slice_metrics.slice_key)
+        name = runs.slice_name(slice_metrics.slice_key)
         row = rows.setdefault(name, {})
         for item in slice_metrics.metric_keys_and_values:
             key, value = item.key, item.value

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from pipeline.components import example_encoding as enc
+from data import example_encoding as enc
 
 
 def _reference(row: int, floats, ints, strings, valid) -> bytes:

@@ -4,7 +4,7 @@ The pipeline imports schema/schema.pbtxt (ImportSchemaGen); it never infers one.
 data changes shape, run this, diff its output with schema/schema.pbtxt, and carry over
 what should change by hand, with a comment saying why.
 
-    python -m pipeline.bootstrap_schema --data-root DIR --out DIR
+    python -m tools.bootstrap_schema --data-root DIR --out DIR
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
-from pipeline.configs import PROJECT_ROOT
+from settings.layout import BUNDLED_DATA_DIR, SCHEMA_DIR, SCHEMA_FILE
 
 
 def infer(data_root: str, out_dir: Path) -> Path:
@@ -43,21 +43,21 @@ def infer(data_root: str, out_dir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bootstrap_schema",
+    parser = argparse.ArgumentParser(prog="python -m tools.bootstrap_schema",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(PROJECT_ROOT / "data/raw/chicago_taxi"),
+    parser.add_argument("--data-root", default=str(BUNDLED_DATA_DIR),
                         help="directory of CSV files (default: the bundled sample)")
     parser.add_argument("--out", type=Path, required=True,
                         help="where to write schema.pbtxt (never the curated schema/ dir)")
     args = parser.parse_args(argv)
-    if args.out.resolve() == (PROJECT_ROOT / "schema").resolve():
+    if args.out.resolve() == SCHEMA_DIR.resolve():
         print("bootstrap_schema: refusing to overwrite the curated schema/; write elsewhere "
               "and diff.", file=sys.stderr)
         return 1
     path = infer(args.data_root, args.out)
     print(f"inferred schema written to {path}\n"
-          f"review it with: diff {PROJECT_ROOT / 'schema/schema.pbtxt'} {path}")
+          f"review it with: diff {SCHEMA_FILE} {path}")
     return 0
 
 

@@ -4,9 +4,9 @@ Written at the end of every local run to PIPELINE_ROOT/reports/<UTC time>.html, 
 20261124T120646Z.html (its path is printed with the run summary; older runs' reports are
 named by their run id), and on demand for any past run:
 
-  python -m pipeline.report                 the newest run
-  python -m pipeline.report --run-id ID     a past run (its run id or its report's name)
-  python -m pipeline.report --list          past runs and pushed versions (before a rollback)
+  python -m reporting.report                 the newest run
+  python -m reporting.report --run-id ID     a past run (its run id or its report's name)
+  python -m reporting.report --list          past runs and pushed versions (before a rollback)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline import run_summary, views
+from reporting import run_summary, runs, views
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _section(build, *args) -> str:
         return _p(f"(not available: {type(e).__name__}: {e})")
 
 
-def _components(summary: run_summary.RunSummary) -> str:
+def _components(summary: runs.RunSummary) -> str:
     import pandas as pd
 
     if not summary.components:  # built inside the run (RunReport): states are not known yet
@@ -67,8 +67,8 @@ def _components(summary: run_summary.RunSummary) -> str:
     return views.table(frame, "{:.1f}")
 
 
-def _data(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> str:
-    from pipeline.components.anomaly_gate import describe, read_anomalies
+def _data(summary: runs.RunSummary, figures_dir: Path | None = None) -> str:
+    from reporting.artifacts import describe, read_anomalies
 
     parts = []
     source = summary.data_source
@@ -93,14 +93,14 @@ def _data(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> s
     return "\n".join(parts) or _p("no data statistics in this run")
 
 
-def _drift(summary: run_summary.RunSummary) -> str:
+def _drift(summary: runs.RunSummary) -> str:
     drift = summary.drift
     if not drift:
         return _p("no drift check in this run")
     if drift.get("baseline_span") is None:
         return _p(f"Span {drift['span']}: no model is blessed yet and there is no previous "
                   "span, so there is nothing to compare with.")
-    from pipeline.components.anomaly_gate import drift_baseline
+    from reporting.artifacts import drift_baseline
     breached = drift["breached"]
     against = drift_baseline(drift)
     parts = [_p(f"Span {drift['span']} against {against} "
@@ -113,7 +113,7 @@ def _drift(summary: run_summary.RunSummary) -> str:
     return "\n".join(parts)
 
 
-def _training(summary: run_summary.RunSummary) -> str:
+def _training(summary: runs.RunSummary) -> str:
     run_uri = summary.artifacts.get("Trainer", {}).get("ModelRun")
     if not run_uri:
         return _p("no training in this run")
@@ -127,7 +127,7 @@ def _training(summary: run_summary.RunSummary) -> str:
             + _p(f"TensorBoard: tensorboard --logdir {run_uri}"))
 
 
-def _evaluation(summary: run_summary.RunSummary) -> str:
+def _evaluation(summary: runs.RunSummary) -> str:
     if not summary.evaluation_uri:
         return _p("no evaluation in this run")
     frame = views.slice_metrics_frame(summary.evaluation_uri)
@@ -155,7 +155,7 @@ def _thresholds(eval_config: str) -> list[str]:
     return found
 
 
-def _decisions(summary: run_summary.RunSummary) -> str:
+def _decisions(summary: runs.RunSummary) -> str:
     parts = []
     rules = _thresholds(summary.eval_config)
     if summary.blessed is not None:
@@ -185,7 +185,7 @@ def _decisions(summary: run_summary.RunSummary) -> str:
     return "\n".join(parts) or _p("the run stopped before evaluation")
 
 
-def _lineage(summary: run_summary.RunSummary) -> str:
+def _lineage(summary: runs.RunSummary) -> str:
     window = ", ".join(map(str, summary.window_spans))
     rows = [("data", summary.data_source.get("input_base", "")),
             ("span", str(summary.data_source.get("span") or 0)),
@@ -200,7 +200,7 @@ def _lineage(summary: run_summary.RunSummary) -> str:
                                for k, v in rows) + "</table>"
 
 
-def build(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> str:
+def build(summary: runs.RunSummary, figures_dir: Path | None = None) -> str:
     outcome = ("pushed" if summary.pushed else "not pushed") if summary.pushed is not None \
         else "stopped before the push"
     sections = [
@@ -220,7 +220,7 @@ def build(summary: run_summary.RunSummary, figures_dir: Path | None = None) -> s
 def file_name(run_id: str) -> str:
     """A report's file name without `:` (which Finder and Windows cannot show or copy):
     LocalDagRunner's run id is this machine's ISO time, named here by its UTC time."""
-    from console.quiet import file_stamp
+    from settings.quiet import file_stamp
 
     try:
         return file_stamp(datetime.datetime.fromisoformat(run_id))
@@ -244,13 +244,13 @@ def existing_report(pipeline_root: str, run_id: str) -> Path | None:
 def run_id_of(metadata_path: str, pipeline_name: str, wanted: str) -> str:
     """A run id given either as itself or as its report's name (with or without .html)."""
     wanted = wanted.removesuffix(".html")
-    for run in run_summary.pipeline_runs(run_summary.connect(metadata_path), pipeline_name):
+    for run in runs.pipeline_runs(runs.connect(metadata_path), pipeline_name):
         if wanted in (run.name, file_name(run.name)):
             return run.name
     return wanted  # summarize() says which runs exist
 
 
-def write(summary: run_summary.RunSummary, pipeline_root: str) -> Path:
+def write(summary: runs.RunSummary, pipeline_root: str) -> Path:
     path = report_path(pipeline_root, summary.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build(summary, path.parent / ".figures"), encoding="utf-8")
@@ -261,12 +261,12 @@ def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str,
               pipeline_root: str = "") -> str:
     """Past runs with their outcome and report, then the versions on disk: what to check
     before a rollback."""
-    from serving import model_config
+    from serving import versions
 
-    store = run_summary.connect(metadata_path)
+    store = runs.connect(metadata_path)
     lines = [f"Runs of {pipeline_name} (newest last):"]
-    for run in run_summary.pipeline_runs(store, pipeline_name)[-20:]:
-        s = run_summary.summarize(metadata_path, pipeline_name, run.name)
+    for run in runs.pipeline_runs(store, pipeline_name)[-20:]:
+        s = runs.summarize(metadata_path, pipeline_name, run.name)
         auc = s.metrics.get("auc")
         lines.append(f"  {s.run_id:<28} auc {auc:.4f}" if auc is not None else
                      f"  {s.run_id:<28} auc   -   ")
@@ -274,24 +274,24 @@ def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str,
                       f"  pushed {os.path.basename(s.pushed_destination) if s.pushed else '-'}")
         found = existing_report(pipeline_root, s.run_id) if pipeline_root else None
         lines[-1] += f"  {found}" if found else ""
-    versions = model_config.pushed_versions(serving_dir)
-    lines.append(f"Pushed versions under {serving_dir}: {versions or 'none'}")
+    pushed = versions.pushed_versions(serving_dir)
+    lines.append(f"Pushed versions under {serving_dir}: {pushed or 'none'}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline import configs
+    from settings.layout import Layout
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m reporting.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-id", help="a past run (default: the newest)")
     parser.add_argument("--list", action="store_true", help="list runs and pushed versions")
-    configs.add_arguments(parser)
+    Layout.add_arguments(parser, "where the runs are")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    config = configs.from_args(args)
+    config = Layout.from_args(args)
     if not os.path.exists(config.metadata_path):
-        print(f"pipeline.report: no metadata at {config.metadata_path}; run the pipeline first",
+        print(f"reporting.report: no metadata at {config.metadata_path}; run the pipeline first",
               file=sys.stderr)
         return 2
     if args.list:
@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_id = args.run_id and run_id_of(config.metadata_path, config.pipeline_name,
                                            args.run_id)
-        summary = run_summary.summarize(config.metadata_path, config.pipeline_name, run_id)
+        summary = runs.summarize(config.metadata_path, config.pipeline_name, run_id)
     except LookupError as e:
-        print(f"pipeline.report: {e}", file=sys.stderr)
+        print(f"reporting.report: {e}", file=sys.stderr)
         return 2
     print(write(summary, config.pipeline_root))
     return 0

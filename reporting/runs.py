@@ -1,7 +1,7 @@
-"""What a run did, read back from MLMD: the summary a person reads at the end of a run.
-
-Each component ran or was cached and how long it took, anomalies, metrics against the
-baseline, blessed or not, and which version was pushed where.
+"""What a run did, read back from MLMD (or from a running DAG's artifacts): each component
+ran or was cached and how long it took, anomalies, drift, metrics against the baseline,
+blessed or not, and which version was pushed where. The text a person reads is built on it
+in runs.py, the HTML report in report.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from reporting import artifacts as files
+
 log = logging.getLogger(__name__)
 
 STATE = {
@@ -25,8 +27,6 @@ STATE = {
     metadata_store_pb2.Execution.NEW: "new",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
-HEADLINE_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration",
-                    "example_count")
 
 
 @dataclasses.dataclass
@@ -220,32 +220,17 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
                    if _prop(artifact, key) is not None]
         summary.safe_to_serve_detail = _prop(artifact, "reason") or ", ".join(figures)
     elif node == "DriftCheck" and artifact.uri:
-        from pipeline.components.anomaly_gate import DRIFT_FILE
-
-        summary.drift = _read_json(f"{artifact.uri}/{DRIFT_FILE}") or {}
+        summary.drift = _read_json(f"{artifact.uri}/{files.DRIFT_FILE}") or {}
     elif node == "SpanWindow" and artifact.type == "Examples":
         summary.window_spans = json.loads(_prop(artifact, "spans") or "[]")
     elif node == "PredictionsExport" and artifact.type == "InferenceResult":
-        from pipeline.components.predictions_export import SUMMARY_FILE
-
-        summary.batch_predictions = _read_json(f"{artifact.uri}/{SUMMARY_FILE}") or {}
+        summary.batch_predictions = _read_json(
+            f"{artifact.uri}/{files.PREDICTIONS_SUMMARY_FILE}") or {}
     elif node == "EdgeExport" and artifact.uri:
-        from pipeline.components.edge_export import COMPARISON_FILE
-
-
-        summary.edge_model = _read_json(f"{artifact.uri}/{COMPARISON_FILE}") or {}
+        summary.edge_model = _read_json(f"{artifact.uri}/{files.EDGE_COMPARISON_FILE}") or {}
     elif node == "Pusher" and artifact.type == "PushedModel":
         summary.pushed = bool(_prop(artifact, "pushed"))
         summary.pushed_destination = _prop(artifact, "pushed_destination") or ""
-
-
-def describe_edge_model(edge: dict[str, Any]) -> str:
-    if not edge.get("exported"):
-        return f"TFLite: not exported ({edge.get('note', '')})"
-    auc, size = edge["auc"], edge["size_bytes"]
-    return (f"TFLite: eval AUC {auc['float']:.4f} float, {auc['quantized']:.4f} quantized "
-            f"(SavedModel {auc['saved_model']:.4f}); {size['float'] / 1024:.0f} KiB -> "
-            f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
 
 
 def _read_json(path: str) -> Any:
@@ -317,60 +302,3 @@ def slice_name(slice_key) -> str:
         value = value.decode() if isinstance(value, bytes) else value
         parts.append(f"{k.column}={value}")
     return ", ".join(parts) or "all data"
-
-
-def format_drift(drift: dict[str, Any]) -> list[str]:
-    if not drift:
-        return []
-    if drift.get("baseline_span") is None:
-        return [f"Drift: span {drift['span']} has no blessed model's data or previous span "
-                "to compare with"]
-    from pipeline.components.anomaly_gate import drift_baseline
-    lines = [f"Drift: span {drift['span']} vs {drift_baseline(drift)}: "
-             f"{len(drift['breached'])} feature(s) beyond threshold"]
-    for row in drift["features"][:5]:
-        mark = "BREACH" if row["breached"] else "ok"
-        lines.append(f"  {row['feature']:<24} {row['comparator']:<15} {row['distance']:.3f} "
-                     f"(threshold {row['threshold']:g}) {mark}")
-    return lines
-
-
-def format_summary(summary: RunSummary, components: bool = True) -> str:
-    """What a person reads at the end of a run; `components=False` when a console already
-    showed a line per component."""
-    lines = [f"Run {summary.run_id} of {summary.pipeline_name}"]
-    for c in summary.components if components else []:
-        lines.append(f"  {c.node_id:<32} {c.state:<7} {c.seconds:7.1f} s")
-    lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
-    gate = next((c for c in summary.components if c.node_id == "AnomalyGate"), None)
-    if gate is not None and gate.state in ("ran", "cached"):
-        lines.append("Data validation: no anomalies against schema/schema.pbtxt")
-    if summary.window_spans:
-        lines.append(f"Training window: spans {', '.join(map(str, summary.window_spans))}")
-    lines += format_drift(summary.drift)
-    if summary.metrics:
-        lines.append("Evaluation (eval split; candidate vs last blessed model):")
-        for name in HEADLINE_METRICS:
-            if name in summary.metrics:
-                base = summary.baseline_metrics.get(name)
-                base_text = f"{base:.4f}" if base is not None else "none yet"
-                lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")
-    if summary.blessed is not None:
-        lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
-        for failure in summary.validation_failures:
-            lines.append(f"  - {failure}")
-    if summary.safe_to_serve is not None:
-        verdict = "yes" if summary.safe_to_serve else "NO"
-        lines.append(f"Safe to serve: {verdict} ({summary.safe_to_serve_detail})")
-    if summary.pushed is not None:
-        lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
-                     else "Pushed: no (not blessed)")
-    if summary.batch_predictions:
-        batch = summary.batch_predictions
-        lines.append(f"Batch predictions: {batch['rows']} rows -> {batch['file']}" if batch.get(
-            "file") else f"Batch predictions: {batch['rows']} rows ({batch.get('note', '')})")
-    if summary.edge_model:
-        lines.append(describe_edge_model(summary.edge_model))
-    if summary.report_path:
-        lines.append(f"Report: {summary.report_path}")
-    return "\n".join(lines)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from data import bundled, simulator
 from models import features as F
 from models import model as M
-from pipeline import monitor
+from monitoring import monitor
 
 ROWS = 1500
 
@@ -155,7 +155,7 @@ def test_flipped_late_labels_are_a_quality_alarm_against_the_evaluation(
 
     # The model's AUC on these rows, as if the Evaluator had measured it: no alarm.
     served = monitor.read_log(log, "key")
-    from pipeline.monitoring import quality
+    from monitoring import quality
     auc = quality.auc(np.array(truth), np.array(served.predictions))
     findings, _, _ = report(truth, auc)
     assert not [f for f in findings if f.startswith("quality")], findings
@@ -170,7 +170,7 @@ def test_flipped_late_labels_are_a_quality_alarm_against_the_evaluation(
 def test_clean_batches_stay_quiet_and_each_shift_alarms_at_600_rows(source):
     """The calibration itself, at fixed seeds: a clean batch of training-like rows raises
     nothing; the same batch with one feature shifted raises exactly that feature."""
-    from pipeline.monitoring import feature_checks
+    from monitoring import feature_checks
 
     _, rows = bundled.read_rows(source)
     rows = list(np.random.default_rng(0).permutation(rows))  # the file is not in random order
@@ -233,7 +233,7 @@ def test_a_window_needs_the_servers_time_on_every_record(training_statistics, tm
 
 
 def _batch(label: str, ratios: dict[str, float]) -> monitor.Batch:
-    from pipeline.monitoring import calibration, feature_checks
+    from monitoring import calibration, feature_checks
 
     checks = [feature_checks.Check(name, "distribution", 600, "", "",
                                    calibration.Calibrated(r * 0.05, 0.05, 0.5, r >= 1))
@@ -257,7 +257,7 @@ def test_a_steady_climb_toward_the_alarm_line_is_watched_and_noise_is_not():
 
 
 def test_a_false_alarm_rate_below_what_20000_draws_can_resolve_still_alarms():
-    from pipeline.monitoring import calibration as C
+    from monitoring import calibration as C
 
     train = np.full(10, 800)
     shifted = np.array([300] + [30] * 9)  # a third of the batch in one decile
@@ -300,7 +300,7 @@ def _monitor_command(tmp_path, log, training, *extra):
     import sys
 
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.monitor", "--log", str(log), "--training-data",
+        [sys.executable, "-m", "monitoring.monitor", "--log", str(log), "--training-data",
          str(training), "--output-root", str(tmp_path / "out"), "--out",
          str(tmp_path / "report.html"), *extra], capture_output=True, text=True, timeout=600)
 

@@ -1,8 +1,8 @@
 """Monitor served traffic: served rows against the model's training rows, prediction drift, and
 quality from late labels.
 
-    python -m pipeline.monitor --log outputs/serving_logs/taxi-big-tipper/requests.jsonl
-    python -m pipeline.monitor --log requests.jsonl --labels labels.csv --key key
+    python -m monitoring.monitor --log outputs/serving_logs/taxi-big-tipper/requests.jsonl
+    python -m monitoring.monitor --log requests.jsonl --labels labels.csv --key key
 
 Reads a JSONL of served rows (the local server's request log, whose records hold
 `features`, `prediction`, `version` and, when the client sent X-Request-Id, `key`; or any
@@ -11,7 +11,7 @@ the model version that served them: distribution on the training deciles or voca
 share of missing values, share of categories training never had, values the schema refuses.
 Each alarm is calibrated to the batch size, so that a clean batch raises any alarm with the
 configured probability (MONITOR_FALSE_ALARM_RATE, 5%), and a floor keeps trivia quiet on
-large batches (pipeline/monitoring/). It also compares the mean prediction with the one the
+large batches (monitoring/). It also compares the mean prediction with the one the
 Evaluator measured, and, given labels that arrived later (a CSV with the key and either
 `big_tipper` or `tips` + `fare`), reports AUC, log loss and calibration with bootstrap
 intervals, by slice, alarming when AUC fell significantly below the evaluation's.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import json
 import logging
 import math
 import os
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from models import features as F
+from serving import request_log
 
 log = logging.getLogger("monitor")
 
@@ -87,28 +87,22 @@ def read_log(path: Path, key: str | None = None) -> Served:
     if not path.is_file():
         raise MonitorError(f"no request log at {path}")
     served = Served()
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                served.skipped.append(f"line {number}: not JSON ({e.msg})")
-                continue
-            features = record.get("features", record) if isinstance(record, dict) else None
-            if not isinstance(features, dict):
-                served.skipped.append(f"line {number}: not an object of features")
-                continue
-            served.rows.append({f.name: _text(features.get(f.name)) for f in F.SERVING_FEATURES})
-            served.predictions.append(_prediction(record.get("prediction")))
-            served.keys.append(None if key is None else
-                               _text(record.get(key, features.get(key))) or None)
-            stamp = record.get("time")
-            served.times.append(float(stamp) if isinstance(stamp, (int, float))
-                                and not isinstance(stamp, bool) else None)
-            if isinstance(record.get("version"), int):
-                served.versions[record["version"]] = served.versions.get(record["version"], 0) + 1
+    for line in request_log.read(path):
+        record = line.record
+        features = request_log.features(record) if record is not None else None
+        if features is None:
+            why = line.problem or "not an object of features"
+            served.skipped.append(f"line {line.number}: {why}")
+            continue
+        served.rows.append({f.name: _text(features.get(f.name)) for f in F.SERVING_FEATURES})
+        served.predictions.append(_prediction(record.get("prediction")))
+        served.keys.append(None if key is None else
+                           _text(record.get(key, features.get(key))) or None)
+        stamp = record.get("time")
+        served.times.append(float(stamp) if isinstance(stamp, (int, float))
+                            and not isinstance(stamp, bool) else None)
+        if isinstance(record.get("version"), int):
+            served.versions[record["version"]] = served.versions.get(record["version"], 0) + 1
     if not served.rows:
         raise MonitorError(f"{path} holds no usable rows ({len(served.skipped)} unusable lines)")
     return served
@@ -170,12 +164,12 @@ class Reference:
 
 def reference_for(metadata_path: str, pipeline_name: str, version: int | None) -> Reference:
     """The run that pushed `version` (None: the newest run that pushed anything)."""
-    from pipeline import run_summary
+    from reporting import runs
 
-    store = run_summary.connect(metadata_path)
-    runs = run_summary.pipeline_runs(store, pipeline_name)
+    store = runs.connect(metadata_path)
+    runs = runs.pipeline_runs(store, pipeline_name)
     for run in reversed(runs):
-        summary = run_summary.summarize(metadata_path, pipeline_name, run.name)
+        summary = runs.summarize(metadata_path, pipeline_name, run.name)
         if not summary.pushed:
             continue
         pushed = int(os.path.basename(summary.pushed_destination.rstrip("/")))
@@ -248,7 +242,7 @@ def residuals_by_slice(served: Served, labels: dict[str, int], slices: tuple[str
 
 
 def prediction_png(predictions: list[float], reference_mean: float | None) -> bytes:
-    from pipeline import views
+    from reporting import views
 
     fig, ax = views.plt.subplots(figsize=(7, 3))
     ax.hist(predictions, bins=20, range=(0, 1), color="#4c72b0")
@@ -281,7 +275,7 @@ def write_report(path: Path, title: str, findings: list[str], batches: list[Batc
                  served: Served, reference_mean: float | None, settings, *,
                  window: str = "", too_few: list[tuple[str, int]] = (),
                  watch: list[str] = ()) -> Path:
-    from pipeline import views
+    from reporting import views
 
     def p(text: str, cls: str = "") -> str:
         return f"<p class='{cls}'>{html.escape(text)}</p>"
@@ -351,7 +345,7 @@ def trend_frame(batches: list[Batch]):
 
 
 def trend_png(batches: list[Batch]) -> bytes:
-    from pipeline import views
+    from reporting import views
 
     frame = trend_frame(batches)
     checks = frame.columns[4:]
@@ -371,7 +365,7 @@ def quality_frames(served: Served, labels: dict[str, int], slices: tuple[str, ..
     """(overall estimates, by-slice residuals, the AUC estimate), or None when no label joined."""
     import pandas as pd
 
-    from pipeline.monitoring import quality
+    from monitoring import quality
 
     joined = [(y, p) for k, p in zip(served.keys, served.predictions, strict=True)
               if k in labels and p is not None for y in [labels[k]]]
@@ -405,7 +399,7 @@ class Batch:
 def check_batch(label: str, served: Served, baseline, settings, *, reference: Reference | None,
                 labels: dict[str, int] | None, slices: tuple[str, ...],
                 max_prediction_shift: float, min_auc_drop: float) -> Batch:
-    from pipeline.monitoring import quality
+    from monitoring import quality
 
     checks = baseline.check(served.rows, settings, other_checks=int(labels is not None))
     calibrated = sum(1 for c in checks if c.check != "invalid")
@@ -493,7 +487,7 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
             settings=None, min_auc_drop: float = 0.02,
             window: str = "") -> tuple[list[str], list[str], Path]:
     """Returns the breaches (empty: none), the checks to watch, and the report path."""
-    from pipeline.monitoring import feature_checks
+    from monitoring import feature_checks
 
     settings = settings or feature_checks.Settings()
     served = read_log(log_path, key)
@@ -548,12 +542,12 @@ def _run(args: argparse.Namespace, config):
             versions = read_log(log_path).versions
             version = max(versions, key=versions.get) if versions else None
         reference = reference_for(config.metadata_path, config.pipeline_name, version)
-    from pipeline.monitoring.feature_checks import Settings
+    from monitoring.feature_checks import Settings
 
     settings = Settings(config.monitor_false_alarm_rate, config.monitor_min_distance,
                         config.monitor_min_share_change)
     return monitor(
-        log_path, f"{config.schema_dir}/schema.pbtxt", out, training_rows=training,
+        log_path, config.schema_file, out, training_rows=training,
         reference=reference, labels=args.labels, key=args.key, slices=config.slices,
         max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
         settings=settings, min_auc_drop=config.monitor_min_auc_drop,
@@ -561,10 +555,11 @@ def _run(args: argparse.Namespace, config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from console import quiet
-    from pipeline import configs
+    from monitoring.settings import MonitorSettings
+    from settings import quiet
+    from settings.framework import ConfigError
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.monitor", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m monitoring.monitor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", type=Path, default=None,
                         help="JSONL of served rows (default: SERVING_REQUEST_LOG)")
@@ -586,16 +581,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="HTML report (default: OUTPUT_ROOT/monitoring/"
                                                  "NAME/monitor-TIMESTAMP.html)")
     quiet.add_arguments(parser)
-    configs.add_arguments(parser)
+    MonitorSettings.add_arguments(parser, "monitor settings")
     args = parser.parse_args(argv)
     try:
-        config = configs.from_args(args)
-    except configs.ConfigError as e:
+        config = MonitorSettings.from_args(args)
+    except ConfigError as e:
         print(f"monitor: {e}", file=sys.stderr)
         return 2
     done, error, log_file = quiet.run_quietly(
         lambda: _run(args, config), args, config.output_root, "monitor", ("monitor",),
-        "[monitor] %(message)s", (MonitorError, configs.ConfigError, ValueError))
+        "[monitor] %(message)s", (MonitorError, ConfigError, ValueError))
     if error is not None:
         print(f"monitor: {error}", file=sys.stderr)
         return 2

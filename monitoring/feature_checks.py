@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models import features as F
-from pipeline.monitoring import calibration as C
+from monitoring import calibration as C
 
 DECILES = np.linspace(0, 1, 11)[1:-1]
 RARE_SHARE = 0.005  # categories below this share of training are pooled into one bin
@@ -29,7 +29,7 @@ RARE, UNSEEN = "(rare)", "(unseen)"
 
 @dataclass(frozen=True)
 class Settings:
-    """From the one config (pipeline/configs.py, monitor_*)."""
+    """From the one config (monitoring/settings.py, monitor_*)."""
 
     false_alarm_rate: float = 0.05  # per batch, over all checks (Bonferroni)
     min_distance: float = 0.02  # Jensen-Shannon floor

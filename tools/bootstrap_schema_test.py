@@ -4,7 +4,7 @@ import tempfile
 
 from data import bundled
 from models import features as F
-from pipeline import bootstrap_schema
+from tools import bootstrap_schema
 
 
 def test_infers_a_schema_with_every_column_for_review(tmp_path, monkeypatch):

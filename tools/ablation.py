@@ -1,7 +1,7 @@
 """Leave-one-out feature ablation: how much AUC the model loses without each feature.
 
-    python -m models.ablation                      # the latest Transform output in MLMD
-    python -m models.ablation --by group --steps 600 --workers 2
+    python -m tools.ablation                      # the latest Transform output in MLMD
+    python -m tools.ablation --by group --steps 600 --workers 2
 
 Each job trains the model of models/model.py on the same Transform output, with one
 feature (or declared group, features.GROUPS) blanked: its transformed inputs are replaced
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from console import quiet
+from settings import quiet
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def ranking_png(result: dict) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline import views
+    from reporting import views
 
     ranking = result["ranking"][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(ranking) + 1.2))
@@ -214,7 +214,7 @@ def ranking_png(result: dict) -> bytes:
 def write_report(result: dict, out_dir: Path) -> Path:
     import pandas as pd
 
-    from pipeline import views
+    from reporting import views
 
     frame = pd.DataFrame(result["ranking"])[["unit", "auc", "auc_change", "seconds"]]
     cost = result["cost"]
@@ -233,7 +233,7 @@ def write_report(result: dict, out_dir: Path) -> Path:
 def latest_training_inputs(metadata_path: str) -> tuple[str, str]:
     """(Transform graph, examples) the newest Trainer run trained on: Transform's written
     rows, or the raw rows when Transform did not write them."""
-    from pipeline.run_summary import newest_inputs
+    from reporting.runs import newest_inputs
 
     return newest_inputs(metadata_path, "Trainer", ("TransformGraph", "Examples"))
 
@@ -256,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
 
-    from pipeline import configs
+    from settings.layout import Layout
 
-    config = configs.load(env=os.environ)
+    config = Layout.load(env=os.environ)
 
     def work():
         graph, examples = (args.transform_graph, args.examples) if args.transform_graph \
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ablation: progress below; every library's log lines go to OUTPUT_ROOT/logs/",
           flush=True)
     done, error, _ = quiet.run_quietly(work, args, config.output_root, "ablation",
-                                       ("__main__", "models.ablation"), "%(asctime)s %(message)s",
+                                       ("__main__", "tools.ablation"), "%(asctime)s %(message)s",
                                        (FileNotFoundError, ValueError))
     if error is not None:
         print(f"error: {error}", file=sys.stderr)

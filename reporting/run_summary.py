@@ -1,0 +1,78 @@
+"""The summary a person reads at the end of a run, built from what reporting.runs read back:
+a line per component, data validation and drift, metrics against the baseline, blessed or
+not, safe to serve or not, and what was pushed where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reporting.artifacts import drift_baseline
+from reporting.runs import RunSummary
+
+HEADLINE_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration",
+                    "example_count")
+
+
+def describe_edge_model(edge: dict[str, Any]) -> str:
+    if not edge.get("exported"):
+        return f"TFLite: not exported ({edge.get('note', '')})"
+    auc, size = edge["auc"], edge["size_bytes"]
+    return (f"TFLite: eval AUC {auc['float']:.4f} float, {auc['quantized']:.4f} quantized "
+            f"(SavedModel {auc['saved_model']:.4f}); {size['float'] / 1024:.0f} KiB -> "
+            f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
+
+
+def format_drift(drift: dict[str, Any]) -> list[str]:
+    if not drift:
+        return []
+    if drift.get("baseline_span") is None:
+        return [f"Drift: span {drift['span']} has no blessed model's data or previous span "
+                "to compare with"]
+    lines = [f"Drift: span {drift['span']} vs {drift_baseline(drift)}: "
+             f"{len(drift['breached'])} feature(s) beyond threshold"]
+    for row in drift["features"][:5]:
+        mark = "BREACH" if row["breached"] else "ok"
+        lines.append(f"  {row['feature']:<24} {row['comparator']:<15} {row['distance']:.3f} "
+                     f"(threshold {row['threshold']:g}) {mark}")
+    return lines
+
+
+def format_summary(summary: RunSummary, components: bool = True) -> str:
+    """What a person reads at the end of a run; `components=False` when a console already
+    showed a line per component."""
+    lines = [f"Run {summary.run_id} of {summary.pipeline_name}"]
+    for c in summary.components if components else []:
+        lines.append(f"  {c.node_id:<32} {c.state:<7} {c.seconds:7.1f} s")
+    lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
+    gate = next((c for c in summary.components if c.node_id == "AnomalyGate"), None)
+    if gate is not None and gate.state in ("ran", "cached"):
+        lines.append("Data validation: no anomalies against schema/schema.pbtxt")
+    if summary.window_spans:
+        lines.append(f"Training window: spans {', '.join(map(str, summary.window_spans))}")
+    lines += format_drift(summary.drift)
+    if summary.metrics:
+        lines.append("Evaluation (eval split; candidate vs last blessed model):")
+        for name in HEADLINE_METRICS:
+            if name in summary.metrics:
+                base = summary.baseline_metrics.get(name)
+                base_text = f"{base:.4f}" if base is not None else "none yet"
+                lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")
+    if summary.blessed is not None:
+        lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
+        for failure in summary.validation_failures:
+            lines.append(f"  - {failure}")
+    if summary.safe_to_serve is not None:
+        verdict = "yes" if summary.safe_to_serve else "NO"
+        lines.append(f"Safe to serve: {verdict} ({summary.safe_to_serve_detail})")
+    if summary.pushed is not None:
+        lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
+                     else "Pushed: no (not blessed)")
+    if summary.batch_predictions:
+        batch = summary.batch_predictions
+        lines.append(f"Batch predictions: {batch['rows']} rows -> {batch['file']}" if batch.get(
+            "file") else f"Batch predictions: {batch['rows']} rows ({batch.get('note', '')})")
+    if summary.edge_model:
+        lines.append(describe_edge_model(summary.edge_model))
+    if summary.report_path:
+        lines.append(f"Report: {summary.report_path}")
+    return "\n".join(lines)
