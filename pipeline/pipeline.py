@@ -17,6 +17,9 @@ the same code is imported from the project package locally and from the image on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
@@ -184,8 +187,46 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
     return component
 
 
-def create_components(config: PipelineConfig) -> list:
-    """The components in run order; `create_pipeline` wraps them, the notebook runs them."""
+@dataclass
+class Ingested:
+    """The first stage: this run's rows with their statistics, schema and validation; the
+    window of spans to train on; and the last blessed model (the baseline)."""
+
+    components: list
+    examples: Channel  # ExampleGen's output, with its span
+    statistics_gen: StatisticsGen
+    schema_gen: ImportSchemaGen
+    example_validator: ExampleValidator
+    drift_check: DriftCheck | None
+    span_window: SpanWindow
+    window_spans: int
+    baseline: Channel
+    model_resolver: Any
+
+    @property
+    def schema(self) -> Channel:
+        return self.schema_gen.outputs["schema"]
+
+
+@dataclass
+class Trained:
+    components: list
+    transform: Any
+    trainer: Any
+
+
+@dataclass
+class Judged:
+    components: list
+    evaluator: Any
+    evaluation_config: tfma.EvalConfig
+    safe_to_serve: SafeToServe | None
+    pusher: Any
+
+
+def ingest_and_validate(config: PipelineConfig) -> Ingested:
+    """ExampleGen -> statistics -> schema -> validation and drift -> the gate that stops a
+    run on bad data, and the span window Transform will read."""
     if config.bigquery_query:
         ingest = bigquery_example_gen(config, output_config=output_config(config))
     else:
@@ -204,25 +245,17 @@ def create_components(config: PipelineConfig) -> list:
         if across_runs and config.profile == "vertex" else ""
     window_spans = config.training_spans if across_runs else 1
     span_examples = SpanExamples(examples=ingest.outputs["examples"], catalog=catalog)
-    examples = span_examples.outputs["spanned"]  # ExampleGen's output, with its span
+    examples = span_examples.outputs["spanned"]
     statistics_gen = StatisticsGen(examples=examples)
-    schema_gen = ImportSchemaGen(schema_file=f"{config.schema_dir}/schema.pbtxt")
+    schema_gen = ImportSchemaGen(schema_file=config.schema_file)
     example_validator = ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
-
-    if config.profile == "kubeflow":  # no resolvers there: the served model is the baseline
-        model_resolver = ServedModel(serving_dir=config.serving_dir).with_id("ServedModel")
-    else:
-        model_resolver = Resolver(
-            strategy_class=LatestBlessedModelStrategy,
-            model=Channel(type=standard_artifacts.Model),
-            model_blessing=Channel(type=standard_artifacts.ModelBlessing),
-        ).with_id("latest_blessed_model_resolver")
+    model_resolver = baseline_model(config)
     baseline = model_resolver.outputs["model"]
 
     # Drift: against the data behind the last blessed model (locally, in every layout), or
     # the previous span before one is blessed; on Vertex against the previous span only.
-    drift_check = cache_resolver = None
+    drift_check = None
     recent_spans = examples
     if across_runs and not catalog:
         recent_spans = rolling_range(
@@ -243,15 +276,36 @@ def create_components(config: PipelineConfig) -> list:
         drift=drift_check.outputs["drift"] if drift_check else None,
         drift_action=config.drift_action,
     )
-
     span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog)
     span_window.add_upstream_node(span_examples)  # this run's span is part of the window
-    train_splits = span_window_splits(window_spans)
+    span_window.add_upstream_node(anomaly_gate)  # anomalies and drift stop the run here
+    return Ingested(
+        [ingest, span_examples, statistics_gen, schema_gen, example_validator, drift_check,
+         anomaly_gate, span_window],
+        examples, statistics_gen, schema_gen, example_validator, drift_check, span_window,
+        window_spans, baseline, model_resolver)
+
+
+def baseline_model(config: PipelineConfig):
+    """What a candidate is judged against and warm-started from: the latest blessed model in
+    MLMD, or on Kubeflow (which compiles no resolver) the newest served version."""
+    if config.profile == "kubeflow":
+        return ServedModel(serving_dir=config.serving_dir).with_id("ServedModel")
+    return Resolver(
+        strategy_class=LatestBlessedModelStrategy,
+        model=Channel(type=standard_artifacts.Model),
+        model_blessing=Channel(type=standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+
+def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
+    """Transform analyses the window (the one graph), then [Tuner ->] Trainer."""
+    across_runs = "{SPAN}" in config.input_pattern
+    train_splits = span_window_splits(data.window_spans)
     # With --analyzer-cache each span is analysed once while it stays in the window
     # (SpanTransform keys the cache by span). Flat data is a new span every run: no cache.
-    cache = {"disable_analyzer_cache": True}
-    transform_class = Transform
-    if across_runs and config.analyzer_cache and not catalog:
+    cache, cache_resolver, transform_class = {"disable_analyzer_cache": True}, None, Transform
+    if across_runs and config.analyzer_cache and config.profile != "vertex":
         cache_resolver = Resolver(
             strategy_class=LatestArtifactStrategy,
             cache=Channel(type=standard_artifacts.TransformCache),
@@ -262,9 +316,10 @@ def create_components(config: PipelineConfig) -> list:
     # written transformed; otherwise the Tuner and Trainer run the graph on the raw rows
     # as they read them (models.model.input_fn), which skips writing every row.
     materialize = config.materializes()
+    window = data.span_window.outputs["window"]
     transform = transform_class(
-        examples=span_window.outputs["window"],
-        schema=schema_gen.outputs["schema"],
+        examples=window,
+        schema=data.schema,
         preprocessing_fn=PREPROCESSING_FN,
         splits_config=transform_pb2.SplitsConfig(
             analyze=train_splits, transform=train_splits + [EVAL_SPLIT] if materialize else []),
@@ -274,35 +329,22 @@ def create_components(config: PipelineConfig) -> list:
         disable_statistics=True,
         **cache,
     ).with_id("Transform")
-    span_window.add_upstream_node(anomaly_gate)  # anomalies and drift stop the run here
 
     # What Tuner and Trainer both read: the (transformed or raw) rows, the graph, eval batches.
     training_inputs = {
-        "examples": transform.outputs["transformed_examples"] if materialize
-        else span_window.outputs["window"],
+        "examples": transform.outputs["transformed_examples"] if materialize else window,
         "transform_graph": transform.outputs["transform_graph"],
         "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
     }
-    tuner = None
-    if config.enable_tuning:
-        tuner_class, tuner_extra = (Tuner, {}) if config.profile != "vertex" else \
-            _vertex_tuner(config)
-        tuner = tuner_class(
-            tuner_fn=TUNER_FN,
-            train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.tuner_steps),
-            **training_inputs,
-            **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
-                                                 "seed": config.seed, "hparams": config.hparams,
-                                                 "raw_examples": not materialize}),
-        )
-
+    tuner = tuner_component(config, training_inputs, train_splits) \
+        if config.enable_tuning else None
     trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
         _vertex_trainer(config)
     trainer = trainer_class(
         run_fn=RUN_FN,
-        schema=schema_gen.outputs["schema"],
+        schema=data.schema,
         hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
-        base_model=baseline if config.warm_start else None,
+        base_model=data.baseline if config.warm_start else None,
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
         **training_inputs,
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
@@ -310,21 +352,41 @@ def create_components(config: PipelineConfig) -> list:
                                                "distribution": config.distribution,
                                                "raw_examples": not materialize}),
     )
+    return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
+                   transform, trainer)
 
+
+def tuner_component(config: PipelineConfig, training_inputs: dict, train_splits: list[str]):
+    tuner_class, tuner_extra = (Tuner, {}) if config.profile != "vertex" else \
+        _vertex_tuner(config)
+    return tuner_class(
+        tuner_fn=TUNER_FN,
+        train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.tuner_steps),
+        **training_inputs,
+        **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
+                                             "seed": config.seed, "hparams": config.hparams,
+                                             "raw_examples": not config.materializes()}),
+    )
+
+
+def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) -> Judged:
+    """Evaluator (thresholds and the baseline) -> [SafeToServe] -> Pusher, which pushes only
+    what both blessed."""
+    model = trained.trainer.outputs["model"]
     evaluation_config = eval_config(config)
     evaluator = (BaselineEvaluator if config.profile == "kubeflow" else Evaluator)(
-        examples=examples,
-        model=trainer.outputs["model"],
-        baseline_model=baseline,
+        examples=data.examples,
+        model=model,
+        baseline_model=data.baseline,
         eval_config=evaluation_config,
     ).with_id("Evaluator")
-
+    blessing = evaluator.outputs["blessing"]
     safe_to_serve = None
     if config.safe_to_serve:
         safe_to_serve = SafeToServe(
-            model=trainer.outputs["model"],
-            model_blessing=evaluator.outputs["blessing"],
-            examples=examples,
+            model=model,
+            model_blessing=blessing,
+            examples=data.examples,
             model_name=config.serving_model_name,
             warmup_requests=config.warmup_requests,
             latency_p99_budget_ms=config.latency_p99_budget_ms,
@@ -332,12 +394,11 @@ def create_components(config: PipelineConfig) -> list:
         )
     # What the Pusher pushes and the blessings it requires: with the serving check, its
     # copy of the model that carries TF Serving warmup requests, and both blessings.
-    to_push = {"model_blessing": evaluator.outputs["blessing"]}
+    to_push = {"model_blessing": blessing}
     if safe_to_serve:
         to_push["infra_blessing"] = safe_to_serve.outputs["infra_blessing"]
     else:
-        to_push["model"] = trainer.outputs["model"]
-
+        to_push["model"] = model
     # Pusher checks the blessings itself: an unblessed model is recorded as not pushed.
     if config.profile == "vertex" and config.serving_endpoint:
         pusher = _vertex_endpoint_pusher(config, to_push)
@@ -349,41 +410,58 @@ def create_components(config: PipelineConfig) -> list:
                 filesystem=pusher_pb2.PushDestination.Filesystem(
                     base_directory=config.serving_dir)),
         )
+    return Judged([evaluator, safe_to_serve, pusher], evaluator, evaluation_config,
+                  safe_to_serve, pusher)
 
-    components = [ingest, span_examples, statistics_gen, schema_gen, example_validator,
-                  drift_check, anomaly_gate, span_window, cache_resolver, transform, tuner,
-                  model_resolver, trainer, evaluator, safe_to_serve, pusher]
-    batch = batch_inference(config, trainer.outputs["model"], evaluator.outputs["blessing"]) \
-        if config.inference_data_root else []
-    components += batch
-    edge_export = None
-    if config.export_tflite:
-        edge_export = EdgeExport(
-            model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-            examples=examples, split=EVAL_SPLIT, max_auc_loss=config.tflite_max_auc_loss)
-        components.append(edge_export)
-    if config.report_in_pipeline:
-        components.append(RunReport(
-            examples=examples,
-            statistics=statistics_gen.outputs["statistics"],
-            anomalies=example_validator.outputs["anomalies"],
-            schema=schema_gen.outputs["schema"],
-            drift=drift_check.outputs["drift"] if drift_check else None,
-            window=span_window.outputs["window"],
-            transform_graph=transform.outputs["transform_graph"],
-            model_run=trainer.outputs["model_run"],
-            model=trainer.outputs["model"],
-            evaluation=evaluator.outputs["evaluation"],
-            blessing=evaluator.outputs["blessing"],
-            infra_blessing=safe_to_serve.outputs["infra_blessing"] if safe_to_serve else None,
-            pushed_model=pusher.outputs["pushed_model"],
-            predictions=batch[-1].outputs["predictions"] if batch else None,
-            edge_model=edge_export.outputs["edge_model"] if edge_export else None,
-            pipeline_name=config.pipeline_name,
-            eval_config=json_format.MessageToJson(evaluation_config,
-                                                  preserving_proto_field_name=True),
-        ))
-    return [c for c in components if c is not None]
+
+def outputs(config: PipelineConfig, data: Ingested, trained: Trained, judged: Judged) -> list:
+    """What a blessed candidate makes besides the push: batch predictions, a TFLite export,
+    and the run report written inside the DAG."""
+    model, blessing = trained.trainer.outputs["model"], judged.evaluator.outputs["blessing"]
+    batch = batch_inference(config, model, blessing) if config.inference_data_root else []
+    edge_export = EdgeExport(
+        model=model, model_blessing=blessing, examples=data.examples, split=EVAL_SPLIT,
+        max_auc_loss=config.tflite_max_auc_loss) if config.export_tflite else None
+    report = run_report(config, data, trained, judged, batch, edge_export) \
+        if config.report_in_pipeline else None
+    return [*batch, edge_export, report]
+
+
+def run_report(config: PipelineConfig, data: Ingested, trained: Trained, judged: Judged,
+               batch: list, edge_export) -> RunReport:
+    """The run's HTML report from inside the DAG (Vertex has no local MLMD file to read)."""
+    return RunReport(
+        examples=data.examples,
+        statistics=data.statistics_gen.outputs["statistics"],
+        anomalies=data.example_validator.outputs["anomalies"],
+        schema=data.schema,
+        drift=data.drift_check.outputs["drift"] if data.drift_check else None,
+        window=data.span_window.outputs["window"],
+        transform_graph=trained.transform.outputs["transform_graph"],
+        model_run=trained.trainer.outputs["model_run"],
+        model=trained.trainer.outputs["model"],
+        evaluation=judged.evaluator.outputs["evaluation"],
+        blessing=judged.evaluator.outputs["blessing"],
+        infra_blessing=judged.safe_to_serve.outputs["infra_blessing"]
+        if judged.safe_to_serve else None,
+        pushed_model=judged.pusher.outputs["pushed_model"],
+        predictions=batch[-1].outputs["predictions"] if batch else None,
+        edge_model=edge_export.outputs["edge_model"] if edge_export else None,
+        pipeline_name=config.pipeline_name,
+        eval_config=json_format.MessageToJson(judged.evaluation_config,
+                                              preserving_proto_field_name=True),
+    )
+
+
+def create_components(config: PipelineConfig) -> list:
+    """The components in run order, stage by stage; `create_pipeline` wraps them, the
+    notebook runs them one at a time."""
+    data = ingest_and_validate(config)
+    trained = transform_and_train(config, data)
+    judged = evaluate_and_push(config, data, trained)
+    stages = [*data.components, *trained.components, *judged.components,
+              *outputs(config, data, trained, judged)]
+    return [c for c in stages if c is not None]
 
 
 def batch_inference(config: PipelineConfig, model, blessing) -> list:
