@@ -10,7 +10,7 @@ help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
 	@echo "make test   - set up .venv if needed, run the whole test suite (PYTEST_ARGS='-k name' to narrow)"
 	@echo "make vertex-offline - compile the Vertex pipeline and run the compiled job here (ARGS for settings)"
-	@echo "make lint   - ruff check"
+	@echo "make lint   - ruff check, and import-linter's layer contracts (pyproject.toml)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
 	@echo "make bench  - end-to-end benchmark against TFX's own taxi example"
 	@echo "make bench-serving - serving latency: in-process vs the local REST server"
@@ -39,6 +39,7 @@ test: env
 
 lint: env
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 lock:
 	@VENV=$(VENV) bash scripts/bootstrap.sh --lock

@@ -46,13 +46,14 @@ def one(executor: str, data_dir: str, out: str) -> dict:
     from pipeline import configs
     from pipeline import pipeline as dag
     from pipeline.components.arrow_example_gen import ArrowExampleGen
+    from settings.layout import SCHEMA_FILE
 
     module, name = EXECUTORS[executor].split(":")
     executor_class = getattr(importlib.import_module(module), name)
     examples = standard_artifacts.Examples()
     examples.uri = out
     component = ArrowExampleGen(input_base=data_dir,
-                                schema_file=str(ROOT / "schema" / "schema.pbtxt"))
+                                schema_file=str(SCHEMA_FILE))
     properties = {
         keys.INPUT_BASE_KEY: data_dir,
         keys.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Input(splits=[

@@ -3,12 +3,12 @@
 Why not tfx_bsl's `RecordBatchToExamples`: it writes each example's feature map in hash
 order, and ExampleGen splits by a hash of the *deterministic* serialization (keys sorted),
 so a split assignment identical to TFX's `CsvExampleGen` would need every example parsed
-and serialized again in Python (~29 µs a row: 29 s per million). Here the deterministic
-bytes are assembled with numpy: each example is a sequence of parts (tags, varint lengths,
-values), each part a byte string per row (empty where it does not apply), and one gather
-lays all parts out row after row. The records are byte for byte what
-`tf.train.Example.SerializeToString(deterministic=True)` gives, and the split key is the
-record itself, as in TFX.
+and serialized again in Python, tens of seconds per million rows (benchmarks/README.md,
+ExampleGen). Here the deterministic bytes are assembled with numpy: each example is a
+sequence of parts (tags, varint lengths, values), each part a byte string per row (empty
+where it does not apply), and one gather lays all parts out row after row. The records are
+byte for byte what `tf.train.Example.SerializeToString(deterministic=True)` gives, and the
+split key is the record itself, as in TFX.
 
 A column is one of: FLOAT (float32 values), INT (int64), BYTES, each with a validity mask
 (a cell without a value becomes the typed feature with an empty list, as CsvExampleGen

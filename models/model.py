@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 def _autograph_skips_tf_keras() -> None:
     """Keras 2 now lives in the `tf_keras` package, which autograph's do-not-convert list
     (it names `keras`) misses: every Keras layer's source was transpiled on first trace,
-    ~12 s of the Trainer's first step on 2 cores. Keras 2 is written to run unconverted,
-    as it did under its old name."""
+    most of the Trainer's first step (benchmarks/README.md). Keras 2 is written to run
+    unconverted, as it did under its old name."""
     from tensorflow.python.autograph.core import config
 
     if not any(isinstance(rule, config.DoNotConvert) and rule.matches("tf_keras")
@@ -352,8 +352,8 @@ def export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, pa
     """The SavedModel with its signatures, without Keras's per-layer call traces.
 
     Every reader goes through the signatures (serving, TFMA, SafeToServe, TFLite) and warm
-    start reads the variables, so the traces were never used: saving them took 2.1 s of a
-    7.4 s export and 40% of the files (benchmarks/README.md).
+    start reads the variables, so the traces were never used: saving them took a good part
+    of the export's time and files (benchmarks/README.md).
     """
     module = _ExportModule(model, tf_transform_output)
     signatures = module.signatures()

@@ -70,8 +70,8 @@ class PipelineConfig(Layout):
                                             "from the newest (0 = equal weights)")
     analyzer_cache: bool = setting(False, "with spans: Transform reads each older span's "
                                           "analyzer results from the last run's cache instead "
-                                          "of analysing it again (costs ~18 s of extra stages "
-                                          "a run: slower at 100k-300k rows a span, "
+                                          "of analysing it again (its extra stages cost more "
+                                          "than they save at 100k-300k rows a span: "
                                           "benchmarks/README.md)")
     transform_materialize: str = setting(
         "auto", "yes: Transform writes every transformed row for the Tuner and Trainer | no: "

@@ -1,12 +1,12 @@
 """What a run on this machine skips of TFX's and Beam's set-up work for remote workers.
 
 Each of TFX's Beam executors (ExampleGen, StatisticsGen, Transform, Evaluator) starts by
-copying the installed `tfx` package (49 MB) to a new temporary directory and building an
-sdist of it for remote workers (`tfx.utils.dependency_utils.make_beam_dependency_flags`),
-unless the Beam arguments already name a package, setup file, requirements file or
-container image. The DirectRunner's workers are this machine's threads and processes,
-which import the installed tfx: the sdist is never read, costs ~1 s per executor and is
-left behind in the temporary directory. Runs on other runners (Dataflow on Vertex, which
+copying the installed `tfx` package to a new temporary directory and building an sdist of
+it for remote workers (`tfx.utils.dependency_utils.make_beam_dependency_flags`), unless the
+Beam arguments already name a package, setup file, requirements file or container image.
+The DirectRunner's workers are this machine's threads and processes, which import the
+installed tfx: the sdist is never read, costs time per executor (benchmarks/README.md) and
+is left behind in the temporary directory. Runs on other runners (Dataflow on Vertex, which
 names its container image anyway) keep TFX's behaviour.
 
 Beam's own repeated signature inspection is remembered per class: `beam_dofn_specs`.

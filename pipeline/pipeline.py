@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 
-# Not `tfx.v1`: its google_cloud_ai_platform extensions import the Vertex SDK, ~10 s of
+# Not `tfx.v1`: its google_cloud_ai_platform extensions import the Vertex SDK, seconds of
 # start-up that a local run never uses.
 from tfx.components import (
     BulkInferrer,
@@ -175,12 +175,12 @@ def example_gen(config: PipelineConfig, input_base: str, **kwargs):
         return CsvExampleGen(input_base=input_base, **kwargs)
     delimiter = "\t" if config.csv_delimiter == "tab" else config.csv_delimiter
     component = ArrowExampleGen(input_base=input_base, delimiter=delimiter,
-                                schema_file=f"{config.schema_dir}/schema.pbtxt",
+                                schema_file=config.schema_file,
                                 block_bytes=config.input_block_mb << 20, **kwargs)
     if config.profile == "local" and config.running_mode()[0] == "multi_processing":
         # Its work is C++ and numpy, a block of a file per element: threads share the
-        # blocks (1M rows: ~19 s against ~25 s in one thread, benchmarks/README.md),
-        # where Beam's worker processes would add their start-up (~10 s, a GiB each).
+        # blocks, where Beam's worker processes would each add their start-up and a copy
+        # of the libraries in memory (figures: benchmarks/README.md, ExampleGen).
         component = component.with_beam_pipeline_args(
             ["--direct_running_mode=multi_threading",
              f"--direct_num_workers={config.beam_num_workers}"])
@@ -497,7 +497,7 @@ def batch_inference(config: PipelineConfig, model, blessing) -> list:
 
 
 # ---------------------------------------------------------------- Vertex variants
-# Imported only for the vertex profile: the extensions pull in the Vertex SDK (~10 s).
+# Imported only for the vertex profile: the extensions pull in the Vertex SDK, slow to import.
 
 
 def _merge_custom_config(extra: dict, ours: dict) -> dict:

@@ -34,7 +34,7 @@ def _p(text: str) -> str:
 def _figure(figures_dir: Path | None, key: str, draw) -> bytes:
     """A figure drawn from artifacts, kept in `figures_dir` by the artifacts' URIs: an
     artifact never changes once written, so a cached rerun's report reuses the figure (the
-    distributions take ~2.7 s to draw, a quarter of a fully cached run)."""
+    distributions are most of a fully cached run's time: benchmarks/README.md)."""
     if figures_dir is None:
         return draw()
     path = figures_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.png"

@@ -37,6 +37,9 @@ class RequestError(ValueError):
 # ---------------------------------------------------------------- rows -> values
 
 
+# Where TF Serving looks for warmup requests inside a SavedModel version directory.
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
 def encode_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A raw feature dict -> one REST instance (models.model.raw_instance, the encoding the
     model's own tests and exports use); a row it cannot encode is a bad request."""

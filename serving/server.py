@@ -50,7 +50,6 @@ from settings import quiet
 
 log = logging.getLogger("serving.server")
 
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                  r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
                  r"(?P<rest>/metadata|:predict|:feedback)?$")
@@ -188,7 +187,7 @@ class ModelRepository:
             model = tf.saved_model.load(str(path))
             if payloads.RAW_SIGNATURE not in model.signatures:
                 raise ValueError(f"no {payloads.RAW_SIGNATURE!r} signature")
-            warmup = path / WARMUP_FILE
+            warmup = path / payloads.WARMUP_FILE
             calls = payloads.warmup_calls(model, str(warmup)) if warmup.is_file() else []
             for signature, tensors in calls:
                 signature(**tensors)

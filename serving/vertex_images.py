@@ -2,7 +2,7 @@
 
 A wrong serving image fails at deploy, after the whole pipeline has run and been paid for,
 so the config check refuses one the SDK does not list. The list is read from the SDK's own
-constants file without importing the SDK (that costs ~10 s of start-up).
+constants file without importing the SDK (slow to import).
 """
 
 from __future__ import annotations

@@ -179,10 +179,10 @@ except Exception as e:
 
 def launch(job: dict, out: Path, root: Path) -> subprocess.CompletedProcess:
     """TFX's own Vertex training launcher, in a process where the boundary is installed."""
-    from pipeline.orchestration import vertex_boundary, vertex_offline
+    from pipeline.orchestration import image_tree, vertex_boundary
 
-    env = {**os.environ, **vertex_offline.image_env(), vertex_boundary.ROOT_ENV: str(root),
-           "PYTHONPATH": os.pathsep.join([str(vertex_offline.BOUNDARY_DIR), str(ROOT),
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", vertex_boundary.ROOT_ENV: str(root),
+           "PYTHONPATH": os.pathsep.join([str(image_tree.BOUNDARY_DIR), str(ROOT),
                                           str(ROOT / "tests")])}
     return subprocess.run([sys.executable, "-c", LAUNCH, json.dumps(job), str(out)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)

@@ -26,7 +26,6 @@ from tfx.utils import io_utils, path_utils
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "safe_to_serve.json"
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 PROBE_TIMEOUT_SECONDS = 600
 
 
@@ -43,7 +42,7 @@ def eval_rows(examples_uri: str, count: int, split: str = "eval") -> list[dict]:
 def check(model_path: str, examples_uri: str, output_uri: str, model_name: str,
           warmup_requests: int, latency_p99_budget_ms: float, memory_budget_mib: float) -> dict:
     """Stamps warmup requests into a copy of the model, probes it, judges it. Returns the report."""
-    from serving.payloads import warmup_records
+    from serving.payloads import WARMUP_FILE, warmup_records
 
     stamped = path_utils.stamped_model_path(output_uri)
     io_utils.copy_dir(model_path, stamped)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from data import bundled
 from models import features as F
-from pipeline.components.safe_to_serve import REPORT_FILE, WARMUP_FILE, check
+from pipeline.components.safe_to_serve import REPORT_FILE, check
 from serving import payloads
 
 
@@ -52,7 +52,7 @@ def test_a_servable_model_is_blessed_and_carries_warmup_requests(
     saved = json.loads((tmp_path / REPORT_FILE).read_text())
     assert saved["blessed"] is True
     # The stamped copy is what gets pushed: TF Serving replays its warmup file on load.
-    warmup = payloads.read_warmup(str(tmp_path / "stamped_model" / WARMUP_FILE))
+    warmup = payloads.read_warmup(str(tmp_path / "stamped_model" / payloads.WARMUP_FILE))
     assert len(warmup) == 16 and warmup[0].model_spec.signature_name == "serving_default"
     model = tf.saved_model.load(str(tmp_path / "stamped_model"))
     answer = model.signatures["serving_default"](**payloads.request_tensors(warmup[0]))

@@ -4,7 +4,7 @@ TFX's Vertex Pusher uploads the blessed model and deploys it with its traffic sh
 leaves every earlier model deployed, each on its own machines, so the endpoint's cost
 grows with each run. After a push this one undeploys the models the new traffic split left
 with none; with a canary share (--serving-traffic-percent < 100) the previous model keeps
-the rest and stays. Imported only for the vertex profile: the Vertex SDK costs ~10 s.
+the rest and stays. Imported only for the vertex profile: the Vertex SDK is slow to import.
 """
 
 from __future__ import annotations

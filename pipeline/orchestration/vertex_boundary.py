@@ -365,9 +365,9 @@ class OfflineModel:
 
     def deploy(self, endpoint: OfflineEndpoint, traffic_percentage: int = 0,
                deployed_model_display_name: str | None = None, **_: Any) -> None:
-        from serving import probe
+        from serving import payloads, probe
 
-        warmup = Path(self.artifact_uri) / "assets.extra" / "tf_serving_warmup_requests"
+        warmup = Path(self.artifact_uri) / payloads.WARMUP_FILE
         if warmup.exists():  # what the serving container does on load
             figures = probe.probe(self.artifact_uri, str(warmup), repeats=1)
             if figures["errors"]:

@@ -15,8 +15,10 @@ Cloud boundaries are replaced at the narrowest point and nowhere else:
                           TF_CONFIG on 127.0.0.1 ports; shapes Vertex refuses are refused
   endpoint upload/deploy -> a local endpoint registry; the deployed SavedModel is loaded
 The last two are the API clients inside the task's process (vertex_boundary.py, installed
-by the `sitecustomize` in boundary/ on the task's PYTHONPATH). The image is this checkout:
-the Dockerfile installs the same lock and code, so `python` is this interpreter.
+by the `sitecustomize` in boundary/ on the task's PYTHONPATH). The image's project is a
+folder the Dockerfile's COPY lines are replayed into (image_tree.py), which every task runs
+from with nothing of the checkout on its import path; its `python` is this interpreter,
+which has the same lock installed.
 
 What it cannot prove: IAM, quotas, that the images exist in their registries, Dataflow's
 and Vertex's own scheduling. Step caching is off (every task runs). Ready tasks run side by
@@ -39,15 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.orchestration.artifact_store import ArtifactStore, schema_title
+from pipeline.orchestration.image_tree import assemble, task_env
 from pipeline.orchestration.vertex_boundary import ROOT_ENV, image_command, tail
 from settings.layout import IMAGE_PROJECT_DIR, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-BOUNDARY_DIR = Path(__file__).resolve().parent / "boundary"
 # Beam flags that only mean something to Dataflow; everything else reaches the DirectRunner.
 # --sdk_container_image stays: the DirectRunner ignores it, and it tells TFX's executors, as
-# on Vertex, that the workers already hold TFX (else each builds a 49 MB sdist of it).
+# on Vertex, that the workers already hold TFX (else each builds an sdist of it).
 DATAFLOW_ONLY = ("--runner", "--experiments", "--machine_type",
                  "--max_num_workers", "--num_workers", "--service_account_email",
                  "--worker_machine_type", "--subnetwork", "--network", "--region")
@@ -85,8 +87,11 @@ class OfflineRun:
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.gcs = self.root / "gcs"
+        # The image's copy of the project: every task runs from it and imports nothing of
+        # the checkout, so a module the Dockerfile leaves out fails here as on Vertex.
+        self.image = assemble(self.root / "image")
         self.store = ArtifactStore(self.root / "metadata" / "artifacts.jsonl")
-        job = json.loads(localize(self.job_path.read_text(), self.gcs))
+        job = json.loads(localize(self.job_path.read_text(), self.gcs, self.image))
         self.spec = job["pipelineSpec"]
         self.pipeline_root = job.get("runtimeConfig", {}).get("gcsOutputDirectory", "")
         if not self.pipeline_root:
@@ -222,14 +227,13 @@ class OfflineRun:
     def execute(self, name: str, container: dict[str, Any], executor_input: dict) -> None:
         command = image_command([*container.get("command", []), *container.get("args", [])])
         command = direct_runner_args(substitute(command, executor_input, name))
-        env = {**os.environ, **image_env(), ROOT_ENV: str(self.root)}
-        env["PYTHONPATH"] = os.pathsep.join([str(BOUNDARY_DIR), env.get("PYTHONPATH", "")])
+        env = task_env(self.image, {ROOT_ENV: str(self.root)})
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{name}.log"
         with log_path.open("w") as out:
             try:
                 code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                      cwd=PROJECT_ROOT, timeout=self.task_timeout).returncode
+                                      cwd=self.image, timeout=self.task_timeout).returncode
             except subprocess.TimeoutExpired:
                 code = f"timeout after {self.task_timeout:.0f} s"
         if code != 0:
@@ -254,11 +258,12 @@ class OfflineRun:
 # ---------------------------------------------------------------------- helpers
 
 
-def localize(job_text: str, gcs_dir: Path) -> str:
+def localize(job_text: str, gcs_dir: Path, image_dir: Path = PROJECT_ROOT) -> str:
     """Every gs:// URI in the job (roots, parameters, JSON inside parameters) under gcs_dir,
-    and paths into the image's copy of the project (the schema) into this checkout."""
+    and paths into the image's copy of the project (the schema) into `image_dir`, the
+    folder that stands for it."""
     for quote in ('"', '\\"'):
-        job_text = job_text.replace(f"{quote}{IMAGE_PROJECT_DIR}/", f"{quote}{PROJECT_ROOT}/")
+        job_text = job_text.replace(f"{quote}{IMAGE_PROJECT_DIR}/", f"{quote}{image_dir}/")
     return job_text.replace("gs://", f"{gcs_dir.as_posix()}/")
 
 
@@ -280,19 +285,6 @@ def make_output_dirs(outputs: dict[str, Any]) -> None:
             uri = Path(artifact["uri"])
             is_file = schema_title(artifact["type"]) in VALUE_TYPES
             (uri.parent if is_file else uri).mkdir(parents=True, exist_ok=True)
-
-
-def image_env(dockerfile: Path = PROJECT_ROOT / "Dockerfile") -> dict[str, str]:
-    """The ENV the Dockerfile gives the pipeline image, its project folder read as this
-    checkout: what every task's process sees on Vertex."""
-    text = dockerfile.read_text().replace("\\\n", " ")
-    env = {}
-    for line in text.splitlines():
-        if line.startswith("ENV "):
-            for pair in line[4:].split():
-                key, _, value = pair.partition("=")
-                env[key] = value.replace(IMAGE_PROJECT_DIR, str(PROJECT_ROOT))
-    return env
 
 
 def task_needs(tasks: dict[str, Any]) -> dict[str, set[str]]:
