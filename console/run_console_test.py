@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 
 from console.run_console import RunConsole
 from models import PROGRESS_LOGGER
 from settings import quiet
+from settings.layout import PROJECT_ROOT
 
 absl = logging.getLogger("absl")
 
@@ -132,7 +132,7 @@ if sys.argv[1] == "routed":
 
 def _holding_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", HOLDING_COMMAND, *args], capture_output=True,
-                          text=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+                          text=True, cwd=PROJECT_ROOT, timeout=60)
 
 
 def test_cpp_lines_written_before_the_log_is_chosen_go_to_it(tmp_path):

@@ -3,11 +3,12 @@
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from settings.layout import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 SCRIPT = ROOT / "scripts" / "bootstrap.sh"
 
 

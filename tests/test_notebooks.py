@@ -1,16 +1,16 @@
 """The notebooks run top to bottom on a small sample, and are committed without outputs."""
 
 import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
 from models import features as F
+from settings.layout import PROJECT_ROOT
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-INTERACTIVE = Path(__file__).resolve().parents[1] / "notebooks" / "interactive_pipeline.ipynb"
+NOTEBOOKS = sorted((PROJECT_ROOT / "notebooks").glob("*.ipynb"))
+INTERACTIVE = PROJECT_ROOT / "notebooks" / "interactive_pipeline.ipynb"
 
 
 def with_parameters(notebook, **values) -> None:

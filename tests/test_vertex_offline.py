@@ -22,8 +22,9 @@ import pytest
 from tfx.dsl.components.base import base_executor
 
 from data.bundled import first_rows
+from settings.layout import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 FAST = ["--train-steps", "60", "--min-auc", "0.5", "--warmup-requests", "4",
         "--log-level", "WARNING", "--input-pattern", "span-{SPAN}/*", "--training-spans", "2"]
 SPAN_ROWS = 2500

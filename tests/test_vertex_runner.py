@@ -2,7 +2,6 @@
 reaches GCP."""
 
 import json
-from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
@@ -11,8 +10,9 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 import vertex_runner
 from pipeline import configs
 from pipeline.pipeline import RUN_FN, TUNER_FN, create_components
+from settings.layout import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 IMAGE = "us-docker.pkg.dev/demo-project/taxi/pipeline:abc123"
 SETTINGS = ["--gcp-project", "demo-project", "--gcp-region", "europe-west4", "--image", IMAGE,
             "--output-root", "gs://demo-bucket/taxi", "--data-root", "gs://demo-bucket/data",
