@@ -37,7 +37,16 @@ def key_figure(node: str, outcome: runs.RunSummary, artifacts: list) -> str:
     if "rows_per_split" in props.get("Examples", {}):
         rows = json.loads(props["Examples"]["rows_per_split"].string_value)
         splits = ", ".join(f"{split} {count:,}" for split, count in rows.items())
-        return f"{sum(rows.values()):,} rows ({splits})"
+        by = json.loads(props["Examples"]["split"].string_value).get("by") \
+            if "split" in props["Examples"] else None
+        how = {"time": "; eval: the newest, by time", "hash": "; a random split",
+               "group": "; split by group"}.get(by, "")
+        return f"{sum(rows.values()):,} rows ({splits}{how})"
+    if node == "LeakageCheck" and outcome.leakage:
+        flags = len(outcome.leakage.get("flags", []))
+        stops = len(outcome.leakage.get("stops", []))
+        return (f"{stops} overlap(s) between train and eval" if stops else "no overlap") + \
+            (f", {flags} flag(s)" if flags else ", nothing flagged")
     if node == "AnomalyGate":
         return "no anomalies against the schema"
     if node == "DriftCheck" and outcome.drift:

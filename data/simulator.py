@@ -10,6 +10,14 @@ to a reproducible subset. Each change is what happens to real taxi data:
   payment_shift=TYPE:P     a fraction P of trips switches to payment TYPE; switching to Cash
                            zeroes the tip, as the source data records no cash tips
   missing=FEATURE:P        FEATURE is blank in a fraction P of trips (a broken upstream field)
+  leak=FEATURE:P           FEATURE carries the outcome in a fraction P of trips (`outcome-1`
+                           for a big tipper, `outcome-0` otherwise; 1 or 0 in a number
+                           column): a field filled in after the trip, which no split can
+                           make honest
+  group_effect=N:P         a fraction P of trips is driven by one of N new companies
+                           (`Group-007`), each with its own chance of a big tip (drawn once,
+                           uniform in [0, 1]) that decides the tip: a group a random split
+                           lets the model memorise, and a split by company does not
 
     python -m data.simulator --out data/spans --span 5 --rows 20000 \\
         --change fare_inflation=1.5 --change payment_shift=Cash:0.3
@@ -32,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data import bundled
-from models.features import LABEL_SOURCE
+from models.features import BY_NAME, LABEL_SOURCE, raw_label
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +82,31 @@ def _missing(row: Row, feature: str) -> None:
     row[feature] = ""
 
 
+def _leak(row: Row, feature: str) -> None:
+    outcome = raw_label(row)
+    row[feature] = str(outcome) if BY_NAME.get(feature) and BY_NAME[feature].dtype != "string" \
+        else f"outcome-{outcome}"
+
+
+def _group_effect(row: Row, groups: int, rng: random.Random) -> None:
+    group = rng.randrange(groups)
+    row["company"] = f"Group-{group:03d}"
+    chance = random.Random(f"group-{group}").random()  # the same for a group in every span
+    fare = float(row["fare"] or 0) or 10.0
+    row["fare"] = f"{fare:.2f}"
+    row["tips"] = f"{0.3 * fare:.2f}" if rng.random() < chance else "0.00"
+
+
 # kind -> (applies to every row?, argument parsers, function)
 CHANGES: dict[str, tuple[bool, tuple[Callable[[str], object], ...], Callable]] = {
     "fare_inflation": (True, (float,), _fare_inflation),
     "new_company": (False, (str, float), _new_company),
     "payment_shift": (False, (str, float), _payment_shift),
     "missing": (False, (str, float), _missing),
+    "leak": (False, (str, float), _leak),
+    "group_effect": (False, (int, float), _group_effect),
 }
+NEEDS_RANDOM = {"group_effect"}  # changes that draw from the change stream themselves
 
 
 def parse_change(text: str) -> Change:
@@ -101,6 +127,8 @@ def parse_change(text: str) -> Change:
         raise ValueError(f"{kind}: fraction {args[1]} is not in [0, 1]")
     if kind == "fare_inflation" and args[0] <= 0:
         raise ValueError("fare_inflation: factor must be > 0")
+    if kind == "group_effect" and not 2 <= args[0] <= 1000:
+        raise ValueError("group_effect: the number of groups must be in 2..1000")
     return Change(kind, args)
 
 
@@ -111,8 +139,9 @@ def draw(source_rows: list[Row], rows: int, seed: int,
     rng, change_rng = random.Random(seed), random.Random(f"{seed}-changes")
     header = set(source_rows[0]) if source_rows else set()
     for change in changes:
-        if change.kind == "missing" and change.args[0] not in header:
-            raise ValueError(f"missing: no column {change.args[0]!r}; columns: {sorted(header)}")
+        if change.kind in ("missing", "leak") and change.args[0] not in header:
+            raise ValueError(f"{change.kind}: no column {change.args[0]!r}; columns: "
+                             f"{sorted(header)}")
     for _ in range(rows):
         row = dict(rng.choice(source_rows))
         for change in changes:
@@ -120,7 +149,8 @@ def draw(source_rows: list[Row], rows: int, seed: int,
             if every_row:
                 apply(row, *change.args)
             elif change_rng.random() < change.args[-1]:
-                apply(row, *change.args[:-1])
+                extra = (change_rng,) if change.kind in NEEDS_RANDOM else ()
+                apply(row, *change.args[:-1], *extra)
         yield row
 
 

@@ -75,8 +75,10 @@ def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
         assert process.returncode == 0, log.read_text()[-3000:]
 
 
-def trainer_args(transform: Path, out: Path, distribution: str, raw: bool = False) -> dict:
-    return C.trainer_args(transform, out, STEPS, BATCH, SEED, distribution, raw=raw)
+def trainer_args(transform: Path, out: Path, distribution: str, raw: bool = False,
+                 holdout: float = 0.0) -> dict:
+    return C.trainer_args(transform, out, STEPS, BATCH, SEED, distribution, raw=raw,
+                          holdout=holdout)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_two_workers_train_one_model_and_only_the_chief_exports_it(
     local pipeline trains (the single process it is compared with read the written rows)."""
     transform, held_out = bundled_transform
     spec = C.cluster_spec(workers=2)
-    args = trainer_args(transform, tmp_path, "auto", raw=True)
+    args = trainer_args(transform, tmp_path, "auto", raw=True, holdout=0.1)
     logs = [tmp_path / "chief.log", tmp_path / "worker.log"]
     processes = [C.start(args, {"cluster": spec, "task": {"type": "chief", "index": 0}},
                        log=logs[0]),
@@ -109,6 +111,9 @@ def test_two_workers_train_one_model_and_only_the_chief_exports_it(
     record = history(tmp_path)["distribution"]
     assert (record["strategy"], record["replicas"]) == ("multi_worker", 2)
     assert abs(auc(tmp_path / "model", held_out) - single_process) <= 0.01
+    # The chief alone scores the rows every replica held out of training.
+    in_time = history(tmp_path)["in_time_holdout"]
+    assert in_time["share"] == 0.1 and 150 < in_time["rows"] < 330 and in_time["auc"] > 0.8
 
 
 def test_mirrored_over_two_logical_cpus_matches_one_device(
@@ -144,7 +149,8 @@ def test_parameter_servers_with_two_workers_train_a_model_that_answers_raw_rows(
     """Variables on one server, steps run by two workers, coordinated by the chief; the
     workers and the server are stopped once the chief has exported."""
     transform, held_out = bundled_transform
-    C.run(trainer_args(transform, tmp_path, "auto"), C.cluster_spec(workers=2, servers=1),
-          tmp_path, timeout=PROCESS_TIMEOUT)
+    C.run(trainer_args(transform, tmp_path, "auto", holdout=0.1),
+          C.cluster_spec(workers=2, servers=1), tmp_path, timeout=PROCESS_TIMEOUT)
     assert history(tmp_path)["distribution"]["strategy"] == "parameter_server"
+    assert history(tmp_path)["in_time_holdout"]["auc"] > 0.8
     assert auc(tmp_path / "model", held_out) >= single_process - 0.03

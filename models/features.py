@@ -8,6 +8,7 @@ decides its tf.Transform treatment (models/preprocessing.py), its Keras input
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,14 @@ UNUSED = {
 # Slices the Evaluator reports every metric by (and the monitor its late-label quality).
 SLICES = ("payment_type", "trip_start_hour")
 
+# When a trip happened: the out-of-time split puts the newest rows in the eval split, and the
+# Evaluator reports every metric by year and quarter of it, so decay shows in every run.
+# These are outputs of preprocessing_fn that the model does not read; TFMA slices on them.
+TIME_COLUMN = "trip_start_timestamp"
+YEAR_SLICE = "trip_start_year_xf"  # e.g. 2016
+QUARTER_SLICE = "trip_start_quarter_xf"  # e.g. b"2016-Q3"
+TIME_SLICES = (YEAR_SLICE, QUARTER_SLICE)
+
 LABEL_SOURCE = "tips"  # raw column the label is computed from; absent when serving
 FARE = "fare"
 LABEL = "big_tipper"  # tips > TIP_FRACTION * fare, computed in preprocessing_fn
@@ -133,6 +142,12 @@ def load_schema(path: Path | str = SCHEMA_FILE):
 
 def raw_feature_spec(environment: str = "TRAINING", path: Path | str = SCHEMA_FILE) -> dict:
     """tf.io feature spec of the raw examples in `environment` (SERVING drops the label source)."""
+    return dict(_raw_feature_spec(environment, str(path)))
+
+
+@functools.cache
+def _raw_feature_spec(environment: str, path: str) -> dict:
+    """Read once per schema file and environment: callers ask for it once per row."""
     from tensorflow_transform.tf_metadata import schema_utils
 
     schema = load_schema(path)

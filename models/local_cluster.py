@@ -41,9 +41,10 @@ def cluster_spec(workers: int, servers: int = 0) -> dict[str, list[str]]:
 
 def trainer_args(transform: Path, out: Path, steps: int, batch: int, seed: int,
                  distribution: str = "auto", eval_rounds: int = 2,
-                 raw: bool = False) -> dict[str, Any]:
+                 raw: bool = False, holdout: float = 0.0) -> dict[str, Any]:
     """FnArgs for run_fn over a Transform output folder (graph/, examples/ and raw/): the
-    written rows, or with `raw` the raw rows through the graph, as the local pipeline."""
+    written rows, or with `raw` the raw rows through the graph, as the local pipeline;
+    `holdout`: the in-time share run_fn holds out and reports the AUC of."""
     examples = str(transform / ("raw" if raw else "examples") / "*")
     return {
         "train_files": [examples],
@@ -52,7 +53,8 @@ def trainer_args(transform: Path, out: Path, steps: int, batch: int, seed: int,
         "serving_model_dir": str(out / "model"), "model_run_dir": str(out / "run"),
         "train_steps": steps, "eval_steps": 2,
         "custom_config": {"seed": seed, "distribution": distribution, "raw_examples": raw,
-                          "eval_rounds": eval_rounds, "hparams": {"batch_size": batch}},
+                          "eval_rounds": eval_rounds, "hparams": {"batch_size": batch},
+                          "in_time_holdout": holdout},
     }
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -88,6 +89,8 @@ def input_fn(
     seed: int | None = None,
     weights: list[float] | None = None,
     raw: bool | None = None,
+    holdout: float = 0.0,
+    take: str = "rest",
 ) -> tf.data.Dataset:
     """(features, label[, weight]) batches from gzipped TFRecords of tf.Examples.
 
@@ -96,6 +99,8 @@ def input_fn(
     record). Records are cached serialized (small), shuffled, batched, then parsed a batch
     at a time: one vectorised parse per batch, on parallel threads, with prefetch. With
     `weights` (one per pattern, e.g. per span) each example carries its pattern's weight.
+    With `holdout`, that random share of the records (by a hash of each record, the same in
+    every process) is set aside: `take="rest"` reads the others, `take="holdout"` only it.
     """
     per_pattern = [sorted(tf.io.gfile.glob(pattern)) for pattern in file_patterns]
     files = [f for group in per_pattern for f in group]
@@ -114,6 +119,8 @@ def input_fn(
             lambda f, w: tf.data.TFRecordDataset(f, compression_type="GZIP").map(
                 lambda record: (record, w)),
             cycle_length=len(files), num_parallel_calls=tf.data.AUTOTUNE)
+    if holdout > 0:
+        ds = ds.filter(_holdout_filter(holdout, take))
     ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
@@ -128,6 +135,40 @@ def input_fn(
         return (features, label) if weight is None else (features, label, weight)
 
     return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+HOLDOUT_BUCKETS = 1000
+
+
+def _holdout_filter(share: float, take: str) -> Callable[..., tf.Tensor]:
+    if take not in ("rest", "holdout"):
+        raise ValueError(f"take must be 'rest' or 'holdout', not {take!r}")
+    cut = round(share * HOLDOUT_BUCKETS)
+
+    def keep(record, *_weight):
+        held = tf.strings.to_hash_bucket_fast(record, HOLDOUT_BUCKETS) < cut
+        return held if take == "holdout" else tf.logical_not(held)
+
+    return keep
+
+
+def holdout_auc(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+                train_files: list[str], share: float, raw: bool | None) -> dict[str, Any]:
+    """The model's AUC on the share of the training period it did not train on: what a
+    random split of the past would report (exact AUC over every held-out row)."""
+    from sklearn.metrics import roc_auc_score
+
+    data = input_fn(train_files, tf_transform_output, 1024, shuffle=False, repeat=False,
+                    raw=raw, holdout=share, take="holdout")
+    labels, scores = [], []
+    for features, label in data:
+        scores.append(model(features, training=False).numpy().reshape(-1))
+        labels.append(label.numpy().reshape(-1))
+    y = np.concatenate(labels) if labels else np.array([])
+    p = np.concatenate(scores) if scores else np.array([])
+    both = len(set(y.tolist())) == 2
+    return {"share": share, "rows": int(len(y)),
+            "auc": float(roc_auc_score(y, p)) if both else None}
 
 
 def transformed_parser(tf_transform_output: tft.TFTransformOutput,
@@ -387,15 +428,17 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
         eval_files: list[str], steps: int, eval_steps: int, rounds: int,
         seed: int | None = None, callbacks: list | None = None, verbose: int = 2,
         train_weights: list[float] | None = None, base_model: str | None = None,
-        distribution: D.Distribution | None = None, raw_examples: bool | None = None):
+        distribution: D.Distribution | None = None, raw_examples: bool | None = None,
+        holdout: float = 0.0):
     """Builds and trains the model in `rounds` epochs, validating after each: the one training
     loop the Trainer and every tuner trial share. `base_model` (a SavedModel this module
     exported) warm-starts it. `raw_examples`: see input_fn's `raw`. Under `distribution`
     (models/distribution.py) the model is built in the strategy's scope and `batch_size` is
-    the global batch. Returns (model, history)."""
+    the global batch. `holdout`: that share of the training rows is not trained on (see
+    holdout_auc). Returns (model, history)."""
     strategy = distribution.strategy if distribution else tf.distribute.get_strategy()
     train = input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed,
-                     weights=train_weights, raw=raw_examples)
+                     weights=train_weights, raw=raw_examples, holdout=holdout)
     evaluation = input_fn(eval_files, tf_transform_output, hp["batch_size"],
                           shuffle=False, repeat=True, raw=raw_examples)
     if distribution and distribution.name != "none":
@@ -498,6 +541,7 @@ def run_fn(fn_args) -> None:
         D.serve(distribution)  # returns only when the job stops it
         return
     raw_examples = bool(custom.get("raw_examples"))
+    holdout = float(custom.get("in_time_holdout") or 0.0)
     seed = custom.get("seed")
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
@@ -523,16 +567,22 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                    progress.for_strategy(distribution.strategy)],
         train_weights=weights, base_model=base_model, distribution=distribution,
-        raw_examples=raw_examples)
+        raw_examples=raw_examples, holdout=holdout)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started
     log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round, train_seconds)
+    in_time = holdout_auc(model, tf_transform_output, fn_args.train_files, holdout,
+                          raw_examples) if holdout and chief else None
+    if in_time:
+        log.info("in-time holdout (%.0f%% of the training period, %d rows): AUC %s",
+                 100 * holdout, in_time["rows"], in_time["auc"])
     if chief:
         os.makedirs(fn_args.model_run_dir, exist_ok=True)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
             json.dump({"hparams": hp, "steps_per_round": steps_per_round,
                        "train_seconds": round(train_seconds, 2),
                        "warm_start": base_model, "recency_weights": weights,
+                       "in_time_holdout": in_time,
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,
                                         "reason": distribution.reason},

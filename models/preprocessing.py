@@ -105,6 +105,32 @@ def big_tipper(tips: tf.Tensor, fare: tf.Tensor) -> tf.Tensor:
     return tf.cast(tips > F.TIP_FRACTION * fare, tf.int64)
 
 
+def civil_date(seconds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(year, month) in UTC of UNIX seconds, with integer ops only (the proleptic Gregorian
+    calendar, as Python's datetime): TensorFlow has no calendar op."""
+    days = tf.math.floordiv(tf.cast(seconds, tf.int64), 86400) + 719468
+    era = tf.math.floordiv(days, 146097)
+    day_of_era = days - era * 146097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524
+                   - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    month = tf.where(month_from_march < 10, month_from_march + 3, month_from_march - 9)
+    year = year_of_era + era * 400 + tf.cast(month <= 2, tf.int64)
+    return year, month
+
+
+def time_slices(seconds: tf.Tensor | tf.SparseTensor) -> dict[str, tf.Tensor]:
+    """The year and "YYYY-Qn" of each row, for the Evaluator's slices by time (0 and ""
+    where the time is absent)."""
+    present = _present(seconds)
+    year, month = civil_date(_dense(seconds, 0))
+    quarter = tf.strings.join([tf.strings.as_string(year), "-Q",
+                               tf.strings.as_string((month - 1) // 3 + 1)])
+    return {F.YEAR_SLICE: tf.where(present, year, tf.zeros_like(year)),
+            F.QUARTER_SLICE: tf.where(present, quarter, tf.fill(tf.shape(quarter), ""))}
+
+
 def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str, tf.Tensor]:
     outputs: dict[str, tf.Tensor] = {}
     for feature in F.FEATURES:
@@ -123,4 +149,7 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
     # The label source is absent when serving; tf.Transform prunes this output then.
     if F.LABEL_SOURCE in inputs:
         outputs[F.LABEL_XF] = big_tipper(inputs[F.LABEL_SOURCE], inputs[F.FARE])
+    # Likewise when serving, where no time is sent: only the Evaluator slices on these.
+    if F.TIME_COLUMN in inputs:
+        outputs.update(time_slices(inputs[F.TIME_COLUMN]))
     return outputs

@@ -57,7 +57,7 @@ def test_label_is_tip_over_twenty_percent_of_fare(transformed):
 
 def test_every_feature_has_a_transformed_output(transformed):
     expected = {f.transformed for f in F.FEATURES} | {f.bucket_name for f in F.by_kind(F.Kind.GEO)}
-    assert expected | {F.LABEL_XF} == set(transformed)
+    assert expected | {F.LABEL_XF, *F.TIME_SLICES} == set(transformed)
 
 
 def test_numeric_is_zscored_and_missing_takes_the_mean(transformed):
@@ -95,3 +95,25 @@ def test_geo_is_scaled_and_missing_gets_its_own_bucket(transformed):
     assert buckets[3] == lat.buckets
     assert all(0 <= b < lat.buckets for b in np.delete(buckets, 3))
     assert transformed[lat.transformed][3] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_time_slices_are_the_utc_year_and_quarter(transformed):
+    assert transformed[F.YEAR_SLICE].tolist() == [2014] * 5  # 1400000000: 2014-05-13
+    assert transformed[F.QUARTER_SLICE].tolist() == [b"2014-Q2"] * 5
+
+
+def test_civil_date_is_pythons_calendar_across_leap_years_and_centuries():
+    import datetime
+
+    import tensorflow as tf
+
+    from models.preprocessing import civil_date
+
+    rng = np.random.default_rng(0)
+    seconds = np.concatenate([rng.integers(0, 4_102_444_800, 5000),  # 1970..2100
+                              [0, 951_782_400, 951_868_799, 1_456_704_000, 4_107_542_399]])
+    year, month = civil_date(tf.constant(seconds))
+    expected = [datetime.datetime.fromtimestamp(int(s), datetime.timezone.utc)
+                for s in seconds]
+    assert year.numpy().tolist() == [d.year for d in expected]
+    assert month.numpy().tolist() == [d.month for d in expected]

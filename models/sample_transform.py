@@ -6,10 +6,11 @@ from __future__ import annotations
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 
 
-def write_transform(root, rows: list[dict]):
+def write_transform(root, rows: list[dict], materialize: bool = True):
     """A Transform output dir and gzipped transformed records of `rows` (tf.Transform
     instance dicts), as the Transform component writes them; and the same rows raw, as
-    ExampleGen writes them (`raw/`)."""
+    ExampleGen writes them (`raw/`). Without `materialize` only the graph is written (the
+    analysis alone), as the local pipeline runs Transform."""
     import apache_beam as beam
     import tensorflow as tf
     import tensorflow_transform as tft
@@ -23,12 +24,15 @@ def write_transform(root, rows: list[dict]):
         schema_utils.schema_from_feature_spec(F.raw_feature_spec("TRAINING")))
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(root / "tmp")):
         raw = pipeline | beam.Create(rows)
-        (transformed, out_meta), transform_fn = (raw, metadata) | \
-            tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+        if not materialize:
+            transform_fn = (raw, metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        else:
+            (transformed, out_meta), transform_fn = (raw, metadata) | \
+                tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+            coder = tft.coders.ExampleProtoCoder(out_meta.dataset_metadata.schema)
+            _ = (transformed | beam.Map(coder.encode) | beam.io.WriteToTFRecord(
+                str(root / "examples" / "part"), file_name_suffix=".gz"))
         _ = transform_fn | tft_beam.WriteTransformFn(str(root / "graph"))
-        coder = tft.coders.ExampleProtoCoder(out_meta.dataset_metadata.schema)
-        _ = (transformed | beam.Map(coder.encode) | beam.io.WriteToTFRecord(
-            str(root / "examples" / "part"), file_name_suffix=".gz"))
     raw_coder = tft.coders.ExampleProtoCoder(metadata.schema)
     (root / "raw").mkdir()
     with tf.io.TFRecordWriter(str(root / "raw" / "part-00000.gz"), "GZIP") as writer:
@@ -40,9 +44,12 @@ def write_transform(root, rows: list[dict]):
     return root
 
 
-def train_and_export(transform_dir, path, steps: int, seed: int, batch_size: int = 16) -> str:
+def train_and_export(transform_dir, path, steps: int, seed: int, batch_size: int = 16,
+                     hparams: dict | None = None, raw: bool = False) -> str:
     """A real model with the real Transform graph in its signatures, trained `steps` steps
-    on `transform_dir`'s examples and exported as the Trainer exports it."""
+    on `transform_dir`'s examples and exported as the Trainer exports it. With `hparams`
+    (overrides of the model's defaults, as the Trainer takes them) `batch_size` is theirs;
+    with `raw` it reads the raw rows through the graph, as the local Trainer does."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -50,9 +57,10 @@ def train_and_export(transform_dir, path, steps: int, seed: int, batch_size: int
 
     tf.keras.utils.set_random_seed(seed)
     tf_transform_output = tft.TFTransformOutput(str(transform_dir / "graph"))
-    model = M.build_model(M.hparams({"batch_size": batch_size}))
-    data = M.input_fn([str(transform_dir / "examples" / "*")], tf_transform_output, batch_size,
-                      seed=seed)
+    hp = M.hparams({"batch_size": batch_size} if hparams is None else hparams)
+    model = M.build_model(hp)
+    rows = transform_dir / ("raw" if raw else "examples") / "*"
+    data = M.input_fn([str(rows)], tf_transform_output, hp["batch_size"], seed=seed, raw=raw)
     model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
     M.export(model, tf_transform_output, str(path))
     return str(path)

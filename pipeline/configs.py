@@ -81,10 +81,30 @@ class PipelineConfig(Layout):
                 "transform in parallel and the training machine only trains")
     drift_action: str = setting("stop", "what a drift breach does: "
                                         "stop (before Transform) | warn")
-    train_buckets: int = setting(3, "hash buckets for the train split")
-    eval_buckets: int = setting(1, "hash buckets for the eval split")
-    partition_feature: str = setting("", "split by this column's hash so related rows "
-                                         "stay on one side")
+    split_by: str = setting(
+        "auto", "how the eval rows are chosen: time: the newest rows by TIME_COLUMN, what the "
+                "model meets next (train: the rows before) | hash: a random sample of the same "
+                "period (with PARTITION_FEATURE: whole groups) | auto: time with example_gen "
+                "arrow, hash with the others, which cannot split by time")
+    time_column: str = setting(F.TIME_COLUMN, "split by time: the column of UNIX seconds")
+    eval_fraction: float = setting(0.25, "split by time: the newest this share of the rows is "
+                                         "the eval split")
+    eval_days: float = setting(0.0, "split by time: the newest this many days are the eval "
+                                    "split instead (0: EVAL_FRACTION decides)")
+    eval_gap_days: float = setting(0.0, "split by time: rows this many days before the eval "
+                                        "period are in neither split (labels that come late)")
+    leakage_max_single_auc: float = setting(
+        0.99, "the data gate flags a column whose values alone predict the label with a "
+              "higher AUC on the eval split: likely leakage")
+    in_time_holdout: float = setting(
+        0.1, "split by time: a random share of the training period that the Trainer holds "
+             "out, so the report shows the random-split AUC beside the out-of-time one "
+             "(0: none, train on all of it)")
+    train_buckets: int = setting(3, "split by hash: hash buckets for the train split")
+    eval_buckets: int = setting(1, "split by hash: hash buckets for the eval split")
+    partition_feature: str = setting("", "split by hash of this column, so rows sharing a "
+                                         "value (a customer, a driver) are never on both "
+                                         "sides; the data gate checks it")
 
     # Tuner / Trainer
     enable_tuning: bool = setting(False, "run the KerasTuner search before training")
@@ -186,6 +206,7 @@ class PipelineConfig(Layout):
         problems = super().problems()
         if self.train_buckets < 1 or self.eval_buckets < 1:
             problems.append("train_buckets and eval_buckets must be >= 1")
+        problems += split_problems(self)
         if self.train_steps < 1:
             problems.append("train_steps must be >= 1")
         if not 0.0 <= self.min_auc <= 1.0:
@@ -262,6 +283,14 @@ class PipelineConfig(Layout):
             f"--direct_num_workers={workers}",
         ] + bigquery
 
+    def split_method(self) -> str:
+        """time, hash or group (hash of PARTITION_FEATURE): see `split_by`."""
+        if self.partition_feature:
+            return "group"
+        if self.split_by == "auto":
+            return "time" if self.example_gen == "arrow" and not self.bigquery_query else "hash"
+        return self.split_by
+
     def materializes(self) -> bool:
         """Whether Transform writes the transformed rows (see `transform_materialize`)."""
         if self.transform_materialize == "auto":
@@ -310,6 +339,30 @@ def input_bytes(config: PipelineConfig) -> int | None:
 
 GCS_URI = re.compile(r"^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/|$)")
 REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
+
+
+SPLITS = ("auto", "time", "hash")
+
+
+def split_problems(config: PipelineConfig) -> list[str]:
+    """A split the chosen ExampleGen can make, with sane cuts."""
+    problems = []
+    if config.split_by not in SPLITS:
+        return [f"split_by must be one of {', '.join(SPLITS)} ({how_to_set('split_by')})"]
+    if config.split_by == "time" and config.partition_feature:
+        problems.append("split_by time and partition_feature are two splits: give one "
+                        f"({how_to_set('split_by')})")
+    elif config.split_by == "time" and (config.example_gen != "arrow" or config.bigquery_query):
+        problems.append("split_by time needs example_gen arrow: TFX's CsvExampleGen and "
+                        "BigQueryExampleGen split by hash only (--split-by hash, or for "
+                        "BigQuery put the time cut in the query)")
+    if not 0.0 < config.eval_fraction < 1.0:
+        problems.append(f"eval_fraction must be in (0, 1) ({how_to_set('eval_fraction')})")
+    if config.eval_days < 0 or config.eval_gap_days < 0:
+        problems.append("eval_days and eval_gap_days must be >= 0")
+    if not 0.0 <= config.in_time_holdout <= 0.5:
+        problems.append(f"in_time_holdout must be in [0, 0.5] ({how_to_set('in_time_holdout')})")
+    return problems
 
 
 SPAN_PLACEHOLDERS = ("@span_begin_timestamp", "@span_end_timestamp", "@span_yyyymmdd_utc")

@@ -58,9 +58,10 @@ from models import features as F
 from models.model import PROBABILITY
 from pipeline import configs
 from pipeline.components.anomaly_gate import AnomalyGate
-from pipeline.components.arrow_example_gen import ArrowExampleGen
+from pipeline.components.arrow_example_gen import ArrowExampleGen, TimeSplit
 from pipeline.components.drift_check import DriftCheck
 from pipeline.components.edge_export import EdgeExport
+from pipeline.components.leakage_check import LeakageCheck
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
 from pipeline.components.pusher import Pusher
 from pipeline.components.run_report import RunReport
@@ -78,6 +79,14 @@ TUNER_FN = "models.tuner.tuner_fn"
 EVAL_SIGNATURE = "serving_examples"
 INFERENCE_SPLIT = "unlabelled"
 EXAMPLE_GEN = "ExampleGen"  # the node id, whichever ExampleGen reads the data
+
+
+def time_split(config: PipelineConfig) -> TimeSplit | None:
+    """The out-of-time split ArrowExampleGen makes (None: a hash split)."""
+    if config.split_method() != "time":
+        return None
+    return TimeSplit(config.time_column, config.eval_fraction, config.eval_days,
+                     config.eval_gap_days)
 
 
 def output_config(config: PipelineConfig) -> example_gen_pb2.Output:
@@ -121,8 +130,10 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             prediction_key=PROBABILITY,
             preprocessing_function_names=["transform_features"],
         )],
+        # Overall, by each configured feature, and by the year and quarter of the trip
+        # (outputs of the Transform graph that only the Evaluator reads): decay shows.
         slicing_specs=[tfma.SlicingSpec()]
-        + [tfma.SlicingSpec(feature_keys=[name]) for name in config.slices],
+        + [tfma.SlicingSpec(feature_keys=[name]) for name in (*config.slices, *F.TIME_SLICES)],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="ExampleCount"),
             # TFMA's AUC, AUCPrecisionRecall, CalibrationPlot, BinaryAccuracy, Precision,
@@ -168,14 +179,15 @@ def bigquery_example_gen(config: PipelineConfig, **kwargs):
         range_config=span_range, **kwargs)
 
 
-def example_gen(config: PipelineConfig, input_base: str, **kwargs):
+def example_gen(config: PipelineConfig, input_base: str, by_time: TimeSplit | None = None,
+                **kwargs):
     """ArrowExampleGen (users' CSV as their tools write it, and Parquet), or TFX's
     CsvExampleGen with `example_gen=tfx-csv`; the same Examples artifact out."""
     if config.example_gen == "tfx-csv":
         return CsvExampleGen(input_base=input_base, **kwargs)
     delimiter = "\t" if config.csv_delimiter == "tab" else config.csv_delimiter
     component = ArrowExampleGen(input_base=input_base, delimiter=delimiter,
-                                schema_file=config.schema_file,
+                                schema_file=config.schema_file, by_time=by_time,
                                 block_bytes=config.input_block_mb << 20, **kwargs)
     if config.profile == "local" and config.running_mode()[0] == "multi_processing":
         # Its work is C++ and numpy, a block of a file per element: threads share the
@@ -194,6 +206,7 @@ class Ingested:
 
     components: list
     examples: Channel  # ExampleGen's output, with its span
+    anomaly_gate: AnomalyGate
     statistics_gen: StatisticsGen
     schema_gen: ImportSchemaGen
     example_validator: ExampleValidator
@@ -231,8 +244,9 @@ def ingest_and_validate(config: PipelineConfig) -> Ingested:
         ingest = bigquery_example_gen(config, output_config=output_config(config))
     else:
         ingest = example_gen(
-            config, config.data_root, input_config=input_config(config),
-            output_config=output_config(config), range_config=range_config(config))
+            config, config.data_root, by_time=time_split(config),
+            input_config=input_config(config), output_config=output_config(config),
+            range_config=range_config(config))
     ingest = ingest.with_id(EXAMPLE_GEN)
     # Spans across runs: the training window and the previous span's statistics. Only with a
     # span layout (a {SPAN} pattern): flat data is one span, run after run. Locally they are
@@ -270,20 +284,25 @@ def ingest_and_validate(config: PipelineConfig) -> Ingested:
             blessed_model=None if catalog else baseline,
             catalog=catalog,
         )
+    span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog)
+    span_window.add_upstream_node(span_examples)  # this run's span is part of the window
+    leakage_check = LeakageCheck(
+        window=span_window.outputs["window"], schema=schema_gen.outputs["schema"],
+        request_log=config.serving_request_log if config.profile == "local" else "",
+        max_single_auc=config.leakage_max_single_auc)
+    # Anomalies, drift and leakage stop the run here, before Transform.
     anomaly_gate = AnomalyGate(
         anomalies=example_validator.outputs["anomalies"],
         statistics=statistics_gen.outputs["statistics"],
         drift=drift_check.outputs["drift"] if drift_check else None,
+        leakage=leakage_check.outputs["leakage"],
         drift_action=config.drift_action,
     )
-    span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog)
-    span_window.add_upstream_node(span_examples)  # this run's span is part of the window
-    span_window.add_upstream_node(anomaly_gate)  # anomalies and drift stop the run here
     return Ingested(
         [ingest, span_examples, statistics_gen, schema_gen, example_validator, drift_check,
-         anomaly_gate, span_window],
-        examples, statistics_gen, schema_gen, example_validator, drift_check, span_window,
-        window_spans, baseline, model_resolver)
+         span_window, leakage_check, anomaly_gate],
+        examples, anomaly_gate, statistics_gen, schema_gen, example_validator, drift_check,
+        span_window, window_spans, baseline, model_resolver)
 
 
 def baseline_model(config: PipelineConfig):
@@ -329,6 +348,7 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
         disable_statistics=True,
         **cache,
     ).with_id("Transform")
+    transform.add_upstream_node(data.anomaly_gate)
 
     # What Tuner and Trainer both read: the (transformed or raw) rows, the graph, eval batches.
     training_inputs = {
@@ -350,7 +370,9 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
         **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
                                                "recency_half_life": config.recency_half_life,
                                                "distribution": config.distribution,
-                                               "raw_examples": not materialize}),
+                                               "raw_examples": not materialize,
+                                               "in_time_holdout": config.in_time_holdout
+                                               if config.split_method() == "time" else 0.0}),
     )
     return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
                    transform, trainer)

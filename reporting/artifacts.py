@@ -5,7 +5,9 @@ summary, report and console that read.
 
 from __future__ import annotations
 
+import datetime
 import os
+from typing import Any
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
@@ -14,6 +16,7 @@ DRIFT_FILE = "drift.json"  # what DriftCheck writes beside it
 PREDICTIONS_SUMMARY_FILE = "predictions.json"  # PredictionsExport: rows and file
 EDGE_COMPARISON_FILE = "comparison.json"  # EdgeExport: TFLite against the SavedModel
 REPORT_FILE = "report.html"  # RunReport: the run report inside its artifact
+LEAKAGE_FILE = "leakage.json"  # LeakageCheck: overlaps, duplicates, single-feature AUCs
 
 
 def read_anomalies(artifact_uri: str, split_names: str) -> dict[str, anomalies_pb2.Anomalies]:
@@ -68,3 +71,25 @@ def describe_drift(result: dict) -> list[str]:
     return [f"feature '{r['feature']}': {r['comparator']} {r['distance']:.3f} > threshold "
             f"{r['threshold']:g} (span {result['span']} vs {drift_baseline(result)})"
             for r in result["features"] if r["breached"]]
+
+
+def utc(seconds: int) -> str:
+    """UNIX seconds as a UTC date and time a person reads."""
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC")
+
+
+def describe_split(split: dict[str, Any]) -> str:
+    """One line: how train and eval were cut."""
+    if split.get("by") == "time":
+        line = (f"by time: eval is the rows of '{split['column']}' from "
+                f"{utc(split['eval_from'])} on")
+        if split.get("gap_days"):
+            line += (f", train the rows before {utc(split['train_before'])} "
+                     f"({split.get('gap_rows', 0):,} rows in the gap left out)")
+        else:
+            line += ", train the rows before"
+        return line
+    if split.get("by") == "group":
+        return f"by hash of '{split['feature']}': no value of it on both sides"
+    return "by hash of each row (a random split)"

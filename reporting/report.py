@@ -22,7 +22,8 @@ import re
 import sys
 from pathlib import Path
 
-from reporting import run_summary, runs, views
+from models import features as F
+from reporting import artifacts, run_summary, runs, views
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,66 @@ def _training(summary: runs.RunSummary) -> str:
 def _evaluation(summary: runs.RunSummary) -> str:
     if not summary.evaluation_uri:
         return _p("no evaluation in this run")
+    import pandas as pd
+
     frame = views.slice_metrics_frame(summary.evaluation_uri)
-    return (views.table(frame)
+    parts = [_p(f"The Evaluator judged the candidate on {run_summary.evaluated_on(summary.split)}"
+                ".") if summary.split else ""]
+    held = summary.in_time_holdout
+    if held.get("auc") is not None and "auc" in summary.metrics:
+        parts.append(views.table(pd.DataFrame([
+            {"evaluated on": "the newest rows, after training (eval split: blesses)",
+             "rows": int(summary.metrics.get("example_count", 0)),
+             "AUC": summary.metrics["auc"]},
+            {"evaluated on": f"a random {held['share']:.0%} of the training period, held out",
+             "rows": held["rows"], "AUC": held["auc"]},
+        ]).set_index("evaluated on"), "{:.4f}"))
+        parts.append(_p("A random split of the past scores the model on the months it learned "
+                        "from; the newest rows are what it meets next."))
+    for prefix in F.TIME_SLICES[::-1]:  # quarters, then years
+        png = views.by_time_png(frame, prefix)
+        if png:
+            parts.append(views.img(png, f"AUC by {prefix}"))
+            break
+    return ("".join(parts) + views.table(frame)
             + views.img(views.slice_metric_png(frame, "auc"), "AUC by slice"))
+
+
+def _leakage(summary: runs.RunSummary) -> str:
+    leakage = summary.leakage
+    if not leakage:
+        return _p("no leakage check in this run")
+    import pandas as pd
+
+    parts = [_p(line) for line in run_summary.format_leakage(leakage)[:1]]
+    parts += [f"<p class='bad'>STOP: {html.escape(s)}</p>" for s in leakage["stops"]]
+    parts += [f"<p class='bad'>FLAG: {html.escape(f)}</p>" for f in leakage["flags"]]
+    time = leakage.get("time", {})
+    if time.get("train") and time.get("eval"):
+        parts.append(_p(f"'{time['column']}': train {artifacts.utc(time['train'][0])} to "
+                        f"{artifacts.utc(time['train'][1])}; eval "
+                        f"{artifacts.utc(time['eval'][0])} to {artifacts.utc(time['eval'][1])}"))
+    aucs = leakage.get("single_feature_auc") or {}
+    if aucs:
+        parts.append(_p("Each column alone as the only predictor, fitted on train, scored on "
+                        "eval (AUC; 0.5 is chance):"))
+        parts.append(views.table(pd.DataFrame(
+            {"AUC alone": aucs}).rename_axis("column").sort_values("AUC alone",
+                                                                   ascending=False), "{:.4f}"))
+    return "".join(parts)
+
+
+def _backtest(backtest: dict) -> str:
+    import pandas as pd
+
+    origins = backtest["origins"]
+    frame = pd.DataFrame(origins).set_index("period")[
+        ["train_rows", "test_rows", "auc", "reference_auc"]]
+    return (_p(f"{backtest['command']}, run {backtest['when']}: over {len(origins)} rolling "
+               f"origins, mean AUC {backtest['mean_auc']:.4f}, worst {backtest['worst_auc']:.4f} "
+               f"(gradient-boosted trees: mean {backtest['mean_reference_auc']:.4f}).")
+            + views.img(views.backtest_png(origins), "backtest")
+            + views.table(frame, "{:.4f}"))
 
 
 def _thresholds(eval_config: str) -> list[str]:
@@ -200,7 +258,8 @@ def _lineage(summary: runs.RunSummary) -> str:
                                for k, v in rows) + "</table>"
 
 
-def build(summary: runs.RunSummary, figures_dir: Path | None = None) -> str:
+def build(summary: runs.RunSummary, figures_dir: Path | None = None,
+          backtest: dict | None = None) -> str:
     outcome = ("pushed" if summary.pushed else "not pushed") if summary.pushed is not None \
         else "stopped before the push"
     sections = [
@@ -208,10 +267,13 @@ def build(summary: runs.RunSummary, figures_dir: Path | None = None) -> str:
         ("Components", _section(_components, summary)),
         ("Data", _section(_data, summary, figures_dir)),
         ("Drift against the data in service", _section(_drift, summary)),
+        ("Leakage between training and evaluation", _section(_leakage, summary)),
         ("Training", _section(_training, summary)),
         ("Evaluation (candidate, with the baseline's columns when there is one)",
          _section(_evaluation, summary)),
         ("Decisions", _section(_decisions, summary)),
+        *([("Backtest: how the model does on periods it has not seen",
+            _section(_backtest, backtest))] if backtest else []),
         ("Lineage", _section(_lineage, summary)),
     ]
     return views.page(f"{summary.pipeline_name}: run {summary.run_id} ({outcome})", sections)
@@ -250,10 +312,17 @@ def run_id_of(metadata_path: str, pipeline_name: str, wanted: str) -> str:
     return wanted  # summarize() says which runs exist
 
 
+def backtest_path(pipeline_root: str) -> Path:
+    """Where `python -m tools.backtest` leaves its newest result, which reports then show."""
+    return Path(pipeline_root) / "backtest" / "backtest.json"
+
+
 def write(summary: runs.RunSummary, pipeline_root: str) -> Path:
     path = report_path(pipeline_root, summary.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build(summary, path.parent / ".figures"), encoding="utf-8")
+    backtest = backtest_path(pipeline_root)
+    found = json.loads(backtest.read_text()) if backtest.is_file() else None
+    path.write_text(build(summary, path.parent / ".figures", found), encoding="utf-8")
     return path
 
 

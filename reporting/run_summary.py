@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reporting.artifacts import drift_baseline
+from reporting.artifacts import drift_baseline, utc
 from reporting.runs import RunSummary
 
 HEADLINE_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration",
@@ -20,6 +20,54 @@ def describe_edge_model(edge: dict[str, Any]) -> str:
     return (f"TFLite: eval AUC {auc['float']:.4f} float, {auc['quantized']:.4f} quantized "
             f"(SavedModel {auc['saved_model']:.4f}); {size['float'] / 1024:.0f} KiB -> "
             f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
+
+
+def evaluated_on(split: dict[str, Any]) -> str:
+    """What the eval split is, in the words the summary and the report use."""
+    if split.get("by") == "time" and "eval_from" in split:
+        return (f"out of time: the trips from {utc(split['eval_from'])} on, newer than every "
+                "training row")
+    if split.get("by") == "group":
+        return f"a split by '{split['feature']}': groups the model never trained on"
+    if split.get("by") == "hash":
+        return "a random split of the same period as training"
+    return "eval split"
+
+
+def in_time_line(summary: RunSummary) -> str:
+    """The random-split AUC beside the out-of-time one: how much a random split would have
+    overstated what the model does next."""
+    held, auc = summary.in_time_holdout, summary.metrics.get("auc")
+    if not held or held.get("auc") is None:
+        return ""
+    line = (f"Random split of the training period (in-time holdout, {held['share']:.0%}, "
+            f"{held['rows']:,} rows): AUC {held['auc']:.4f}")
+    if auc is not None:
+        gap = held["auc"] - auc
+        line += f"; the evaluation's AUC is {abs(gap):.4f} {'lower' if gap > 0 else 'higher'}"
+    return line
+
+
+def format_leakage(leakage: dict[str, Any]) -> list[str]:
+    """What LeakageCheck found between the rows the model trained and was judged on."""
+    if not leakage:
+        return []
+    found = []
+    by = leakage.get("split", {}).get("by")
+    if by == "time":
+        found.append("no overlap in time" if not leakage["stops"] else "OVERLAP in time")
+    elif by == "group":
+        shared = leakage.get("groups", {}).get("shared", 0)
+        found.append(f"{shared:,} group(s) on both sides")
+    found.append(f"{leakage.get('duplicates', {}).get('count', 0):,} duplicated row(s)")
+    aucs = leakage.get("single_feature_auc") or {}
+    if aucs:
+        name, auc = next(iter(aucs.items()))
+        found.append(f"strongest single column: {name} (AUC {auc:.3f} alone)")
+    lines = [f"Leakage checks (train vs eval): {'; '.join(found)}"]
+    lines += [f"  - STOP: {line}" for line in leakage.get("stops", [])]
+    lines += [f"  - FLAG: {line}" for line in leakage.get("flags", [])]
+    return lines
 
 
 def format_drift(drift: dict[str, Any]) -> list[str]:
@@ -50,13 +98,18 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
     if summary.window_spans:
         lines.append(f"Training window: spans {', '.join(map(str, summary.window_spans))}")
     lines += format_drift(summary.drift)
+    lines += format_leakage(summary.leakage)
     if summary.metrics:
-        lines.append("Evaluation (eval split; candidate vs last blessed model):")
+        lines.append(f"Evaluation ({evaluated_on(summary.split)}; candidate vs last blessed "
+                     "model):")
         for name in HEADLINE_METRICS:
             if name in summary.metrics:
                 base = summary.baseline_metrics.get(name)
                 base_text = f"{base:.4f}" if base is not None else "none yet"
                 lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")
+    holdout = in_time_line(summary)
+    if holdout:
+        lines.append(holdout)
     if summary.blessed is not None:
         lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
         for failure in summary.validation_failures:

@@ -60,6 +60,10 @@ class RunSummary:
     window_spans: list[int] = dataclasses.field(default_factory=list)  # newest first
     batch_predictions: dict[str, Any] = dataclasses.field(default_factory=dict)  # rows, file
     edge_model: dict[str, Any] = dataclasses.field(default_factory=dict)  # EdgeExport's check
+    split: dict[str, Any] = dataclasses.field(default_factory=dict)  # how train/eval were cut
+    leakage: dict[str, Any] = dataclasses.field(default_factory=dict)  # LeakageCheck's findings
+    # The Trainer's AUC on the share of the training period it held out (a random split).
+    in_time_holdout: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def wall_seconds(self) -> float:
@@ -219,10 +223,18 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
                                             ("peak_rss_mib", "peak memory", "MiB"))
                    if _prop(artifact, key) is not None]
         summary.safe_to_serve_detail = _prop(artifact, "reason") or ", ".join(figures)
+    elif node == "LeakageCheck" and artifact.uri:
+        summary.leakage = _read_json(f"{artifact.uri}/{files.LEAKAGE_FILE}") or {}
     elif node == "DriftCheck" and artifact.uri:
         summary.drift = _read_json(f"{artifact.uri}/{files.DRIFT_FILE}") or {}
     elif node == "SpanWindow" and artifact.type == "Examples":
         summary.window_spans = json.loads(_prop(artifact, "spans") or "[]")
+        summary.split = json.loads(_prop(artifact, "split") or "{}") or summary.split
+    elif node in ("ExampleGen", "SpanExamples") and artifact.type == "Examples":
+        summary.split = summary.split or json.loads(_prop(artifact, "split") or "{}")
+    elif node == "Trainer" and artifact.type == "ModelRun" and artifact.uri:
+        history = _read_json(f"{artifact.uri}/history.json") or {}
+        summary.in_time_holdout = history.get("in_time_holdout") or {}
     elif node == "PredictionsExport" and artifact.type == "InferenceResult":
         summary.batch_predictions = _read_json(
             f"{artifact.uri}/{files.PREDICTIONS_SUMMARY_FILE}") or {}

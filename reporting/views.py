@@ -231,6 +231,50 @@ def slice_metric_png(frame: pd.DataFrame, metric: str = "auc", min_examples: int
     return figure_png(fig)
 
 
+def by_time_png(frame: pd.DataFrame, prefix: str, metric: str = "auc",
+                min_examples: int = 20) -> bytes | None:
+    """A metric over the slices `prefix=...` in time order (e.g. the quarters of the trips):
+    decay reads left to right. None when there are fewer than two such slices."""
+    rows = frame[[str(i).startswith(f"{prefix}=") for i in frame.index]]
+    if "example_count" in rows:
+        rows = rows[rows["example_count"] >= min_examples]
+    if metric not in rows or len(rows) < 2:
+        return None
+    rows = rows.sort_index()
+    labels = [str(i).split("=", 1)[1] for i in rows.index]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(labels, rows[metric], "o-", label="candidate")
+    baseline = f"{metric} (baseline)"
+    if baseline in rows and rows[baseline].notna().any():
+        ax.plot(labels, rows[baseline], "k--", marker="|", label="baseline")
+    for x, (value, count) in enumerate(zip(rows[metric], rows.get("example_count", []),
+                                           strict=False)):
+        ax.annotate(f"{int(count)}", (x, value), textcoords="offset points", xytext=(0, 5),
+                    fontsize=6, ha="center")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} by {prefix.removesuffix('_xf')} (rows per point above it)",
+                 fontsize=9)
+    ax.tick_params(axis="x", labelsize=7, rotation=30)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
+def backtest_png(origins: list[dict]) -> bytes:
+    """Each rolling origin's out-of-time AUC: the model and the gradient-boosted reference."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    labels = [o["period"] for o in origins]
+    ax.plot(labels, [o["auc"] for o in origins], "o-", label="this model")
+    ax.plot(labels, [o["reference_auc"] for o in origins], "s--",
+            label="gradient-boosted trees")
+    ax.set_ylabel("AUC on the next period")
+    ax.set_title("backtest: train on everything before each period, score the period",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return figure_png(fig)
+
+
 # ---------------------------------------------------------------- pages
 
 

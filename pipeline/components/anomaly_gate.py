@@ -1,10 +1,13 @@
-"""AnomalyGate: stops the run when ExampleValidator found anomalies or DriftCheck a drift.
+"""AnomalyGate: stops the run when ExampleValidator found anomalies, DriftCheck a drift or
+LeakageCheck train and eval overlapping.
 
 In TFX 1.16 ExampleValidator only records anomalies; Transform and Trainer run anyway.
 This component reads what it recorded (and what DriftCheck measured against the data
-behind the last blessed model) and fails, naming every feature, anomaly and distance, so the
+behind the last blessed model, and what LeakageCheck found between the rows a model trains
+and is judged on) and fails, naming every feature, anomaly, distance and overlap, so the
 pipeline stops before Transform (which is wired to run after it) and nothing is pushed. With
-`drift_action="warn"` a drift breach is logged instead.
+`drift_action="warn"` a drift breach is logged instead; leakage flags (duplicates, a feature
+that predicts the label alone, one absent when serving) are logged and reported, not stopped.
 """
 
 
@@ -18,7 +21,13 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
-from reporting.artifacts import DRIFT_FILE, describe, describe_drift, read_anomalies
+from reporting.artifacts import (
+    DRIFT_FILE,
+    LEAKAGE_FILE,
+    describe,
+    describe_drift,
+    read_anomalies,
+)
 
 NO_ROWS = "no rows: the input is empty (a header-only or 0-byte file?)"
 
@@ -48,9 +57,10 @@ def statistics_problems(split: str, stats) -> list[str]:
 def AnomalyGate(
     anomalies: InputArtifact[standard_artifacts.ExampleAnomalies],
     drift: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
+    leakage: InputArtifact[standard_artifacts.ExampleAnomalies] = None,
     drift_action: Parameter[str] = "stop",
     statistics: InputArtifact[standard_artifacts.ExampleStatistics] = None,
-) -> OutputDict(anomaly_count=int, drift_breaches=int):
+) -> OutputDict(anomaly_count=int, drift_breaches=int, leakage_flags=int):
     problems = describe(read_anomalies(anomalies.uri, anomalies.split_names))
     # TFDV validates nothing on a split without rows (and so reports nothing).
     if statistics is not None:
@@ -61,10 +71,18 @@ def AnomalyGate(
     if drift is not None:
         with fileio.open(os.path.join(drift.uri, DRIFT_FILE)) as f:
             drifted = describe_drift(json.load(f))
+    leaks: dict = {"stops": [], "flags": []}
+    if leakage is not None:
+        with fileio.open(os.path.join(leakage.uri, LEAKAGE_FILE)) as f:
+            leaks = json.load(f)
+    for flag in leaks["flags"]:
+        logging.warning("possible leakage (flagged, not stopped): %s", flag)
     sections = []
     if problems:
         sections.append(f"{len(problems)} anomal{'y' if len(problems) == 1 else 'ies'}"
                         " against schema/schema.pbtxt:\n  - " + "\n  - ".join(problems))
+    if leaks["stops"]:
+        sections.append("leakage between train and eval:\n  - " + "\n  - ".join(leaks["stops"]))
     if drifted and drift_action == "stop":
         sections.append(f"drift beyond the schema's thresholds in {len(drifted)} feature"
                         f"{'' if len(drifted) == 1 else 's'}:\n  - " + "\n  - ".join(drifted))
@@ -78,4 +96,5 @@ def AnomalyGate(
             "update schema/schema.pbtxt (domains, drift thresholds; review it like code) or run "
             "with --drift-action warn, and run again."
         )
-    return {"anomaly_count": len(problems), "drift_breaches": len(drifted)}
+    return {"anomaly_count": len(problems), "drift_breaches": len(drifted),
+            "leakage_flags": len(leaks["flags"])}

@@ -14,23 +14,34 @@ a column's feature type is the same in every file of the split:
    merged: a column's kind is its schema type when every value parses as it, otherwise
    what CsvExampleGen would infer (so a text value in a numeric column reaches validation,
    which names it, as before); a column without any value is written with no kind;
-2. each block is read again, encoded, split by the hash of each record (TFX's own
-   partition: the same records in the same splits as CsvExampleGen) and written to equal
-   shards of ~100,000 consecutive records (downstream components read files in parallel),
-   named after the file's index and block (a retried element rewrites its own shards).
+2. each block is read again, encoded, split, and written to equal shards of ~100,000
+   consecutive records (downstream components read files in parallel), named after the
+   file's index and block (a retried element rewrites its own shards).
 
-`ingest.json` beside the splits records files, blocks, rows per split and every column's
-profile.
+How rows are split (`split` in the custom config, recorded in the artifact's `split`
+property and in `ingest.json`):
+- by time (`TimeSplit`): the eval split is the newest part of the rows by a time column, a
+  fraction of them or a period, and train what came before, less an optional gap (rows in
+  the gap are in neither: labels that come late). The cut is found in the profile pass, from
+  an hourly histogram of the column. Rows without a time go to train (and validation, which
+  knows the column is required, names them).
+- by hash (TFX's own partition: the same records in the same splits as CsvExampleGen), of
+  the whole record or of a partition feature (rows sharing its value stay on one side).
+
+`ingest.json` beside the splits records files, blocks, rows per split, the split and every
+column's profile.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -49,6 +60,7 @@ from tfx.utils import proto_utils
 
 from data import example_encoding as enc
 from data import readers
+from reporting.artifacts import describe_split, utc
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +106,97 @@ def block_key(element: Element) -> str:
     return f"{element[1]}#{element[2]}"
 
 
-def profile_block(element: Element, delimiter: str | None) -> dict[str, Any]:
+HOUR = 3600
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """The eval split is the newest `eval_fraction` of the rows by `column` (UNIX seconds),
+    or with `eval_days` the newest that many days; train ends `gap_days` before it."""
+
+    column: str
+    eval_fraction: float = 0.25
+    eval_days: float = 0.0
+    gap_days: float = 0.0
+
+    def cut(self, hours: dict[int, int]) -> tuple[int, int]:
+        """(first second of eval, first second after train) from rows per hour, on hour
+        boundaries: the rows of one hour go to one side."""
+        if not hours:
+            raise readers.InputError(f"no row has a value in the time column '{self.column}': "
+                                     "split by hash instead (--split-by hash)")
+        newest = max(hours)
+        if self.eval_days > 0:
+            eval_from = (newest + 1) * HOUR - round(self.eval_days * DAY / HOUR) * HOUR
+        else:
+            wanted, seen, eval_from = self.eval_fraction * sum(hours.values()), 0, newest * HOUR
+            for hour in sorted(hours, reverse=True):
+                seen += hours[hour]
+                eval_from = hour * HOUR
+                if seen >= wanted:
+                    break
+        if eval_from <= min(hours) * HOUR:
+            raise readers.InputError(
+                f"the eval period leaves no earlier rows to train on: every row of "
+                f"'{self.column}' is from {utc(min(hours) * HOUR)} on (lower --eval-days or "
+                "--eval-fraction)")
+        return eval_from, eval_from - round(self.gap_days * DAY)
+
+    def assign(self, column: enc.Column | None, rows: int, eval_from: int,
+               train_before: int) -> np.ndarray:
+        """0 (train), 1 (eval) or -1 (the gap) per row; rows without a time are train."""
+        if column is None or column.kind != enc.INT:  # not whole seconds: validation says so
+            return np.zeros(rows, np.int64)
+        seconds = np.asarray(column.values, np.int64)
+        side = np.where(seconds >= eval_from, 1, np.where(seconds < train_before, 0, -1))
+        return np.where(column.valid, side, 0)
+
+
+def time_split(custom: dict[str, Any]) -> TimeSplit | None:
+    values = custom.get("time_split")
+    return TimeSplit(**dict(values)) if values else None
+
+
+def hours_of(batch, column: str) -> dict[int, int]:
+    """Rows per hour of `column` in a batch (its values that are whole seconds)."""
+    if column not in batch.schema.names:
+        return {}
+    seconds = readers.typed_columns(batch, {column: enc.INT})[0]
+    hours, counts = np.unique(np.asarray(seconds.values)[seconds.valid] // HOUR,
+                              return_counts=True)
+    return dict(zip(hours.tolist(), counts.tolist(), strict=True))
+
+
+def profile_block(element: Element, delimiter: str | None,
+                  time_column: str = "") -> dict[str, Any]:
     columns: dict[str, dict[str, int]] = {}
+    hours: dict[int, int] = {}
     rows = 0
     _, path, _, block = element
     for batch in readers.read_batches(path, delimiter, block):
         rows += batch.num_rows
+        if time_column:
+            for hour, count in hours_of(batch, time_column).items():
+                hours[hour] = hours.get(hour, 0) + count
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             seen = readers.profile(column)
             total = columns.setdefault(name, dict.fromkeys(seen, 0))
             for key, value in seen.items():
                 total[key] += value
     return {"blocks": 1, "rows": rows, "columns": columns, "order": list(columns),
-            "block_rows": {block_key(element): rows}}
+            "block_rows": {block_key(element): rows}, "hours": hours}
 
 
 def merge_profiles(profiles) -> dict[str, Any]:
     merged: dict[str, Any] = {"blocks": 0, "rows": 0, "columns": {}, "order": [],
-                              "block_rows": {}}
+                              "block_rows": {}, "hours": {}}
     for p in profiles:
         merged["blocks"] += p["blocks"]
         merged["rows"] += p["rows"]
         merged["block_rows"].update(p["block_rows"])
+        for hour, count in p["hours"].items():
+            merged["hours"][hour] = merged["hours"].get(hour, 0) + count
         for name in p["order"]:
             if name not in merged["columns"]:
                 merged["order"].append(name)
@@ -130,33 +211,50 @@ def kinds(profile: dict[str, Any], types: dict[str, str]) -> dict[str, str]:
             for name in profile["order"]}
 
 
+GAP, NO_TIME = -1, -2  # counted beside the splits: rows in the gap, rows without a time
+
+
 class EncodeAndWrite(beam.DoFn):
-    """One block of a file: read, encode, split by hash, write each split's shards; yields
-    rows per split."""
+    """One block of a file: read, encode, split, write each split's shards; yields rows per
+    split (and GAP, NO_TIME counts)."""
 
     def __init__(self, split_uris: list[str], buckets: list[int], partition_feature: str,
-                 delimiter: str | None, count: int):
+                 delimiter: str | None, count: int, by_time: TimeSplit | None = None):
         self._split_uris = split_uris
         self._buckets = buckets
         self._partition_feature = partition_feature
         self._delimiter = delimiter
         self._count = count
+        self._by_time = by_time
 
     def process(self, element: Element, profile: dict[str, Any], types: dict[str, str]):
         index, path, number, block = element
         column_kinds = kinds(profile, types)
-        fractions = np.diff([0, *self._buckets]) / self._buckets[-1]
+        cut = self._by_time.cut(profile["hours"]) if self._by_time else None
+        fractions = split_shares(profile["hours"], cut) if cut else \
+            np.diff([0, *self._buckets]) / self._buckets[-1]
         expected = [profile["block_rows"].get(block_key(element), 0) * f for f in fractions]
         parts = [shard_count(n) for n in expected]
         per_part = [max(1, math.ceil(n / p)) for n, p in zip(expected, parts, strict=True)]
         writers = [[self._writer(index, number, split, part) for part in range(count)]
                    for split, count in enumerate(parts)]
         rows = [0] * len(self._split_uris)
+        left_out = {GAP: 0, NO_TIME: 0}
         try:
             for batch in readers.read_batches(path, self._delimiter, block):
                 columns = readers.typed_columns(batch, column_kinds)
                 records = enc.to_arrow(*enc.serialize(columns, batch.num_rows)).to_pylist()
-                for record, split in zip(records, self._splits(records), strict=True):
+                if cut:
+                    time = next((c for c in columns if c.name == self._by_time.column), None)
+                    splits = self._by_time.assign(time, len(records), *cut)
+                    left_out[GAP] += int((splits == GAP).sum())
+                    left_out[NO_TIME] += len(records) if time is None or time.kind != enc.INT \
+                        else int((~time.valid).sum())
+                else:
+                    splits = self._splits(records)
+                for record, split in zip(records, splits, strict=True):
+                    if split < 0:
+                        continue
                     part = min(parts[split] - 1, rows[split] // per_part[split])
                     writers[split][part].write(record)
                     rows[split] += 1
@@ -164,6 +262,7 @@ class EncodeAndWrite(beam.DoFn):
             for writer in (w for split in writers for w in split):
                 writer.close()
         yield from enumerate(rows)
+        yield from left_out.items()
 
     def _writer(self, index: int, block: int, split: int, part: int) -> tf.io.TFRecordWriter:
         """Named by file, block and part, so that a retried element rewrites its own
@@ -182,6 +281,15 @@ class EncodeAndWrite(beam.DoFn):
         total = self._buckets[-1]
         return [bisect.bisect(self._buckets, int(hashlib.sha256(k).hexdigest(), 16) % total)
                 for k in keys]
+
+
+def split_shares(hours: dict[int, int], cut: tuple[int, int]) -> list[float]:
+    """The share of rows in train and eval at this cut, to size the shards."""
+    eval_from, train_before = cut
+    total = sum(hours.values()) or 1
+    newer = sum(n for h, n in hours.items() if h * HOUR >= eval_from)
+    older = sum(n for h, n in hours.items() if h * HOUR < train_before)
+    return [older / total, newer / total]
 
 
 def _feature_key(record: bytes, name: str) -> bytes:
@@ -205,6 +313,7 @@ class Executor(BaseExampleGenExecutor):
             exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY], output_config)
         custom = settings(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY))
         types = schema_types(custom.get("schema_file", ""))
+        by_time = time_split(custom)
         delimiter = custom.get("delimiter") or None
         block_bytes = int(custom.get("block_bytes", readers.BLOCK_BYTES))
         examples = artifact_utils.get_single_instance(
@@ -219,6 +328,9 @@ class Executor(BaseExampleGenExecutor):
         else:  # each input split is an output split
             jobs = [(s.pattern, [s.name], [1]) for s in input_config.splits]
         partition = output_config.split_config.partition_feature_name
+        if by_time and (partition or jobs[0][1] != ["train", "eval"]):
+            raise readers.InputError("a time split takes one input into the splits train and "
+                                     "eval, without a partition feature")
 
         pipeline = self._make_beam_pipeline()
         plans = []
@@ -238,18 +350,20 @@ class Executor(BaseExampleGenExecutor):
                         | f"Blocks[{number}]" >> beam.FlatMap(file_blocks, block_bytes)
                         | f"Spread[{number}]" >> beam.Reshuffle())
             profile = (elements
-                       | f"Profile[{number}]" >> beam.Map(profile_block, delimiter)
+                       | f"Profile[{number}]" >> beam.Map(
+                           profile_block, delimiter, by_time.column if by_time else "")
                        | f"Merge[{number}]" >> beam.CombineGlobally(merge_profiles))
             rows = (elements
                     | f"Write[{number}]" >> beam.ParDo(
-                        EncodeAndWrite(uris, job_buckets, partition, delimiter, len(files)),
+                        EncodeAndWrite(uris, job_buckets, partition, delimiter, len(files),
+                                       by_time),
                         beam.pvalue.AsSingleton(profile), types)
                     | f"Count[{number}]" >> beam.CombinePerKey(sum))
             report_uri = os.path.join(examples.uri, f".ingest-{number}.json")
             _ = (profile
                  | f"Report[{number}]" >> beam.Map(
                      _write_report, report_uri, names, files, file_format, types,
-                     beam.pvalue.AsList(rows)))
+                     beam.pvalue.AsList(rows), split_method(by_time, partition, job_buckets)))
             plans.append(report_uri)
         pipeline.run().wait_until_finish()
 
@@ -262,6 +376,7 @@ class Executor(BaseExampleGenExecutor):
             json.dump(reports, f, indent=2)
         rows = {name: n for r in reports for name, n in r["rows_per_split"].items()}
         examples.set_string_custom_property("rows_per_split", json.dumps(rows))
+        examples.set_string_custom_property("split", json.dumps(reports[0]["split"]))
         from tfx.components.util import examples_utils
 
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
@@ -270,15 +385,36 @@ class Executor(BaseExampleGenExecutor):
             log.info("ArrowExampleGen: %s rows from %d %s file(s) in %d block(s) -> %s",
                  report["rows"], len(report["files"]), report["format"], report["blocks"],
                  report["rows_per_split"])
+            log.info("ArrowExampleGen: split %s", describe_split(report["split"]))
             for line in report["not_parsed"]:
                 log.warning("ArrowExampleGen: %s", line)
 
 
+def split_method(by_time: TimeSplit | None, partition: str, buckets: list[int]
+                 ) -> dict[str, Any]:
+    """How the rows were split, for the artifact and the people who read the run."""
+    if by_time:
+        return {"by": "time", **dataclasses.asdict(by_time)}
+    if partition:
+        return {"by": "group", "feature": partition, "buckets": buckets}
+    return {"by": "hash", "buckets": buckets}
+
+
 def _write_report(profile: dict, uri: str, names: list[str], files: list[str],
-                  file_format: str, types: dict[str, str], rows: list) -> None:
+                  file_format: str, types: dict[str, str], rows: list,
+                  split: dict[str, Any]) -> None:
     per_split = dict.fromkeys(names, 0)
-    for split, count in rows:
-        per_split[names[split]] += count
+    left_out = {GAP: 0, NO_TIME: 0}
+    for index, count in rows:
+        if index < 0:
+            left_out[index] += count
+        else:
+            per_split[names[index]] += count
+    if split["by"] == "time":
+        by_time = TimeSplit(**{k: v for k, v in split.items() if k != "by"})
+        eval_from, train_before = by_time.cut(profile["hours"])
+        split = {**split, "eval_from": eval_from, "train_before": train_before,
+                 "gap_rows": left_out[GAP], "no_time_rows": left_out[NO_TIME]}
     column_kinds = kinds(profile, types)
     not_parsed = []
     for name, stats in profile["columns"].items():
@@ -291,7 +427,7 @@ def _write_report(profile: dict, uri: str, names: list[str], files: list[str],
                               "so validation stops the run and names it")
     report = {"files": files, "blocks": profile["blocks"], "format": file_format,
               "rows": profile["rows"],
-              "rows_per_split": per_split, "kinds": column_kinds,
+              "rows_per_split": per_split, "split": split, "kinds": column_kinds,
               "columns": profile["columns"], "not_parsed": not_parsed}
     with fileio.open(uri, "w") as f:
         json.dump(report, f, indent=2)
@@ -315,15 +451,19 @@ class ArrowExampleGen(FileBasedExampleGen):
     `schema_file`: the schema whose feature types the columns are written as;
     `delimiter`: the CSV delimiter, "" to detect it from each file's header line;
     `block_bytes`: a file larger than this is read as blocks of about this size, which Beam
-    spreads over workers (0: every file whole)."""
+    spreads over workers (0: every file whole); `by_time`: split by time instead of by
+    hash (the output config's two splits are train and eval)."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
     def __init__(self, input_base: str, schema_file: str = "", delimiter: str = "",
-                 block_bytes: int = readers.BLOCK_BYTES, **kwargs: Any):
+                 block_bytes: int = readers.BLOCK_BYTES, by_time: TimeSplit | None = None,
+                 **kwargs: Any):
         values = struct_pb2.Struct()
         values.update({"schema_file": schema_file, "delimiter": delimiter,
                        "block_bytes": block_bytes})
+        if by_time:
+            values.update({"time_split": dataclasses.asdict(by_time)})
         config = example_gen_pb2.CustomConfig()
         config.custom_config.Pack(values)
         super().__init__(input_base=input_base, custom_config=config, **kwargs)

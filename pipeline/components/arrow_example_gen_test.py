@@ -23,6 +23,7 @@ from tfx.types import standard_component_specs as keys
 from tfx.utils import proto_utils
 
 from data import bundled, readers
+from models import features as F
 from pipeline.components import arrow_example_gen
 from settings.layout import SCHEMA_FILE
 
@@ -278,3 +279,41 @@ def test_a_file_on_a_tfx_filesystem_is_read_whole_and_in_blocks(sample, tmp_path
     assert len(readers.blocks(remote, 40_000)) > 2
     assert rows_of(remote, 40_000) == rows_of(remote, 0) == rows_of(str(local), 0)
     assert len(rows_of(remote, 0)) == ROWS
+
+
+def _times(uri: Path, split: str) -> list[int]:
+    return [tf.train.Example.FromString(r).features.feature[F.TIME_COLUMN].int64_list.value[0]
+            for r in records(uri, split)]
+
+
+def test_the_time_split_evaluates_on_rows_newer_than_every_training_row(tmp_path):
+    """On the bundled data: the eval split is the newest quarter of the trips."""
+    source = bundled.materialize().parent
+    out = run(arrow_example_gen.Executor, source, tmp_path / "by-time",
+              by_time=arrow_example_gen.TimeSplit(F.TIME_COLUMN, eval_fraction=0.25))
+    train, evaluation = _times(out, "train"), _times(out, "eval")
+    assert len(train) + len(evaluation) == 15002
+    assert max(train) < min(evaluation)
+    assert 0.24 < len(evaluation) / 15002 < 0.27  # whole hours go to one side
+    split = json.loads((out / "ingest.json").read_text())[0]["split"]
+    assert split["by"] == "time" and split["eval_from"] == min(evaluation) // 3600 * 3600
+    assert split["gap_rows"] == 0 and split["no_time_rows"] == 0
+
+
+def test_a_gap_and_a_period_leave_the_rows_between_out_and_count_them(tmp_path):
+    source = bundled.materialize().parent
+    out = run(arrow_example_gen.Executor, source, tmp_path / "gap",
+              by_time=arrow_example_gen.TimeSplit(F.TIME_COLUMN, eval_days=365, gap_days=30))
+    train, evaluation = _times(out, "train"), _times(out, "eval")
+    split = json.loads((out / "ingest.json").read_text())[0]["split"]
+    assert split["eval_from"] - split["train_before"] == 30 * 86400
+    assert max(train) < split["train_before"] <= split["eval_from"] <= min(evaluation)
+    assert max(evaluation) - split["eval_from"] < 365 * 86400
+    assert len(train) + len(evaluation) + split["gap_rows"] == 15002 and split["gap_rows"] > 0
+
+
+def test_a_period_longer_than_the_data_is_refused_with_the_reason(tmp_path):
+    source = bundled.materialize().parent
+    with pytest.raises(Exception, match="no earlier rows to train on"):
+        run(arrow_example_gen.Executor, source, tmp_path / "too-long",
+            by_time=arrow_example_gen.TimeSplit(F.TIME_COLUMN, eval_days=4000))

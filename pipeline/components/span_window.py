@@ -13,9 +13,11 @@ given several input artifacts, so several spans cannot be handed to it as a list
 component gathers them instead: split `train_0` is the newest span's train split, `train_1`
 the one before, ..., and `eval` the newest span's eval split. Transform analyzes all train
 splits together and materializes each one; the Trainer reads them in age order, which is
-what recency weights need. Files are hard-linked where the filesystem allows (no copy).
-SOURCES_FILE names the span artifact behind each train split (SpanTransform's cache keys).
-A window with fewer spans than K so far gets empty splits for the missing ages.
+what recency weights need. The older spans' eval splits are left out: SpanTransform's cache
+holds a span's train split analysed, whatever its age in the window. Files are hard-linked
+where the filesystem allows (no copy). SOURCES_FILE names the span artifact behind each
+train split (SpanTransform's cache keys). A window with fewer spans than K so far gets
+empty splits for the missing ages.
 
 With `catalog` (Vertex, where spans cannot be resolved across runs from the metadata store),
 SpanExamples records its output in the span catalog and SpanWindow takes the older spans
@@ -64,6 +66,15 @@ def _gather(source_uri: str, split: str, dest_dir: str, prefix: str) -> int:
     return len(files)
 
 
+SPLIT_PROPERTY = "split"  # how ExampleGen cut train and eval (ArrowExampleGen's JSON)
+
+
+def _copy_split(source, dest) -> None:
+    if source.has_custom_property(SPLIT_PROPERTY):
+        dest.set_string_custom_property(
+            SPLIT_PROPERTY, source.get_string_custom_property(SPLIT_PROPERTY))
+
+
 def _span(artifact) -> int:
     if artifact.has_custom_property("span"):
         return int(artifact.get_int_custom_property("span"))
@@ -80,6 +91,7 @@ def SpanExamples(
     spanned.span = _span(examples)
     if examples.has_custom_property("version"):
         spanned.version = int(examples.get_int_custom_property("version"))
+    _copy_split(examples, spanned)
     examples_utils.set_payload_format(spanned, examples_utils.get_payload_format(examples))
     examples_utils.set_file_format(spanned, examples_utils.get_file_format(examples))
     for split in artifact_utils.decode_split_names(examples.split_names):
@@ -118,6 +130,7 @@ def SpanWindow(
             f"span-{newest.span}")
     window.set_string_custom_property(
         "spans", json.dumps([int(a.span or 0) for a in newest_first]))
+    _copy_split(newest, window)
     # Which span artifact each split holds: SpanTransform keys its analyzer cache by it.
     sources = {split: {"span": int(a.span or 0), "uri": a.uri}
                for split, a in zip(splits, newest_first, strict=False)}

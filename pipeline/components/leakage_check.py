@@ -1,0 +1,307 @@
+"""LeakageCheck: what would make the evaluation flatter the model, found before it trains.
+
+It reads the rows the model will train and be judged on (SpanWindow's train splits and eval
+split) and records in `leakage.json`, for AnomalyGate to act on and the report to show:
+
+- **overlap** (the gate stops the run): with a split by time, a training row at or after
+  the first eval row; with a split by group, a value of the partition feature on both sides.
+  A model judged on rows from the period (or the customers) it learned from is judged on
+  the past, not on what it will meet.
+- **duplicates** (flagged): eval rows whose model features and label are exactly those of a
+  training row, counted and shown: the model is judged on rows it has seen.
+- **a single feature that predicts the label almost alone** (flagged): its AUC on the eval
+  split, fitted on the training rows (the value itself, and its label rate per category or
+  per quantile bin), above `max_single_auc`: a column filled in after the outcome.
+- **features absent when serving** (flagged): a model feature outside the schema's SERVING
+  environment, or one that the served rows in the request log lack much more often than
+  the training rows: available in training, not when it matters.
+"""
+
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils, standard_artifacts
+
+from models import features as F
+from reporting.artifacts import LEAKAGE_FILE, utc
+
+log = logging.getLogger(__name__)
+
+EVAL = "eval"
+EXAMPLES = 5  # rows shown per finding
+MIN_SERVED_ROWS = 100  # fewer served rows tell nothing about how often a value is absent
+SERVED_ABSENCE_GAP = 0.2  # served absent share above the training one by more: flagged
+BATCH = 8192
+
+
+def frames(uri: str, split: str) -> Iterator[pd.DataFrame]:
+    """The rows of one split, a batch at a time, one column per feature (None: no value)."""
+    import tensorflow as tf
+    from tfx_bsl.coders import example_coder
+
+    files = sorted(fileio.glob(os.path.join(uri, f"Split-{split}", "*")))
+    if not files:
+        return
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    data = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
+    for records in data.as_numpy_iterator():
+        batch = decoder.DecodeBatch(list(records))
+        yield pd.DataFrame({name: _first_values(column)
+                            for name, column in zip(batch.schema.names, batch.columns,
+                                                    strict=True)})
+
+
+def _first_values(column) -> np.ndarray:
+    """Each row's first value of a list column, None where the row has none."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):
+        return np.full(len(column), None, dtype=object)  # no row of the batch has a value
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    out = np.full(len(lengths), None, dtype=object)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    has = lengths > 0
+    out[has] = values[starts[has]]
+    return out  # strings stay bytes: hashed and compared as they are, decoded only to show
+
+
+def labels(frame: pd.DataFrame) -> np.ndarray:
+    """preprocessing_fn's label, from the raw tip and fare (absent: 0), in float32 as it
+    computes it (a tip of exactly 20% is not a big tip there either)."""
+    tips = pd.to_numeric(frame.get(F.LABEL_SOURCE), errors="coerce").fillna(0)
+    fare = pd.to_numeric(frame.get(F.FARE), errors="coerce").fillna(0)
+    fraction = np.float32(F.TIP_FRACTION)
+    return (tips.to_numpy(np.float32) > fraction * fare.to_numpy(np.float32)).astype(int)
+
+
+def fingerprints(frame: pd.DataFrame) -> np.ndarray:
+    """One number per row of its model features and label source: equal rows, equal numbers."""
+    columns = [c for c in (*F.BY_NAME, F.LABEL_SOURCE) if c in frame]
+    return pd.util.hash_pandas_object(frame[columns].astype(str), index=False).to_numpy()
+
+
+class Side:
+    """What is kept of one side (train or eval) while its batches go by."""
+
+    def __init__(self, sample_rows: int, seed: int):
+        self.rows = 0
+        self.time: list[float] = []
+        self.groups: set = set()
+        self.prints: list[np.ndarray] = []
+        self.sample = pd.DataFrame()
+        self.sample_rows = sample_rows
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, frame: pd.DataFrame, time_column: str, group: str, keep_prints: bool) -> None:
+        self.rows += len(frame)
+        if time_column in frame:
+            seconds = pd.to_numeric(frame[time_column], errors="coerce").dropna()
+            if len(seconds):
+                self.time = [int(min([seconds.min(), *self.time[:1]])),
+                             int(max([seconds.max(), *self.time[1:]]))]
+        if group and group in frame:
+            self.groups.update(frame[group].dropna().tolist())
+        if keep_prints:
+            self.prints.append(fingerprints(frame))
+        # A uniform sample of every row so far: the rows with the smallest random keys.
+        keyed = frame.assign(_key=self.rng.random(len(frame)))
+        kept = pd.concat([self.sample, keyed], ignore_index=True) if len(self.sample) else keyed
+        self.sample = kept.nsmallest(self.sample_rows, "_key") if len(kept) > self.sample_rows \
+            else kept
+
+    def frame(self) -> pd.DataFrame:
+        return self.sample.drop(columns="_key") if len(self.sample) else pd.DataFrame()
+
+
+def single_feature_auc(train: pd.DataFrame, evaluation: pd.DataFrame) -> dict[str, float]:
+    """Each column's AUC on eval as the only predictor, fitted on train: the value itself
+    (either direction) and its label rate per category or per quantile bin, the best of
+    them."""
+    from sklearn.metrics import roc_auc_score
+
+    y_train, y_eval = labels(train), labels(evaluation)
+    if len(set(y_eval)) < 2 or len(set(y_train)) < 2:
+        return {}
+    prior, found = y_train.mean(), {}
+    for name in evaluation.columns:
+        if name == F.LABEL_SOURCE or name not in train:
+            continue
+        x_train, x_eval = train[name], evaluation[name]
+        numbers_train = pd.to_numeric(x_train, errors="coerce")
+        numbers_eval = pd.to_numeric(x_eval, errors="coerce")
+        scores = []
+        if numbers_eval.notna().mean() > 0.5 and numbers_train.notna().any():
+            filled = numbers_eval.fillna(numbers_train.median()).to_numpy(float)
+            if np.unique(filled).size > 1:
+                auc = roc_auc_score(y_eval, filled)
+                scores.append(max(auc, 1 - auc))
+            edges = np.unique(np.nanquantile(numbers_train.to_numpy(float),
+                                             np.linspace(0, 1, 21)))
+            keys_train = np.digitize(numbers_train.fillna(np.inf), edges).astype(str)
+            keys_eval = np.digitize(numbers_eval.fillna(np.inf), edges).astype(str)
+        else:
+            keys_train = x_train.fillna("").astype(str).to_numpy()
+            keys_eval = x_eval.fillna("").astype(str).to_numpy()
+        rates = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
+            ["sum", "count"])
+        smoothed = (rates["sum"] + 20 * prior) / (rates["count"] + 20)  # a category's rate
+        encoded = pd.Series(keys_eval).map(smoothed).fillna(prior).to_numpy(float)
+        if np.unique(encoded).size > 1:
+            scores.append(roc_auc_score(y_eval, encoded))
+        if scores:
+            found[name] = round(float(max(scores)), 4)
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+def served_absence(request_log: str, train: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Per model feature, the share of served rows without it against the training rows'."""
+    from serving import request_log as requests
+
+    if not request_log or not os.path.isfile(request_log):
+        return {}
+    rows = [requests.features(line.record) for line in requests.read(request_log)
+            if line.record is not None]
+    rows = [r for r in rows if r is not None]
+    if len(rows) < MIN_SERVED_ROWS:
+        return {}
+    served = pd.DataFrame(rows)
+    out = {}
+    for feature in F.FEATURES:
+        values = served.get(feature.name, pd.Series([None] * len(served)))
+        absent = values.isna() | values.astype(str).isin(["", "nan", "NaN", "None"])
+        trained = train[feature.name].isna().mean() if feature.name in train else 0.0
+        out[feature.name] = {"served": round(float(absent.mean()), 4),
+                             "training": round(float(trained), 4), "rows": len(served)}
+    return out
+
+
+def outside_serving(schema_uri: str) -> list[str]:
+    """Model features the schema says a serving request does not carry."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+
+    schema = io_utils.parse_pbtxt_file(os.path.join(schema_uri, "schema.pbtxt"),
+                                       schema_pb2.Schema())
+    absent = {f.name for f in schema.feature if "SERVING" in f.not_in_environment}
+    return sorted(set(F.BY_NAME) & absent)
+
+
+def check(uri: str, split_names: list[str], split: dict[str, Any], schema_uri: str = "",
+          request_log: str = "", max_single_auc: float = 0.99,
+          sample_rows: int = 50_000) -> dict[str, Any]:
+    """Every check on the window at `uri`; returns what leakage.json records."""
+    time_column = split.get("column", F.TIME_COLUMN)
+    group = split.get("feature", "") if split.get("by") == "group" else ""
+    evaluation, train = Side(sample_rows, 0), Side(sample_rows, 1)
+    for frame in frames(uri, EVAL):
+        evaluation.add(frame, time_column, group, keep_prints=True)
+    eval_prints = np.concatenate(evaluation.prints) if evaluation.prints else np.array([])
+    shared_groups: set = set()
+    duplicates, duplicate_rows = 0, []
+    for name in (s for s in split_names if s != EVAL):
+        for frame in frames(uri, name):
+            train.add(frame, time_column, group, keep_prints=False)
+            seen = np.isin(fingerprints(frame), eval_prints)
+            duplicates += int(seen.sum())
+            duplicate_rows += frame[seen].head(EXAMPLES - len(duplicate_rows)).to_dict("records")
+            if group:
+                shared_groups.update(set(frame[group].dropna()) & evaluation.groups)
+    result: dict[str, Any] = {"split": split, "rows": {"train": train.rows,
+                                                       "eval": evaluation.rows},
+                              "stops": [], "flags": [],
+                              "time": {"column": time_column, "train": train.time,
+                                       "eval": evaluation.time}}
+    _overlaps(result, split, train, evaluation, group, shared_groups)
+    if duplicates:
+        result["flags"].append(
+            f"{duplicates:,} training row(s) have exactly the model features and label of an "
+            f"eval row: the model is judged on rows it has seen (e.g. "
+            f"{_brief(duplicate_rows[0])})")
+    result["duplicates"] = {"count": duplicates, "examples": _jsonable(duplicate_rows)}
+    aucs = single_feature_auc(train.frame(), evaluation.frame())
+    result["single_feature_auc"] = aucs
+    for name, auc in aucs.items():
+        if auc > max_single_auc:
+            result["flags"].append(
+                f"feature '{name}' alone predicts the label with AUC {auc:.4f} on the eval "
+                f"split (> {max_single_auc}): likely leakage, a value known only once the "
+                "outcome is; check how the column is filled")
+    for name in outside_serving(schema_uri) if schema_uri else []:
+        result["flags"].append(f"model feature '{name}' is not in the schema's SERVING "
+                               "environment: available in training, absent when serving")
+    absence = served_absence(request_log, train.frame())
+    result["served_absence"] = absence
+    for name, shares in absence.items():
+        if shares["served"] - shares["training"] > SERVED_ABSENCE_GAP:
+            result["flags"].append(
+                f"feature '{name}' is absent from {shares['served']:.0%} of {shares['rows']:,} "
+                f"served rows but {shares['training']:.0%} of training rows: the model "
+                "learned from a value serving rarely has")
+    return result
+
+
+def _overlaps(result: dict, split: dict, train: Side, evaluation: Side, group: str,
+              shared: set) -> None:
+    if split.get("by") == "time" and train.time and evaluation.time \
+            and train.time[1] >= evaluation.time[0]:
+        result["stops"].append(
+            f"train and eval overlap in time: the newest training row is "
+            f"{utc(int(train.time[1]))}, the oldest eval row {utc(int(evaluation.time[0]))} "
+            f"('{result['time']['column']}'): the evaluation would judge the model on the "
+            "period it learned from (spans out of order, or a span that repeats rows?)")
+    if group:
+        result["groups"] = {"feature": group, "eval_values": len(evaluation.groups),
+                            "shared": len(shared),
+                            "examples": sorted(str(_plain(v)) for v in shared)[:EXAMPLES]}
+        if shared:
+            result["stops"].append(
+                f"{len(shared):,} value(s) of the partition feature '{group}' are in both "
+                f"train and eval (e.g. {', '.join(result['groups']['examples'])}): the split "
+                "must keep each group on one side")
+
+
+def _brief(row: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in list(_jsonable([row])[0].items())[:6]
+                     if v is not None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value.item() if hasattr(value, "item") else value
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    return [{k: _plain(v) for k, v in r.items()} for r in rows]
+
+
+@component
+def LeakageCheck(
+    window: InputArtifact[standard_artifacts.Examples],
+    schema: InputArtifact[standard_artifacts.Schema],
+    leakage: OutputArtifact[standard_artifacts.ExampleAnomalies],
+    request_log: Parameter[str] = "",
+    max_single_auc: Parameter[float] = 0.99,
+) -> None:
+    split = json.loads(window.get_string_custom_property("split") or "{}") \
+        if window.has_custom_property("split") else {}
+    result = check(window.uri, artifact_utils.decode_split_names(window.split_names), split,
+                   schema.uri, request_log, max_single_auc)
+    leakage.split_names = window.split_names
+    with fileio.open(os.path.join(leakage.uri, LEAKAGE_FILE), "w") as f:
+        json.dump(result, f, indent=1, default=str)
+    for line in result["flags"]:
+        log.warning("leakage: %s", line)
+    leakage.set_int_custom_property("stops", len(result["stops"]))
+    leakage.set_int_custom_property("flags", len(result["flags"]))

@@ -1,0 +1,150 @@
+"""Out-of-time evaluation and the leakage guards, on simulated data with planted problems,
+through the real ExampleGen executor, LeakageCheck and AnomalyGate, and a real Transform and
+model: a planted leak is named, an overlap in time or in groups stops the gate, and a group
+effect that a random split lets the model memorise is not counted by a split by group."""
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tfx.proto import example_gen_pb2
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs as keys
+from tfx.utils import proto_utils
+
+from data import simulator
+from models import features as F
+from models.sample_transform import raw_rows_auc, train_and_export, write_transform
+from pipeline.components import arrow_example_gen as A
+from pipeline.components import leakage_check as L
+from pipeline.components.anomaly_gate import AnomalyGate, DataValidationError
+from reporting.artifacts import LEAKAGE_FILE
+from settings.layout import SCHEMA_DIR, SCHEMA_FILE
+
+ROWS = 3000
+
+
+def example_gen(data: Path, out: Path, by_time: A.TimeSplit | None = None,
+                partition: str = "") -> dict:
+    """The real ArrowExampleGen executor on `data`; returns the split it recorded."""
+    split = example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=3),
+        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)],
+        partition_feature_name=partition)
+    examples = standard_artifacts.Examples()
+    examples.uri = str(out)
+    component = A.ArrowExampleGen(input_base=str(data), schema_file=str(SCHEMA_FILE),
+                                  by_time=by_time)
+    A.Executor().Do({}, {keys.EXAMPLES_KEY: [examples]}, {
+        keys.INPUT_BASE_KEY: str(data),
+        keys.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name="single_split", pattern="*")])),
+        keys.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Output(
+            split_config=split)),
+        keys.CUSTOM_CONFIG_KEY: component.exec_properties[keys.CUSTOM_CONFIG_KEY]})
+    return json.loads(examples.get_string_custom_property("split"))
+
+
+def simulated(tmp_path: Path, *changes: str, rows: int = ROWS) -> Path:
+    simulator.write_span(tmp_path / "spans", 1, rows, seed=3,
+                         changes=[simulator.parse_change(c) for c in changes])
+    return tmp_path / "spans" / "span-1"
+
+
+def gate(tmp_path: Path, examples: Path, split: dict) -> dict:
+    """LeakageCheck's findings on `examples`, then AnomalyGate's verdict on them (with the
+    validator's anomalies empty): returns the findings; the gate raises on a stop."""
+    result = L.check(str(examples), ["train", "eval"], split, str(SCHEMA_DIR))
+    leakage = standard_artifacts.ExampleAnomalies()
+    leakage.uri = str(tmp_path / "leakage")
+    Path(leakage.uri).mkdir(exist_ok=True)
+    (Path(leakage.uri) / LEAKAGE_FILE).write_text(json.dumps(result))
+    anomalies = standard_artifacts.ExampleAnomalies()
+    anomalies.uri = str(tmp_path / "anomalies")
+    anomalies.split_names = '["train", "eval"]'
+    for name in ("train", "eval"):
+        (Path(anomalies.uri) / f"Split-{name}").mkdir(parents=True, exist_ok=True)
+        (Path(anomalies.uri) / f"Split-{name}" / "SchemaDiff.pb").write_bytes(b"")
+    AnomalyGate.EXECUTOR_SPEC.executor_class._FUNCTION(anomalies=anomalies, leakage=leakage)
+    return result
+
+
+def test_a_planted_leak_is_named_and_the_honest_columns_are_not(tmp_path, caplog):
+    split = example_gen(simulated(tmp_path, "leak=company:1.0"), tmp_path / "out",
+                        by_time=A.TimeSplit(F.TIME_COLUMN))
+    with caplog.at_level(logging.WARNING):
+        found = gate(tmp_path, tmp_path / "out", split)
+    assert found["single_feature_auc"]["company"] > 0.99
+    flagged = [f for f in found["flags"] if "alone predicts the label" in f]
+    assert len(flagged) == 1 and "feature 'company'" in flagged[0]
+    assert "feature 'company' alone predicts the label" in caplog.text  # the gate says it
+    assert found["stops"] == [] and max(v for k, v in found["single_feature_auc"].items()
+                                        if k != "company") < 0.95
+
+
+def test_rows_from_before_the_eval_period_in_train_stop_the_gate(tmp_path):
+    """A training file with rows as new as the eval split (a span re-exported out of order)."""
+    split = example_gen(simulated(tmp_path), tmp_path / "out", by_time=A.TimeSplit(F.TIME_COLUMN))
+    newest = sorted((tmp_path / "out" / "Split-eval").iterdir())[0]
+    shutil.copy(newest, tmp_path / "out" / "Split-train" / "late-rows.gz")
+    with pytest.raises(DataValidationError, match="train and eval overlap in time"):
+        gate(tmp_path, tmp_path / "out", split)
+    found = json.loads((tmp_path / "leakage" / LEAKAGE_FILE).read_text())
+    assert found["duplicates"]["count"] > 0  # the copied rows are also seen twice
+    assert found["time"]["train"][1] >= found["time"]["eval"][0]
+
+
+def test_a_split_by_group_keeps_every_group_on_one_side_and_the_gate_checks_it(tmp_path):
+    data = simulated(tmp_path, "group_effect=60:1.0")
+    split = example_gen(data, tmp_path / "out", partition="company")
+    found = gate(tmp_path, tmp_path / "out", split)
+    assert split["by"] == "group" and found["groups"]["shared"] == 0
+    assert 5 < found["groups"]["eval_values"] < 55
+    # One eval file among the training files: its companies are now on both sides.
+    eval_file = sorted((tmp_path / "out" / "Split-eval").iterdir())[0]
+    shutil.copy(eval_file, tmp_path / "out" / "Split-train" / "moved.gz")
+    with pytest.raises(DataValidationError, match="partition feature 'company' are in both"):
+        gate(tmp_path, tmp_path / "out", split)
+
+
+def _rows(examples: Path, split: str) -> list[dict]:
+    """A split's raw rows as csv.DictReader gives them (strings, '' for absent)."""
+    out = []
+    for record in tf.data.TFRecordDataset(sorted(map(str, (examples / f"Split-{split}")
+                                                     .iterdir())), compression_type="GZIP"):
+        example = tf.train.Example.FromString(record.numpy())
+        row = {}
+        for name, feature in example.features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = list(getattr(feature, kind).value) if kind else []
+            value = values[0] if values else ""
+            row[name] = value.decode() if isinstance(value, bytes) else str(value)
+        out.append(row)
+    return out
+
+
+def _auc_after_training(tmp_path: Path, examples: Path, name: str) -> float:
+    from models.sample_transform import instance
+
+    root = write_transform(tmp_path / name, [instance(r) for r in _rows(examples, "train")])
+    model = train_and_export(root, tmp_path / name / "model", steps=400, seed=1, batch_size=64)
+    return raw_rows_auc(model, _rows(examples, "eval"))
+
+
+def test_a_group_effect_is_memorised_by_a_random_split_and_not_counted_by_a_group_split(
+        tmp_path):
+    """Each of 40 companies tips at its own rate, and that is all the signal: a random split
+    lets the model learn each company's rate and scores it on the same companies; a split by
+    company scores it on companies it never saw, where it can only guess, as it will for a
+    new company in production."""
+    data = simulated(tmp_path, "group_effect=40:1.0", rows=4000)
+    example_gen(data, tmp_path / "random")
+    example_gen(data, tmp_path / "grouped", partition="company")
+    random_auc = _auc_after_training(tmp_path, tmp_path / "random", "random-model")
+    grouped_auc = _auc_after_training(tmp_path, tmp_path / "grouped", "grouped-model")
+    assert random_auc > 0.65, random_auc
+    assert abs(grouped_auc - 0.5) < 0.08, grouped_auc  # new companies: nothing to go on
+    assert random_auc - grouped_auc > 0.1

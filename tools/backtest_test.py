@@ -1,0 +1,47 @@
+"""The backtest command on a sample of the bundled data: per-origin, mean and worst AUC beside
+the gradient-boosted trees, its files, and the run report's section built from them."""
+
+import json
+import re
+
+from data import bundled
+from reporting import report, runs
+from tools import backtest
+
+
+def test_the_command_prints_every_origin_mean_and_worst_beside_the_trees(
+        tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    bundled.write_sample(bundled.materialize(), data, 3000, seed=5)
+    monkeypatch.setenv("TAXI_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    code = backtest.main(["--data-root", str(data), "--origins", "2", "--steps", "60",
+                          "--min-rows", "300"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result = json.loads((tmp_path / "outputs" / "backtest" / "backtest.json").read_text())
+    assert [o["period"] for o in result["origins"]] == ["2015", "2016"]
+    first, last = result["origins"]
+    assert first["train_rows"] < last["train_rows"]  # each origin trains on all before it
+    assert first["later_periods_auc"].keys() == {"2016"} and last["later_periods_auc"] == {}
+    for origin in result["origins"]:
+        assert 0.6 < origin["auc"] <= 1.0 and 0.6 < origin["reference_auc"] <= 1.0
+        assert f"{origin['period']:<10}" in out and f"{origin['auc']:>7.4f}" in out
+    assert result["worst_auc"] == min(o["auc"] for o in result["origins"])
+    for line in ("mean", "worst"):
+        model, trees = result[f"{line}_auc"], result[f"{line}_reference_auc"]
+        assert re.search(rf"^{line}\s+{model:.4f}\s+{trees:.4f}$", out, re.M), out
+    # The run report shows the newest backtest, with its plot.
+    pipeline_root = tmp_path / "outputs" / "pipelines" / "taxi-big-tipper"
+    assert json.loads(report.backtest_path(str(pipeline_root)).read_text()) == result
+    page = report.build(runs.RunSummary("taxi-big-tipper", "run-1", []), backtest={
+        **result, "command": "python -m tools.backtest", "when": "today"})
+    assert "Backtest: how the model does on periods it has not seen" in page
+    assert "worst" in page and "data:image/png;base64," in page
+
+
+def test_too_little_history_is_refused_with_what_to_change(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    bundled.write_sample(bundled.materialize(), data, 200, seed=5)
+    monkeypatch.setenv("TAXI_OUTPUT_ROOT", str(tmp_path / "outputs"))
+    assert backtest.main(["--data-root", str(data)]) == 2
+    assert "try a shorter --period or lower --min-rows" in capsys.readouterr().err
