@@ -23,7 +23,9 @@ to a reproducible subset. Each change is what happens to real taxi data:
         --change fare_inflation=1.5 --change payment_shift=Cash:0.3
 
 writes data/spans/span-5/data.csv (ExampleGen's `span-{SPAN}/*` layout) and records the
-span, its row count, seed and changes in data/spans/spans.json.
+span, its row count, seed and changes in data/spans/spans.json. Span N's trips are moved N x
+208 weeks later (weekday and hour kept), so each span comes after the one before, as real
+spans do: the out-of-time split and its leakage check see time run forward.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data import bundled
-from models.features import BY_NAME, LABEL_SOURCE, raw_label
+from models.features import BY_NAME, LABEL_SOURCE, TIME_COLUMN, raw_label
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, str]
 TRIP_ID = "trip_id"  # key column of unlabelled spans
+SPAN_SECONDS = 208 * 7 * 86400  # how much later each span's trips are than the one before
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ def parse_change(text: str) -> Change:
 
 
 def draw(source_rows: list[Row], rows: int, seed: int,
-         changes: list[Change] = ()) -> Iterator[Row]:
-    """`rows` rows drawn with replacement, each change applied with its own probability."""
+         changes: list[Change] = (), shift_seconds: int = 0) -> Iterator[Row]:
+    """`rows` rows drawn with replacement, each change applied with its own probability,
+    their trip times moved `shift_seconds` later."""
     # Separate streams: the same seed draws the same trips whatever the changes.
     rng, change_rng = random.Random(seed), random.Random(f"{seed}-changes")
     header = set(source_rows[0]) if source_rows else set()
@@ -144,6 +148,8 @@ def draw(source_rows: list[Row], rows: int, seed: int,
                              f"{sorted(header)}")
     for _ in range(rows):
         row = dict(rng.choice(source_rows))
+        if shift_seconds and row.get(TIME_COLUMN):
+            row[TIME_COLUMN] = str(int(float(row[TIME_COLUMN])) + shift_seconds)
         for change in changes:
             every_row, _, apply = CHANGES[change.kind]
             if every_row:
@@ -173,7 +179,8 @@ def write_span(out_dir: Path, span: int, rows: int, seed: int = 0,
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
-        for i, row in enumerate(draw(source_rows, rows, seed, changes), start=1):
+        for i, row in enumerate(draw(source_rows, rows, seed, changes, span * SPAN_SECONDS),
+                                start=1):
             if unlabelled:
                 row = {TRIP_ID: f"{span}-{i}", **row}
                 del row[LABEL_SOURCE]

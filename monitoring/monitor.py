@@ -59,11 +59,12 @@ class Served:
     times: list[float | None] = field(default_factory=list)  # the server's `time` (epoch s)
     versions: dict[int, int] = field(default_factory=dict)  # version -> rows
     skipped: list[str] = field(default_factory=list)  # why lines were not usable
+    paused: int = 0  # rows answered by a fallback while serving was paused: left out
 
     def subset(self, indices: list[int]) -> Served:
         return Served([self.rows[i] for i in indices], [self.predictions[i] for i in indices],
                       [self.keys[i] for i in indices], [self.times[i] for i in indices],
-                      dict(self.versions), list(self.skipped))
+                      dict(self.versions), list(self.skipped), self.paused)
 
 
 def _text(value: Any) -> str:
@@ -94,6 +95,9 @@ def read_log(path: Path, key: str | None = None) -> Served:
             why = line.problem or "not an object of features"
             served.skipped.append(f"line {line.number}: {why}")
             continue
+        if record.get("paused"):  # not the model's answers, not the traffic it meets
+            served.paused += 1
+            continue
         served.rows.append({f.name: _text(features.get(f.name)) for f in F.SERVING_FEATURES})
         served.predictions.append(_prediction(record.get("prediction")))
         served.keys.append(None if key is None else
@@ -104,7 +108,8 @@ def read_log(path: Path, key: str | None = None) -> Served:
         if isinstance(record.get("version"), int):
             served.versions[record["version"]] = served.versions.get(record["version"], 0) + 1
     if not served.rows:
-        raise MonitorError(f"{path} holds no usable rows ({len(served.skipped)} unusable lines)")
+        raise MonitorError(f"{path} holds no usable rows ({len(served.skipped)} unusable lines, "
+                           f"{served.paused} answered while serving was paused)")
     return served
 
 
@@ -167,8 +172,7 @@ def reference_for(metadata_path: str, pipeline_name: str, version: int | None) -
     from reporting import runs
 
     store = runs.connect(metadata_path)
-    runs = runs.pipeline_runs(store, pipeline_name)
-    for run in reversed(runs):
+    for run in reversed(runs.pipeline_runs(store, pipeline_name)):
         summary = runs.summarize(metadata_path, pipeline_name, run.name)
         if not summary.pushed:
             continue
@@ -285,7 +289,8 @@ def write_report(path: Path, title: str, findings: list[str], batches: list[Batc
     verdict += "".join(p(f"watch: {w}") for w in watch)
     sections = [("Verdict", verdict),
                 ("Served rows", p(f"{len(served.rows)} rows; by model version: "
-                                  f"{served.versions or 'not recorded'}; unusable lines: "
+                                  f"{served.versions or 'not recorded'}; answered while serving "
+                                  f"was paused (left out): {served.paused}; unusable lines: "
                                   f"{len(served.skipped)}") +
                  "".join(p(s) for s in served.skipped[:5]))]
     if window:

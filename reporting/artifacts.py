@@ -81,6 +81,8 @@ def utc(seconds: int) -> str:
 
 def describe_split(split: dict[str, Any]) -> str:
     """One line: how train and eval were cut."""
+    if split.get("by") == "time" and split.get("eval_from") is None:
+        return f"by time: no row has a time in '{split['column']}' to cut at"
     if split.get("by") == "time":
         line = (f"by time: eval is the rows of '{split['column']}' from "
                 f"{utc(split['eval_from'])} on")

@@ -24,7 +24,7 @@ def describe_edge_model(edge: dict[str, Any]) -> str:
 
 def evaluated_on(split: dict[str, Any]) -> str:
     """What the eval split is, in the words the summary and the report use."""
-    if split.get("by") == "time" and "eval_from" in split:
+    if split.get("by") == "time" and split.get("eval_from") is not None:
         return (f"out of time: the trips from {utc(split['eval_from'])} on, newer than every "
                 "training row")
     if split.get("by") == "group":

@@ -38,6 +38,7 @@ from serving.model_config import RolloutError, _atomic_write
 STATE_FILE = "bandit.json"
 LEDGER_FILE = "bandit_requests.jsonl"
 UNMATCHED_FILE = "bandit_unmatched.jsonl"
+HELD_FILE = "bandit_held.jsonl"  # labels that came while serving was paused
 LOCK_FILE = ".bandit.lock"
 REWARDS = {
     "likelihood": lambda p, y: p if y else 1.0 - p,
@@ -137,10 +138,13 @@ class FeedbackResult:
     accepted: int = 0
     unknown: list[str] = dataclasses.field(default_factory=list)  # kept in the unmatched file
     duplicates: int = 0
+    held: int = 0  # serving is paused: kept, applied at resume
+    contaminated: int = 0  # the request was served inside a contamination mark: not learned
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "unknown_keys": self.unknown[:100],
-                "unknown": len(self.unknown), "duplicates": self.duplicates}
+                "unknown": len(self.unknown), "duplicates": self.duplicates,
+                "held": self.held, "contaminated": self.contaminated}
 
 
 class BanditStore:
@@ -196,7 +200,9 @@ class BanditStore:
             bandit.arm(version).requests += rows
             if keys_and_probabilities:
                 with open(self.dir / LEDGER_FILE, "a", encoding="utf-8") as f:
-                    f.writelines(json.dumps({"key": k, "version": version, "p": p}) + "\n"
+                    now = time.time()
+                    f.writelines(json.dumps({"key": k, "version": version, "p": p,
+                                             "time": now}) + "\n"
                                  for k, p in keys_and_probabilities)
             self.save(bandit)
 
@@ -213,15 +219,26 @@ class BanditStore:
                         found[record["key"]] = record
         return found
 
-    def feedback(self, labels: list[tuple[str, int]]) -> tuple[FeedbackResult, Bandit]:
-        """Applies (key, label) pairs: all of them or, on a bad one, none (checked first)."""
+    def feedback(self, labels: list[tuple[str, int]], paused: bool = False,
+                 marks: Collection = ()) -> tuple[FeedbackResult, Bandit]:
+        """Applies (key, label) pairs: all of them or, on a bad one, none (checked first).
+        While serving is `paused` the labels are held (applied by `release_held`); a label
+        of a request served inside one of `marks` (control/marks.py, time only) is not
+        learned from."""
         with self.locked():
             bandit = self.load()
             if bandit is None:
                 raise RolloutError("no bandit is running: start one with "
                                    "`python -m serving.rollout bandit --versions A B`")
+            result = FeedbackResult()
+            if paused:
+                with open(self.dir / HELD_FILE, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps({"time": time.time(), "key": k, "label": y}) + "\n"
+                                 for k, y in labels)
+                result.held = len(labels)
+                return result, bandit
             ledger = self._ledger()
-            result, applied, unmatched = FeedbackResult(), [], []
+            applied, unmatched = [], []
             for key, label in labels:
                 record = ledger.get(key)
                 if record is None:
@@ -229,6 +246,10 @@ class BanditStore:
                     unmatched.append({"time": time.time(), "key": key, "label": label})
                 elif record.get("labelled"):
                     result.duplicates += 1
+                elif _contaminated(record, marks):
+                    record["labelled"] = True
+                    applied.append({"key": key, "label": label, "contaminated": True})
+                    result.contaminated += 1
                 else:
                     record["labelled"] = True
                     arm = bandit.arm(record["version"])
@@ -246,6 +267,27 @@ class BanditStore:
             bandit.update_weights(seed=sum(a.labels for a in bandit.arms))
             self.save(bandit)
         return result, bandit
+
+    def release_held(self, marks: Collection = ()) -> FeedbackResult:
+        """At resume: the labels held while paused, applied now (the file is kept, renamed)."""
+        path = self.dir / HELD_FILE
+        if not path.is_file():
+            return FeedbackResult()
+        held = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+        path.rename(self.dir / f"bandit_held-{int(time.time())}.jsonl")
+        if not held or self.load() is None:
+            return FeedbackResult()
+        result, _ = self.feedback([(r["key"], int(r["label"])) for r in held], marks=marks)
+        return result
+
+
+def _contaminated(record: dict, marks: Collection) -> bool:
+    """Whether a ledger record's request was served inside a mark (marks with a `where`
+    filter name data columns the ledger does not hold: they apply to training data only)."""
+    served = record.get("time")
+    return served is not None and any(
+        not m.where and m.start <= served < m.end for m in marks)
 
 
 def parse_label(value: Any, where: str) -> int:
@@ -335,10 +377,11 @@ def keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, floa
     return [(f"{request_id}/{i}", float(v)) for i, v in enumerate(values)]
 
 
-def feedback_reply(store: BanditStore, body: Any) -> dict[str, Any]:
+def feedback_reply(store: BanditStore, body: Any, paused: bool = False,
+                   marks: Collection = ()) -> dict[str, Any]:
     """The `:feedback` endpoint's answer (what was applied, each arm's figures); raises
     RolloutError for a body that is refused whole."""
-    result, state = store.feedback(labels_from_json(body))
+    result, state = store.feedback(labels_from_json(body), paused=paused, marks=marks)
     return {**result.as_dict(), "arms": [
         {"version": a.version, "requests": a.requests, "labels": a.labels, "reward": a.mean,
          "p_best": state.p_best.get(a.version), "traffic": state.weights.get(a.version)}

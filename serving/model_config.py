@@ -37,10 +37,14 @@ class Rollout:
     canary_fraction: float = 0.0
     history: list[dict] = dataclasses.field(default_factory=list)  # every change, newest last
     bandit: list[int] = dataclasses.field(default_factory=list)  # arms of a running bandit
+    pause: dict = dataclasses.field(default_factory=dict)  # serving/pause.py, while paused
 
     @property
     def versions(self) -> list[int]:
-        return sorted({v for v in (self.stable, self.canary, *self.bandit) if v is not None})
+        """Every version that must stay loaded: labelled, bandit arms, a pause's fallback."""
+        fallback = self.pause.get("version") if self.pause else None
+        return sorted({v for v in (self.stable, self.canary, *self.bandit, fallback)
+                       if v is not None})
 
     def labels(self) -> dict[str, int]:
         found = {"stable": self.stable, "canary": self.canary}
@@ -52,8 +56,8 @@ def load_state(config_dir: str | Path) -> Rollout:
     if not path.is_file():
         return Rollout()
     data = json.loads(path.read_text())
-    return Rollout(**{f.name: data.get(f.name, f.default if f.default is not dataclasses.MISSING
-                                       else []) for f in dataclasses.fields(Rollout)})
+    return Rollout(**{f.name: data[f.name] for f in dataclasses.fields(Rollout)
+                      if f.name in data})
 
 
 def model_server_config(model_name: str, base_path: str,

@@ -175,6 +175,18 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
     return tensors, False
 
 
+def decode_raw_predict(body: Any, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]:
+    """A :predict body for the raw signature, checked by the contract, without a model: what
+    the constant fallback of a paused server answers (and logs)."""
+    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+        raise RequestError("request body must be a JSON object with exactly one of "
+                           "'instances' (row format) or 'inputs' (columnar format)")
+    if body.get("signature_name") not in (None, "", RAW_SIGNATURE):
+        raise RequestError(f"while serving is paused with a constant, only the "
+                           f"{RAW_SIGNATURE!r} signature is answered")
+    return _decode_raw(body, max_batch)
+
+
 def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]:
     """The raw signature's request, row or columnar, through the raw-row contract."""
     if "instances" in body:

@@ -4,7 +4,8 @@ written by the local server and read by the monitor and the hybrid-serving analy
 A record holds `time` (the server's clock, epoch seconds), `model`, `version`, `route`,
 `signature`, `features` (the raw row as the client sent it), `prediction`, and when the
 client sent X-Request-Id a `key` (`ID/i` for row i of a batch), the key labels join on
-later; with hybrid serving also `lookup_key` and `source` (table or model).
+later; with hybrid serving also `lookup_key` and `source` (table or model); while serving
+is paused, `paused` (the fallback that answered, and why: the monitor leaves these out).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ class RequestLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", buffering=1, encoding="utf-8")
 
-    def write(self, model: str, version: int, route: str, signature: str,
+    def write(self, model: str, version: int | None, route: str, signature: str,
               inputs: dict[str, Any], response: dict, request_id: str = "",
               lookup_keys: list[str | None] | None = None,
-              from_table: list[bool] | None = None) -> None:
+              from_table: list[bool] | None = None, paused: dict | None = None) -> None:
         """`inputs` are the batch's tensors by feature (anything with `.numpy()`)."""
         if self._file is None:
             return
@@ -56,6 +57,8 @@ class RequestLog:
                           "prediction": prediction}
                 if request_id:  # the client's X-Request-Id: the key labels join on later
                     record["key"] = request_id if count == 1 else f"{request_id}/{i}"
+                if paused:  # answered by a fallback while serving was paused
+                    record["paused"] = paused
                 if lookup_keys and lookup_keys[i] is not None:  # hybrid serving's key
                     record["lookup_key"] = lookup_keys[i]
                     record["source"] = "table" if from_table and from_table[i] else "model"

@@ -10,12 +10,18 @@
   python -m serving.rollout promote                    ...the bandit's winner becomes stable
   python -m serving.rollout vertex-split --endpoint E --arm 3=ID --arm 4=ID
                                                        the bandit's weights as E's traffic split
+  python -m serving.rollout pause --fallback previous --reason "flooded warehouse"
+                                                       stop the model (or: constant --constant P,
+                                                       or refuse); every path answers so
+  python -m serving.rollout resume --reason "stock counts fixed"
 
 Every version under the serving directory was pushed by the Pusher, which pushes only
 models the Evaluator blessed (and, with safe_to_serve on, that passed the serving check);
 `rollback` returns to the version that was stable before the current one, or to the newest
 pushed version older than it. TF Serving polls the written models.config
-(`--model_config_file_poll_wait_seconds`); the local server polls it too.
+(`--model_config_file_poll_wait_seconds`); the local server and the router poll it too. Every
+change is a record of the audit log (control/records.py), with who made it (`--by`, else
+TAXI_OPERATOR, else the login) and why (`--reason`); `status` shows the newest.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ import sys
 import time
 from pathlib import Path
 
+from control import marks, records
 from serving import bandit as B
 from serving import model_config, versions, vertex_split
+from serving import pause as pause_mod
 from serving.model_config import Rollout, RolloutError
 
 
@@ -34,8 +42,11 @@ class Rollouts:
     """The rollout state of one model: read, change, write models.config."""
 
     def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path,
-                 config_base_path: str | None = None):
+                 config_base_path: str | None = None, control_dir: str | None = None,
+                 who: str | None = None, reason: str = ""):
         self.model_name = model_name
+        self.control_dir = control_dir  # the audit log; None: not recorded (tests, tools)
+        self.who, self.reason = records.operator(who), reason
         self.base_path = str(base_path)
         self.config_dir = Path(config_dir)
         # Where TF Serving sees the versions, if not here (/models/NAME in its container).
@@ -64,9 +75,42 @@ class Rollouts:
     def _save(self, rollout: Rollout, action: str, **extra) -> Rollout:
         rollout.history.append({"time": time.time(), "action": action, "stable": rollout.stable,
                                 "canary": rollout.canary, "fraction": rollout.canary_fraction,
-                                **extra})
+                                "who": self.who, **extra})
         model_config.write(self.config_dir, self.model_name, self.config_base_path, rollout)
+        if self.control_dir:
+            records.append(self.control_dir, action.split()[0].rstrip(":"), self.reason, self.who,
+                           model=self.model_name, change=action)
         return rollout
+
+    def pause(self, fallback: str, version: int | None = None,
+              constant: float | None = None) -> Rollout:
+        """Every serving path answers with the fallback from its next poll on."""
+        rollout = self.state()
+        if rollout.pause:
+            raise RolloutError(f"serving is already paused ({rollout.pause['reason']}): "
+                               "`resume` first, then pause again to change the fallback")
+        pushed = versions.pushed_versions(self.base_path)
+        serving = rollout.stable if rollout.stable is not None else (pushed[-1] if pushed
+                                                                     else None)
+        try:
+            paused = pause_mod.make(self.reason, fallback, self.who, pushed, serving, version,
+                                    constant)
+        except pause_mod.PauseError as e:
+            raise RolloutError(str(e)) from None
+        rollout.pause = paused.to_dict()
+        what = f"version {paused.version}" if fallback == "previous" else \
+            f"{paused.constant:g}" if fallback == "constant" else "503"
+        return self._save(rollout, f"pause: {fallback} ({what}) answers")
+
+    def resume(self, marks: tuple = ()) -> tuple[Rollout, B.FeedbackResult]:
+        """The model answers again; labels held during the pause are applied."""
+        rollout = self.state()
+        if not rollout.pause:
+            raise RolloutError("serving is not paused")
+        since = rollout.pause["since"]
+        rollout.pause = {}
+        saved = self._save(rollout, f"resume after {(time.time() - since) / 60:.0f} min paused")
+        return saved, self.bandits.release_held(marks)
 
     def set_stable(self, version: int | None = None) -> Rollout:
         rollout = self.state()
@@ -164,10 +208,47 @@ class Rollouts:
         running = self.bandits.load() if rollout.bandit else None
         if running is not None:
             lines += B.describe(running)
-        for entry in rollout.history[-5:]:
-            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
-            lines.append(f"  {when}  {entry['action']}")
+        paused = pause_mod.from_dict(rollout.pause)
+        if paused:
+            since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(paused.since))
+            lines.insert(1, f"  PAUSED since {since} by {paused.who}: {paused.reason}; "
+                            f"answering: {paused.route()}")
+        log = records.read(self.control_dir) if self.control_dir else []
+        if log:
+            lines.append(f"  audit log ({self.control_dir}), newest last:")
+            lines += [f"    {r.line()}" for r in log[-8:]]
+        else:
+            for entry in rollout.history[-5:]:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["time"]))
+                lines.append(f"  {when}  {entry['action']}")
         return "\n".join(lines)
+
+
+def _pause(rollouts: Rollouts, args: argparse.Namespace) -> None:
+    if args.vertex_endpoint and (args.fallback != "previous" or not args.deployed_id):
+        raise RolloutError("a Vertex endpoint answers only with a deployed model: pause it with "
+                           "--fallback previous --deployed-id ID (the previous model's id)")
+    moved = vertex_split.take_all(args.vertex_endpoint, args.deployed_id) \
+        if args.vertex_endpoint else None
+    rollout = rollouts.pause(args.fallback, args.version, args.constant)
+    if moved is not None:
+        rollout.pause["vertex"] = {"endpoint": args.vertex_endpoint, "split": moved}
+        model_config.write(rollouts.config_dir, rollouts.model_name, rollouts.config_base_path,
+                           rollout)
+        print(f"{args.vertex_endpoint}: all traffic to {args.deployed_id} (was {moved})")
+
+
+def _resume(rollouts: Rollouts, args: argparse.Namespace) -> None:
+    vertex = rollouts.state().pause.get("vertex")
+    _, held = rollouts.resume(tuple(marks.active(rollouts.control_dir or "")))
+    if held.accepted or held.contaminated:
+        print(f"resume: {held.accepted} label(s) held during the pause applied"
+              + (f", {held.contaminated} from a contaminated period not learned"
+                 if held.contaminated else ""))
+    endpoint = args.vertex_endpoint or (vertex or {}).get("endpoint")
+    if endpoint and vertex:
+        vertex_split.restore(endpoint, vertex["split"])
+        print(f"{endpoint}: traffic split restored to {vertex['split']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +265,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-base-path", default=None,
                         help="base_path written into models.config, if TF Serving sees the "
                              "versions elsewhere (e.g. /models/NAME in its container, or gs://)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--control-dir", default=defaults.control_dir,
+                        help="the audit log every change is recorded in")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--by", default=None,
+                        help="who is acting, for the audit log (default $TAXI_OPERATOR, else "
+                             "the login and host)")
+    common.add_argument("--reason", default="", help="why, for the audit log (required by "
+                                                     "pause and resume)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    class _Commands:  # every command takes --by and --reason
+        @staticmethod
+        def add_parser(name: str, **kwargs):
+            return subparsers.add_parser(name, parents=[common], **kwargs)
+
+    commands = _Commands()
     commands.add_parser("status", help="pushed versions, labels and recent changes")
     stable = commands.add_parser("stable", help="serve a version as stable")
     stable.add_argument("version", type=int, nargs="?", help="default: newest pushed")
@@ -224,11 +320,33 @@ def main(argv: list[str] | None = None) -> int:
     vertex.add_argument("--project", help="GCP project (default: gcloud's)")
     vertex.add_argument("--region", default="us-central1")
     vertex.add_argument("--dry-run", action="store_true", help="print the split, change nothing")
+    pause = commands.add_parser(
+        "pause", help="stop the model: every serving path answers with the fallback until "
+                      "`resume` (needs --reason)")
+    pause.add_argument("--fallback", choices=pause_mod.FALLBACKS, required=True,
+                       help="previous: the version served before; constant: --constant P for "
+                            "every row; refuse: 503 with the reason")
+    pause.add_argument("--version", type=int, help="previous: this version (default: the "
+                                                   "newest pushed one older than the served one)")
+    pause.add_argument("--constant", type=float, help="constant: the probability every row "
+                                                      "gets, e.g. the training base rate")
+    for command in (pause, commands.add_parser(
+            "resume", help="the model answers again; labels held while paused are applied")):
+        command.add_argument("--vertex-endpoint", help="also on this Vertex endpoint: pause "
+                             "moves all its traffic to --deployed-id, resume restores the split")
+        command.add_argument("--project", help="GCP project (default: gcloud's)")
+        command.add_argument("--region", default="us-central1")
+    pause.add_argument("--deployed-id", help="Vertex: the deployed model id that answers "
+                                             "while paused (the previous model)")
     args = parser.parse_args(argv)
 
     rollouts = Rollouts(args.model_name, args.model_base_path, args.config_dir,
-                        args.config_base_path)
+                        args.config_base_path, args.control_dir, args.by, args.reason)
     try:
+        if getattr(args, "project", None):
+            from google.cloud import aiplatform
+
+            aiplatform.init(project=args.project, location=args.region)
         if args.command == "stable":
             rollouts.set_stable(args.version)
         elif args.command == "canary":
@@ -246,14 +364,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"feedback: {result.accepted} labels applied, {result.duplicates} already "
                   f"labelled, {len(result.unknown)} for keys the bandit never routed (kept in "
                   f"{args.config_dir}/{B.UNMATCHED_FILE})")
+        elif args.command == "pause":
+            _pause(rollouts, args)
+        elif args.command == "resume":
+            _resume(rollouts, args)
         elif args.command == "vertex-split":
             running = rollouts.bandits.load() if rollouts.state().bandit else None
             if running is None:
                 raise RolloutError("no bandit is running: start one with `bandit`")
-            if args.project:
-                from google.cloud import aiplatform
-
-                aiplatform.init(project=args.project, location=args.region)
             split = vertex_split.apply(args.endpoint, vertex_split.parse_arms(args.arm),
                                        running.weights, dry_run=args.dry_run)
             print(f"{'would set' if args.dry_run else 'set'} traffic split of {args.endpoint}: "

@@ -29,7 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from control import marks
 from serving import bandit, model_config
+from serving import pause as pause_mod
 
 log = logging.getLogger("serving.router")
 PREDICT = ":predict"
@@ -39,8 +41,12 @@ PASSED_HEADERS = ("Content-Type", "X-Request-Id")
 class RoutingState:
     """What serving.rollout says now: labels, canary fraction, bandit weights, versions."""
 
-    def __init__(self, config_dir: str | Path, poll_seconds: float = 1.0):
+    def __init__(self, config_dir: str | Path, poll_seconds: float = 1.0,
+                 control_dir: str | None = None):
         self.config_dir = Path(config_dir)
+        self.control_dir = control_dir
+        self.pause: pause_mod.Pause | None = None
+        self.marks: tuple = ()
         self.store = bandit.BanditStore(self.config_dir)
         self.poll_seconds = poll_seconds
         self.labels: dict[str, int] = {}
@@ -56,6 +62,12 @@ class RoutingState:
         self.labels, self.versions = rollout.labels(), rollout.versions
         self.canary_fraction = rollout.canary_fraction if "canary" in self.labels else 0.0
         self.weights = running.weights if running else {}
+        paused = pause_mod.from_dict(rollout.pause)
+        if paused != self.pause:
+            log.warning("%s", f"PAUSED, {paused.fallback} answers: {paused.reason}" if paused
+                        else "resumed: traffic goes to the models again")
+        self.pause = paused
+        self.marks = tuple(marks.active(self.control_dir)) if self.control_dir else ()
 
     def start(self) -> None:
         self.refresh()
@@ -104,9 +116,11 @@ class Handler(BaseHTTPRequestHandler):
         prefix = f"/v1/models/{self.server.model_name}"
         if path == f"{prefix}:feedback":
             return self._feedback(body)
+        state = self.server.state
+        if state.pause is not None and path.startswith(prefix) and path.endswith(PREDICT):
+            return self._paused(state.pause, prefix, body)
         if path != f"{prefix}{PREDICT}":
             return self._forward("POST", self.path, body)  # versioned, labelled, other models
-        state = self.server.state
         if not state.versions:
             return self._forward("POST", self.path, body)  # no rollout: TF Serving's newest
         version, route = bandit.pick_version(state.labels, state.canary_fraction,
@@ -118,6 +132,34 @@ class Handler(BaseHTTPRequestHandler):
         if route == "bandit" and status == HTTPStatus.OK:
             self._record(version, data)
         self._reply(status, data, {**headers, "X-Served-By": f"{version};{route}"})
+
+    def _paused(self, paused: pause_mod.Pause, prefix: str, body: bytes) -> None:
+        """Every :predict of the model while paused, versioned and labelled ones too."""
+        headers = {"Content-Type": "application/json", "X-Served-By": paused.route(),
+                   **paused.headers()}
+        if paused.fallback == "refuse":
+            return self._reply(HTTPStatus.SERVICE_UNAVAILABLE,
+                               json.dumps({"error": paused.refusal()}).encode(), headers)
+        if paused.fallback == "previous":
+            status, data, upstream = self._upstream(
+                "POST", f"{prefix}/versions/{paused.version}{PREDICT}", body)
+            if status == HTTPStatus.NOT_FOUND:  # TF Serving loads it at its next config poll
+                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, json.dumps({
+                    "error": f"serving is paused and its fallback, version {paused.version}, "
+                             "is not loaded by TF Serving yet"}).encode(), headers)
+            if status is not None:
+                self._reply(status, data, {**upstream, **headers})
+            return
+        try:  # constant: as many answers as rows (the router runs no model to check them)
+            request = json.loads(body or b"null")
+            rows = request.get("instances") if "instances" in request else request["inputs"]
+            count = len(rows) if isinstance(rows, list) else len(next(iter(rows.values())))
+        except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
+            return self._error(HTTPStatus.BAD_REQUEST, "request body must be a JSON object "
+                               "with 'instances' or 'inputs'")
+        key = "predictions" if "instances" in request else "outputs"
+        self._reply(HTTPStatus.OK, json.dumps({key: [paused.constant] * count}).encode(),
+                    headers)
 
     def _record(self, version: int, data: bytes) -> None:
         try:
@@ -132,7 +174,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _feedback(self, body: bytes) -> None:
         try:
-            reply = bandit.feedback_reply(self.server.state.store, json.loads(body or b"null"))
+            state = self.server.state
+            reply = bandit.feedback_reply(state.store, json.loads(body or b"null"),
+                                          paused=state.pause is not None, marks=state.marks)
         except (model_config.RolloutError, json.JSONDecodeError, UnicodeDecodeError) as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e))
         self.server.state.refresh()  # route by the new weights from the next request on
@@ -233,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         level = quiet.terminal_level(args.log_level, args.verbose)
         router = Router((args.host, args.port), args.upstream, args.model_name,
-                        RoutingState(args.config_dir, args.poll_seconds))
+                        RoutingState(args.config_dir, args.poll_seconds,
+                                     defaults.control_dir))
     except (ValueError, OSError) as e:
         print(f"serving.router: {e}", file=sys.stderr)
         return 2

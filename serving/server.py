@@ -43,8 +43,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
+from control import marks
 from models.model import PROBABILITY
 from serving import bandit, hybrid, model_config, payloads, versions
+from serving import pause as pause_mod
 from serving.request_log import RequestLog
 from settings import quiet
 
@@ -57,6 +59,10 @@ URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
 
 class NotFound(LookupError):
     """HTTP 404 with this message."""
+
+
+class Unavailable(RuntimeError):
+    """HTTP 503 with this message: nothing can answer right now."""
 
 
 @dataclasses.dataclass
@@ -81,6 +87,8 @@ class Snapshot:
     canary_fraction: float
     bandit: dict[int, float] = dataclasses.field(default_factory=dict)  # version -> share
     table: hybrid.PredictionTable | None = None  # precomputed predictions (hybrid serving)
+    pause: pause_mod.Pause | None = None  # while paused: who answers instead (pause.py)
+    marks: tuple = ()  # contamination marks (control/marks.py): the bandit learns nothing there
 
 
 class ModelRepository:
@@ -88,8 +96,9 @@ class ModelRepository:
 
     def __init__(self, model_name: str, base_path: str | Path, config_dir: str | Path | None = None,
                  poll_seconds: float = 2.0, table_path: str | Path | None = None,
-                 lookup_key: str | None = None):
+                 lookup_key: str | None = None, control_dir: str | None = None):
         self.model_name = model_name
+        self.control_dir = control_dir
         self.table_path = Path(table_path) if table_path else None
         # The row field that carries a key: taken out of rows and logged, looked up in the
         # table. Given, or the first table's key column.
@@ -134,8 +143,14 @@ class ModelRepository:
                 loaded = {v: m for v, m in loaded.items() if v in wanted}
             labels = {label: v for label, v in rollout.labels().items() if v in loaded}
             running = self.bandit.load() if self.bandit and rollout.bandit else None
+            paused = pause_mod.from_dict(rollout.pause)
             new = Snapshot(loaded, labels, rollout.canary_fraction if "canary" in labels else 0.0,
-                           running.weights if running else {}, self._table())
+                           running.weights if running else {}, self._table(), paused,
+                           tuple(marks.active(self.control_dir)) if self.control_dir else ())
+            if paused != self.snapshot.pause:
+                log.warning("serving %s: %s", "PAUSED, " + paused.fallback + " answers: "
+                            + paused.reason if paused else "resumed: the model answers again",
+                            self.model_name)
             if (set(new.versions) != set(self.snapshot.versions)
                     or new.labels != self.snapshot.labels
                     or set(new.bandit) != set(self.snapshot.bandit)):
@@ -221,6 +236,14 @@ class ModelRepository:
             self._thread.join(timeout=10)
 
     # ------------------------------------------------------------ routing
+
+    def fallback(self, paused: pause_mod.Pause) -> tuple[LoadedVersion, str]:
+        """The version that answers while paused with `previous`."""
+        loaded = self.snapshot.versions.get(paused.version)
+        if loaded is None:
+            raise Unavailable(f"serving is paused and its fallback, version {paused.version}, "
+                              f"is not loaded (yet); loaded: {sorted(self.snapshot.versions)}")
+        return loaded, paused.route()
 
     def resolve(self, version: str | None, label: str | None,
                 rng: random.Random) -> tuple[LoadedVersion, str]:
@@ -342,7 +365,14 @@ class Handler(BaseHTTPRequestHandler):
                 raise payloads.RequestError(f"malformed JSON: {e}") from None
             if match["rest"] == ":feedback":
                 return self._feedback(repo, body)
-            chosen, route = repo.resolve(match["version"], match["label"], self.server.rng)
+            paused = repo.snapshot.pause
+            if paused is not None and paused.fallback == "refuse":
+                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": paused.refusal()},
+                                   paused.headers())
+            if paused is not None and paused.fallback == "constant":
+                return self._constant(repo, body, paused)
+            chosen, route = repo.fallback(paused) if paused is not None else \
+                repo.resolve(match["version"], match["label"], self.server.rng)
             signature_name = body.get("signature_name") or payloads.RAW_SIGNATURE \
                 if isinstance(body, dict) else payloads.RAW_SIGNATURE
             if signature_name not in chosen.model.signatures:
@@ -369,11 +399,13 @@ class Handler(BaseHTTPRequestHandler):
             from_table = [p is not None for p in found] if found else None
             self.server.request_log.write(repo.model_name, chosen.version, route,
                                           signature_name, inputs, response, request_id,
-                                          keys, from_table)
+                                          keys, from_table,
+                                          paused.log_field() if paused else None)
             if route == "bandit":
                 repo.bandit.routed(chosen.version, bandit.keyed_probabilities(response, request_id),
                                    size)
-            headers = {"X-Served-By": f"{chosen.version};{route}"}
+            headers = {"X-Served-By": route if paused else f"{chosen.version};{route}",
+                       **(paused.headers() if paused else {})}
             if repo.lookup_key:
                 headers["X-Prediction-Source"] = hybrid.source_header(
                     from_table or [False] * size)
@@ -382,16 +414,32 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
         except NotFound as e:
             self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
+        except Unavailable as e:
+            self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": str(e)})
         except Exception as e:  # noqa: BLE001 - answer, log, keep serving
             log.exception("predict failed")
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(e).__name__}: {e}"})
+
+    def _constant(self, repo: ModelRepository, body: Any, paused: pause_mod.Pause) -> None:
+        """While paused with `constant`: every valid row gets the stated probability; rows the
+        contract refuses are refused as always."""
+        inputs, rows = payloads.decode_raw_predict(body, self.server.max_batch)
+        size = len(next(iter(inputs.values())))
+        response = {"predictions" if rows else "outputs": [paused.constant] * size}
+        self.server.request_log.write(repo.model_name, None, paused.route(),
+                                      payloads.RAW_SIGNATURE, inputs, response,
+                                      self.headers.get("X-Request-Id", ""),
+                                      paused=paused.log_field())
+        self._reply(HTTPStatus.OK, response, {"X-Served-By": paused.route(), **paused.headers()})
 
     def _feedback(self, repo: ModelRepository, body: Any) -> None:
         """Late labels by request key: the bandit's rewards. All or nothing per request."""
         if repo.bandit is None:
             raise NotFound("this server has no --config-dir, so no bandit to give labels to")
         try:
-            reply = bandit.feedback_reply(repo.bandit, body)
+            reply = bandit.feedback_reply(repo.bandit, body,
+                                          paused=repo.snapshot.pause is not None,
+                                          marks=repo.snapshot.marks)
         except model_config.RolloutError as e:
             raise payloads.RequestError(str(e)) from None
         repo.refresh()  # route by the new weights from the next request on
@@ -504,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                       own_format="%(asctime)s %(levelname)s %(message)s"):
         repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
                                      args.poll_seconds, args.prediction_table,
-                                     args.lookup_key)
+                                     args.lookup_key, defaults.control_dir)
         server = LocalModelServer((args.host, args.port), repository,
                                   RequestLog(args.request_log or None, args.log_sample_rate),
                                   max_batch=args.max_batch)

@@ -28,6 +28,41 @@ def parse_arms(pairs: list[str]) -> dict[int, str]:
     return arms
 
 
+def _endpoint(endpoint_name: str):
+    from google.cloud import aiplatform
+
+    endpoints = aiplatform.Endpoint.list(filter=f'display_name="{endpoint_name}"')
+    if not endpoints:
+        raise RolloutError(f"no Vertex endpoint named {endpoint_name!r} in this project/region")
+    return endpoints[0]
+
+
+def take_all(endpoint_name: str, deployed_id: str) -> dict[str, int]:
+    """All of the endpoint's traffic to one deployed model (a pause); returns the split it
+    had, for `restore`."""
+    endpoint = _endpoint(endpoint_name)
+    deployed = {m.id for m in endpoint.list_models()}
+    if deployed_id not in deployed:
+        raise RolloutError(f"{deployed_id!r} is not deployed on {endpoint_name!r}; deployed "
+                           f"model ids: {sorted(deployed)}")
+    before = dict(endpoint.traffic_split)
+    endpoint.update(traffic_split={deployed_id: 100})
+    log.warning("endpoint %s: all traffic to %s (was %s)", endpoint_name, deployed_id, before)
+    return before
+
+
+def restore(endpoint_name: str, split: dict[str, int]) -> None:
+    """The split an endpoint had before a pause, for the models still deployed."""
+    endpoint = _endpoint(endpoint_name)
+    deployed = {m.id for m in endpoint.list_models()}
+    kept = {k: v for k, v in split.items() if k in deployed and v}
+    if sum(kept.values()) != 100:
+        raise RolloutError(f"the split before the pause {split} no longer adds up on "
+                           f"{endpoint_name!r} (deployed: {sorted(deployed)}): set it with "
+                           "vertex-split or gcloud")
+    endpoint.update(traffic_split=kept)
+
+
 def apply(endpoint_name: str, arms: dict[int, str], weights: dict[int, float],
           dry_run: bool = False) -> dict[str, int]:
     """Writes the weights as the endpoint's traffic split; returns the split."""

@@ -44,7 +44,7 @@ class Layout(Settings):
     # `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
     PATH_FIELDS: ClassVar[tuple[str, ...]] = (
         "output_root", "pipeline_root", "metadata_path", "serving_dir", "schema_dir",
-        "serving_config_dir", "serving_request_log")
+        "serving_config_dir", "serving_request_log", "control_dir")
 
     pipeline_name: str = setting("taxi-big-tipper", "pipeline name in MLMD")
     output_root: str = setting(str(PROJECT_ROOT / "outputs"),
@@ -59,6 +59,9 @@ class Layout(Settings):
                                           "(default OUTPUT_ROOT/tf_serving/NAME)")
     serving_request_log: str = setting("", "local server's sampled request log (JSONL) "
                                            "(default OUTPUT_ROOT/serving_logs/NAME/requests.jsonl)")
+    control_dir: str = setting("", "the audit log of what people decided: pauses, "
+                                   "contamination marks, approvals "
+                                   "(default OUTPUT_ROOT/control/NAME)")
 
     def derive(self) -> None:
         for name in self.PATH_FIELDS:
@@ -73,6 +76,7 @@ class Layout(Settings):
             self.serving_config_dir = self.serving_config_dir or f"{out}/tf_serving/{name}"
             self.serving_request_log = (self.serving_request_log
                                         or f"{out}/serving_logs/{name}/requests.jsonl")
+            self.control_dir = self.control_dir or f"{out}/control/{name}"
         self.serving_model_name = self.serving_model_name or self.pipeline_name
 
     def problems(self) -> list[str]:

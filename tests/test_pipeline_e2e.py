@@ -32,7 +32,8 @@ from reporting import run_summary, runs, views
 SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
 COMPONENTS = {"ExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
-              "ExampleValidator", "DriftCheck", "AnomalyGate", "SpanWindow", "Transform",
+              "ExampleValidator", "DriftCheck", "LeakageCheck", "AnomalyGate", "SpanWindow",
+              "Transform",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
               "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport",
               "RunReport"}
@@ -121,7 +122,9 @@ def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_
         page = f.read()
     assert summary.report_path.startswith(config.pipeline_root)
     # Statistics, training curves, AUC by slice: images inside the page, nothing to fetch.
-    assert "<script" not in page and page.count("data:image/png;base64,") == 3
+    # Statistics, training curves, AUC by quarter of the trip, AUC by slice.
+    assert "<script" not in page and page.count("data:image/png;base64,") == 4
+    assert "a random 10% of the training period, held out" in page
     # Metric values as TFMA recorded them for this run (run_summary reads them from MLMD's
     # evaluation artifact on its own path).
     for metric in ("auc", "binary_accuracy", "precision", "example_count"):
@@ -139,7 +142,7 @@ def test_report_names_have_no_colons_and_old_named_reports_are_still_listed(firs
     config, summary = first_run
     path = Path(summary.report_path)
     assert re.fullmatch(r"\d{8}T\d{6}Z\.html", path.name), path.name
-    args = ["--data-root", config.data_root, "--output-root", config.output_root]
+    args = ["--output-root", config.output_root]
     assert report.main([*args, "--run-id", path.stem]) == 0  # found by its file name
     assert capsys.readouterr().out.strip() == str(path)
     old = path.with_name(f"{summary.run_id}.html")  # a report written before the rename
@@ -228,7 +231,9 @@ def test_the_report_component_writes_the_same_metrics_from_inside_the_run(first_
     page = Path(uri, REPORT_FILE).read_text(encoding="utf-8")
     for metric in ("auc", "binary_accuracy", "precision", "example_count"):
         assert f"<td>{summary.metrics[metric]:.4g}</td>" in page, metric
-    assert "<script" not in page and page.count("data:image/png;base64,") == 3
+    # Statistics, training curves, AUC by quarter of the trip, AUC by slice.
+    assert "<script" not in page and page.count("data:image/png;base64,") == 4
+    assert "a random 10% of the training period, held out" in page
     assert "auc ≥ 0.85" in page and "safe to serve" in page
     assert summary.pushed_destination in page  # it ran after the Pusher
     assert output_uri(config, "Transform", "TransformGraph") in page
@@ -278,7 +283,6 @@ def test_the_monitor_finds_the_served_models_training_rows_through_mlmd(first_ru
                 features["fare"] = f"{float(features['fare']) * fare_factor:.2f}"
                 out.write(json.dumps({"version": int(version), "features": features}) + "\n")
         return monitor.main(["--log", str(log), "--out", str(tmp_path / "monitor.html"),
-                             "--data-root", config.data_root,
                              "--output-root", config.output_root])
 
     assert status(1.0) == 0, capsys.readouterr().out

@@ -108,6 +108,7 @@ def block_key(element: Element) -> str:
 
 HOUR = 3600
 DAY = 86400
+NO_CUT = 2**62  # no time to cut at: every row is older
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,10 @@ class TimeSplit:
 
     def cut(self, hours: dict[int, int]) -> tuple[int, int]:
         """(first second of eval, first second after train) from rows per hour, on hour
-        boundaries: the rows of one hour go to one side."""
+        boundaries: the rows of one hour go to one side. Without a single time (no rows, or
+        the column empty: validation names it) every row goes to train."""
         if not hours:
-            raise readers.InputError(f"no row has a value in the time column '{self.column}': "
-                                     "split by hash instead (--split-by hash)")
+            return NO_CUT, NO_CUT
         newest = max(hours)
         if self.eval_days > 0:
             eval_from = (newest + 1) * HOUR - round(self.eval_days * DAY / HOUR) * HOUR
@@ -413,7 +414,8 @@ def _write_report(profile: dict, uri: str, names: list[str], files: list[str],
     if split["by"] == "time":
         by_time = TimeSplit(**{k: v for k, v in split.items() if k != "by"})
         eval_from, train_before = by_time.cut(profile["hours"])
-        split = {**split, "eval_from": eval_from, "train_before": train_before,
+        split = {**split, "eval_from": eval_from if eval_from != NO_CUT else None,
+                 "train_before": train_before if train_before != NO_CUT else None,
                  "gap_rows": left_out[GAP], "no_time_rows": left_out[NO_TIME]}
     column_kinds = kinds(profile, types)
     not_parsed = []

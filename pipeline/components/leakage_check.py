@@ -79,8 +79,12 @@ def _first_values(column) -> np.ndarray:
 def labels(frame: pd.DataFrame) -> np.ndarray:
     """preprocessing_fn's label, from the raw tip and fare (absent: 0), in float32 as it
     computes it (a tip of exactly 20% is not a big tip there either)."""
-    tips = pd.to_numeric(frame.get(F.LABEL_SOURCE), errors="coerce").fillna(0)
-    fare = pd.to_numeric(frame.get(F.FARE), errors="coerce").fillna(0)
+    def column(name: str) -> pd.Series:
+        if name not in frame:
+            return pd.Series(np.zeros(len(frame)))
+        return pd.to_numeric(frame[name], errors="coerce").fillna(0)
+
+    tips, fare = column(F.LABEL_SOURCE), column(F.FARE)
     fraction = np.float32(F.TIP_FRACTION)
     return (tips.to_numpy(np.float32) > fraction * fare.to_numpy(np.float32)).astype(int)
 
