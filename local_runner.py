@@ -125,7 +125,8 @@ def write_report(config: configs.PipelineConfig) -> runs.RunSummary | None:
         log.warning("could not summarize the run: %s", e)
         return None
     try:
-        summary.report_path = str(report.write(summary, config.pipeline_root))
+        summary.report_path = str(report.write(summary, config.pipeline_root,
+                                               config.control_dir))
         log.info("run report: %s", summary.report_path)
     except Exception as e:  # noqa: BLE001 - the run's outcome stands without its report
         log.warning("could not write the run report: %s", e)

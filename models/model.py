@@ -583,6 +583,7 @@ def run_fn(fn_args) -> None:
                        "train_seconds": round(train_seconds, 2),
                        "warm_start": base_model, "recency_weights": weights,
                        "in_time_holdout": in_time,
+                       "contamination_marks": _trained_under(custom),
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,
                                         "reason": distribution.reason},
@@ -599,6 +600,17 @@ def run_fn(fn_args) -> None:
         return
     log.info("exported serving signatures to %s in %.1f s", fn_args.serving_model_dir,
              time.monotonic() - started)
+
+
+def _trained_under(custom: dict[str, Any]) -> dict[str, str]:
+    """The contamination marks the training rows were cleaned of (control/marks.py): those
+    the pipeline was built with and those in the control folder now."""
+    from control import marks
+
+    found = {m.id: m for m in marks.from_json(custom.get("marks") or "[]")}
+    if custom.get("control_dir"):
+        found.update({m.id: m for m in marks.active(custom["control_dir"])})
+    return {mark_id: mark.describe() for mark_id, mark in found.items()}
 
 
 def _scratch(path: str, distribution: D.Distribution) -> str:

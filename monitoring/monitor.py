@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from control import marks as control_marks
 from models import features as F
 from serving import request_log
 
@@ -127,8 +128,11 @@ def read_training_csv(path: Path) -> list[dict[str, str]]:
     return rows[:TRAINING_ROWS]
 
 
-def read_training_examples(uri: str, limit: int = TRAINING_ROWS) -> list[dict[str, str]]:
-    """The train split ExampleGen wrote for the model's run, back as raw text values."""
+def read_training_examples(uri: str, limit: int = TRAINING_ROWS,
+                           marks: tuple = ()) -> list[dict[str, str]]:
+    """The train split ExampleGen wrote for the model's run, back as raw text values,
+    without the rows a contamination mark (control/marks.py) covers: a flood or an outage
+    is no reference of what normal traffic looks like."""
     import tensorflow as tf
 
     files = sorted(tf.io.gfile.glob(f"{uri}/Split-train/*"))
@@ -146,8 +150,25 @@ def read_training_examples(uri: str, limit: int = TRAINING_ROWS) -> list[dict[st
             row[f.name] = "" if not values else _text(
                 values[0].decode("utf-8", "replace") if isinstance(values[0], bytes)
                 else values[0])
+        if marks and _marked(features, marks):
+            continue
         rows.append(row)
     return rows
+
+
+def _marked(features, marks: tuple) -> bool:
+    def value(name: str):
+        feature = features.get(name)
+        kind = feature.WhichOneof("kind") if feature is not None else None
+        values = list(getattr(feature, kind).value) if kind else []
+        return values[0] if values else None
+
+    for mark in marks:
+        seconds = value(mark.column)
+        columns = {name: np.array([value(name)], dtype=object) for name in mark.where}
+        if seconds is not None and mark.covers(np.array([float(seconds)]), columns)[0]:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- the model's training run
@@ -490,7 +511,7 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
             key: str | None = None, slices: tuple[str, ...] = (),
             max_prediction_shift: float = 0.1, min_rows: int = 100,
             settings=None, min_auc_drop: float = 0.02,
-            window: str = "") -> tuple[list[str], list[str], Path]:
+            window: str = "", marks: tuple = ()) -> tuple[list[str], list[str], Path]:
     """Returns the breaches (empty: none), the checks to watch, and the report path."""
     from monitoring import feature_checks
 
@@ -510,7 +531,7 @@ def monitor(log_path: Path, schema_path: str, out: Path, *, training_rows=None,
     joinable = read_labels(labels, key) if labels is not None else None
     if training_rows is None:
         log.info("training rows of run %s", reference.run_id)
-        training_rows = read_training_examples(reference.examples_uri)
+        training_rows = read_training_examples(reference.examples_uri, marks=marks)
     baseline = feature_checks.Baseline(training_rows, F.load_schema(schema_path))
     log.info("%d served rows against %d training rows", len(served.rows), baseline.rows)
     batches = []
@@ -556,7 +577,7 @@ def _run(args: argparse.Namespace, config):
         reference=reference, labels=args.labels, key=args.key, slices=config.slices,
         max_prediction_shift=args.max_prediction_shift, min_rows=args.min_rows,
         settings=settings, min_auc_drop=config.monitor_min_auc_drop,
-        window=config.monitor_window)
+        window=config.monitor_window, marks=tuple(control_marks.active(config.control_dir)))
 
 
 def main(argv: list[str] | None = None) -> int:

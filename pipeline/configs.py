@@ -126,6 +126,10 @@ class PipelineConfig(Layout):
     max_auc_drop: float = setting(0.01, "blessing needs AUC >= baseline AUC - this")
     slices: tuple = setting(F.SLICES, "comma-separated slice features")
 
+    require_approval: bool = setting(False, "push a blessed model only once a person approves "
+                                            "it by its fingerprint (python -m tools.approval); "
+                                            "until then the run ends waiting for approval")
+
     # Safe to serve (between Evaluator and Pusher) and serving
     safe_to_serve: bool = setting(True, "before pushing, load the candidate in a separate process, "
                                         "replay warmup requests and check the budgets below")

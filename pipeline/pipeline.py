@@ -54,6 +54,9 @@ from tfx.proto import (
 )
 from tfx.types import Channel, standard_artifacts
 
+from control import approvals as control_approvals
+from control import marks as control_marks
+from control import records as control_records
 from models import features as F
 from models.model import PROBABILITY
 from pipeline import configs
@@ -258,7 +261,8 @@ def ingest_and_validate(config: PipelineConfig) -> Ingested:
     catalog = f"{config.pipeline_root}/span_catalog" \
         if across_runs and config.profile == "vertex" else ""
     window_spans = config.training_spans if across_runs else 1
-    span_examples = SpanExamples(examples=ingest.outputs["examples"], catalog=catalog)
+    marked = contamination_marks(config)
+    span_examples = SpanExamples(examples=ingest.outputs["examples"], catalog=catalog, **marked)
     examples = span_examples.outputs["spanned"]
     statistics_gen = StatisticsGen(examples=examples)
     schema_gen = ImportSchemaGen(schema_file=config.schema_file)
@@ -284,7 +288,8 @@ def ingest_and_validate(config: PipelineConfig) -> Ingested:
             blessed_model=None if catalog else baseline,
             catalog=catalog,
         )
-    span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog)
+    span_window = SpanWindow(examples=recent_spans, spans=window_spans, catalog=catalog,
+                             **marked)
     span_window.add_upstream_node(span_examples)  # this run's span is part of the window
     leakage_check = LeakageCheck(
         window=span_window.outputs["window"], schema=schema_gen.outputs["schema"],
@@ -303,6 +308,15 @@ def ingest_and_validate(config: PipelineConfig) -> Ingested:
          span_window, leakage_check, anomaly_gate],
         examples, anomaly_gate, statistics_gen, schema_gen, example_validator, drift_check,
         span_window, window_spans, baseline, model_resolver)
+
+
+def contamination_marks(config: PipelineConfig) -> dict[str, str]:
+    """What SpanExamples and SpanWindow leave out (control/marks.py). Locally the active marks
+    are read now, so a new mark changes the components' parameters and no cached output
+    hides it; every profile also reads the control folder when the step runs, so a job
+    compiled before a mark (a Vertex schedule) honours it too."""
+    marks = control_marks.active(config.control_dir) if config.profile == "local" else []
+    return {"marks": control_marks.to_json(marks), "control_dir": config.control_dir}
 
 
 def baseline_model(config: PipelineConfig):
@@ -372,7 +386,8 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
                                                "distribution": config.distribution,
                                                "raw_examples": not materialize,
                                                "in_time_holdout": config.in_time_holdout
-                                               if config.split_method() == "time" else 0.0}),
+                                               if config.split_method() == "time" else 0.0,
+                                               **contamination_marks(config)}),
     )
     return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
                    transform, trainer)
@@ -431,9 +446,23 @@ def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) 
             push_destination=pusher_pb2.PushDestination(
                 filesystem=pusher_pb2.PushDestination.Filesystem(
                     base_directory=config.serving_dir)),
+            custom_config=approval_config(config),
         )
     return Judged([evaluator, safe_to_serve, pusher], evaluator, evaluation_config,
                   safe_to_serve, pusher)
+
+
+def approval_config(config: PipelineConfig) -> dict:
+    """With --require-approval, what the Pusher checks when it runs (control/approvals.py).
+    Locally the approvals recorded so far are part of it, so an approval changes the
+    Pusher's parameters and the next run pushes instead of reusing its cached refusal; a
+    compiled job's Pusher is never cached (pipeline/orchestration/vertex.py)."""
+    if not config.require_approval:
+        return {}
+    decided = [r.id for r in control_records.read(config.control_dir, (
+        control_approvals.APPROVE, control_approvals.REJECT))] if config.profile == "local" else []
+    return {"require_approval": True, "control_dir": config.control_dir,
+            "decisions": ",".join(decided)}
 
 
 def outputs(config: PipelineConfig, data: Ingested, trained: Trained, judged: Judged) -> list:
@@ -597,6 +626,7 @@ def _vertex_endpoint_pusher(config: PipelineConfig, to_push: dict):
             constants.ENABLE_VERTEX_KEY: True,
             constants.VERTEX_REGION_KEY: config.gcp_region,
             constants.VERTEX_CONTAINER_IMAGE_URI_KEY: config.serving_image,
+            **approval_config(config),
             constants.SERVING_ARGS_KEY: {
                 "project_id": config.gcp_project,
                 "endpoint_name": config.serving_endpoint,

@@ -17,6 +17,7 @@ PREDICTIONS_SUMMARY_FILE = "predictions.json"  # PredictionsExport: rows and fil
 EDGE_COMPARISON_FILE = "comparison.json"  # EdgeExport: TFLite against the SavedModel
 REPORT_FILE = "report.html"  # RunReport: the run report inside its artifact
 LEAKAGE_FILE = "leakage.json"  # LeakageCheck: overlaps, duplicates, single-feature AUCs
+CONTAMINATION_FILE = "contamination.json"  # SpanExamples, SpanWindow: marked rows left out
 
 
 def read_anomalies(artifact_uri: str, split_names: str) -> dict[str, anomalies_pb2.Anomalies]:

@@ -258,8 +258,12 @@ def _lineage(summary: runs.RunSummary) -> str:
                                for k, v in rows) + "</table>"
 
 
+def _audit(lines: list[str]) -> str:
+    return "<pre>" + html.escape("\n".join(lines)) + "</pre>"
+
+
 def build(summary: runs.RunSummary, figures_dir: Path | None = None,
-          backtest: dict | None = None) -> str:
+          backtest: dict | None = None, audit: list[str] | None = None) -> str:
     outcome = ("pushed" if summary.pushed else "not pushed") if summary.pushed is not None \
         else "stopped before the push"
     sections = [
@@ -274,6 +278,8 @@ def build(summary: runs.RunSummary, figures_dir: Path | None = None,
         ("Decisions", _section(_decisions, summary)),
         *([("Backtest: how the model does on periods it has not seen",
             _section(_backtest, backtest))] if backtest else []),
+        *([("What people decided (audit log, newest last)", _section(_audit, audit))]
+          if audit else []),
         ("Lineage", _section(_lineage, summary)),
     ]
     return views.page(f"{summary.pipeline_name}: run {summary.run_id} ({outcome})", sections)
@@ -317,12 +323,16 @@ def backtest_path(pipeline_root: str) -> Path:
     return Path(pipeline_root) / "backtest" / "backtest.json"
 
 
-def write(summary: runs.RunSummary, pipeline_root: str) -> Path:
+def write(summary: runs.RunSummary, pipeline_root: str, control_dir: str = "") -> Path:
+    """The run's page; with `control_dir`, the newest human actions of the audit log too."""
+    from control import records
+
     path = report_path(pipeline_root, summary.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     backtest = backtest_path(pipeline_root)
     found = json.loads(backtest.read_text()) if backtest.is_file() else None
-    path.write_text(build(summary, path.parent / ".figures", found), encoding="utf-8")
+    audit = [r.line() for r in records.read(control_dir)[-20:]] if control_dir else None
+    path.write_text(build(summary, path.parent / ".figures", found, audit), encoding="utf-8")
     return path
 
 
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as e:
         print(f"reporting.report: {e}", file=sys.stderr)
         return 2
-    print(write(summary, config.pipeline_root))
+    print(write(summary, config.pipeline_root, config.control_dir))
     return 0
 
 

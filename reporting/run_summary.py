@@ -22,6 +22,24 @@ def describe_edge_model(edge: dict[str, Any]) -> str:
             f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
 
 
+def pushed_lines(summary: RunSummary) -> list[str]:
+    approval = summary.approval
+    if summary.pushed:
+        by = f" (approved by {approval['approved_by']})" if approval.get("approved_by") else ""
+        return [f"Pushed: {summary.pushed_destination}{by}"]
+    if approval.get("awaiting_approval"):
+        fingerprint = approval["awaiting_approval"]
+        model = summary.artifacts.get("Trainer", {}).get("Model", "")
+        return ["Pushed: no: WAITING FOR APPROVAL of this blessed model",
+                f"  model {model}", f"  fingerprint {fingerprint}",
+                f"  approve: python -m tools.approval approve {fingerprint[:16]} --reason ...",
+                f"  reject:  python -m tools.approval reject {fingerprint[:16]} --reason ...",
+                "  then the next run pushes it (the rest is cached)"]
+    if approval.get("rejected"):
+        return [f"Pushed: no: rejected by {approval['rejected']}"]
+    return ["Pushed: no (not blessed)"]
+
+
 def evaluated_on(split: dict[str, Any]) -> str:
     """What the eval split is, in the words the summary and the report use."""
     if split.get("by") == "time" and split.get("eval_from") is not None:
@@ -46,6 +64,18 @@ def in_time_line(summary: RunSummary) -> str:
         gap = held["auc"] - auc
         line += f"; the evaluation's AUC is {abs(gap):.4f} {'lower' if gap > 0 else 'higher'}"
     return line
+
+
+def format_contamination(contamination: dict[str, Any]) -> list[str]:
+    """The contamination marks this run's rows were cleaned of, with what each left out."""
+    if not contamination:
+        return []
+    lines = [f"Contamination marks honoured: {len(contamination['marks'])}, "
+             f"{contamination['rows']:,} row(s) left out of training and evaluation"]
+    for mark in contamination["marks"]:
+        rows = contamination["excluded"].get(mark["id"], 0)
+        lines.append(f"  {mark['describe']}: {rows:,} row(s)")
+    return lines
 
 
 def format_leakage(leakage: dict[str, Any]) -> list[str]:
@@ -99,6 +129,7 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
         lines.append(f"Training window: spans {', '.join(map(str, summary.window_spans))}")
     lines += format_drift(summary.drift)
     lines += format_leakage(summary.leakage)
+    lines += format_contamination(summary.contamination)
     if summary.metrics:
         lines.append(f"Evaluation ({evaluated_on(summary.split)}; candidate vs last blessed "
                      "model):")
@@ -118,8 +149,7 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
         verdict = "yes" if summary.safe_to_serve else "NO"
         lines.append(f"Safe to serve: {verdict} ({summary.safe_to_serve_detail})")
     if summary.pushed is not None:
-        lines.append(f"Pushed: {summary.pushed_destination}" if summary.pushed
-                     else "Pushed: no (not blessed)")
+        lines += pushed_lines(summary)
     if summary.batch_predictions:
         batch = summary.batch_predictions
         lines.append(f"Batch predictions: {batch['rows']} rows -> {batch['file']}" if batch.get(

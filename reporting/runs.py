@@ -50,6 +50,7 @@ class RunSummary:
     safe_to_serve_detail: str = ""  # the figures when it passed, the reasons when not
     pushed: bool | None = None
     pushed_destination: str = ""
+    approval: dict[str, str] = dataclasses.field(default_factory=dict)  # --require-approval
     evaluation_uri: str = ""
     # node -> artifact type -> uri, of what this run's executions output
     artifacts: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
@@ -62,6 +63,8 @@ class RunSummary:
     edge_model: dict[str, Any] = dataclasses.field(default_factory=dict)  # EdgeExport's check
     split: dict[str, Any] = dataclasses.field(default_factory=dict)  # how train/eval were cut
     leakage: dict[str, Any] = dataclasses.field(default_factory=dict)  # LeakageCheck's findings
+    # SpanWindow's contamination.json: the marks honoured and the rows each left out
+    contamination: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The Trainer's AUC on the share of the training period it held out (a random split).
     in_time_holdout: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -229,9 +232,12 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
         summary.drift = _read_json(f"{artifact.uri}/{files.DRIFT_FILE}") or {}
     elif node == "SpanWindow" and artifact.type == "Examples":
         summary.window_spans = json.loads(_prop(artifact, "spans") or "[]")
+        _merge_contamination(summary, artifact.uri)
         summary.split = json.loads(_prop(artifact, "split") or "{}") or summary.split
     elif node in ("ExampleGen", "SpanExamples") and artifact.type == "Examples":
         summary.split = summary.split or json.loads(_prop(artifact, "split") or "{}")
+        if node == "SpanExamples":  # this span's marked rows; SpanWindow's: older spans'
+            _merge_contamination(summary, artifact.uri)
     elif node == "Trainer" and artifact.type == "ModelRun" and artifact.uri:
         history = _read_json(f"{artifact.uri}/history.json") or {}
         summary.in_time_holdout = history.get("in_time_holdout") or {}
@@ -243,6 +249,28 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
     elif node == "Pusher" and artifact.type == "PushedModel":
         summary.pushed = bool(_prop(artifact, "pushed"))
         summary.pushed_destination = _prop(artifact, "pushed_destination") or ""
+        summary.approval = {k: _prop(artifact, k) for k in (
+            "fingerprint", "awaiting_approval", "rejected", "approved_by")
+            if _prop(artifact, k)}
+
+
+def _merge_contamination(summary: RunSummary, uri: str) -> None:
+    found = _read_json_if_there(f"{uri}/{files.CONTAMINATION_FILE}")
+    if not found:
+        return
+    merged = summary.contamination or {"marks": [], "excluded": {}, "rows": 0}
+    known = {m["id"] for m in merged["marks"]}
+    merged["marks"] += [m for m in found["marks"] if m["id"] not in known]
+    for mark_id, rows in found["excluded"].items():
+        merged["excluded"][mark_id] = merged["excluded"].get(mark_id, 0) + rows
+    merged["rows"] += found["rows"]
+    summary.contamination = merged
+
+
+def _read_json_if_there(path: str) -> Any:
+    from tfx.dsl.io import fileio
+
+    return _read_json(path) if fileio.exists(path) else None
 
 
 def _read_json(path: str) -> Any:

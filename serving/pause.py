@@ -16,6 +16,7 @@ arrive are held and applied at `resume`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.parse
 from dataclasses import asdict, dataclass
@@ -60,7 +61,12 @@ class Pause:
 
 
 def from_dict(data: dict[str, Any] | None) -> Pause | None:
-    return Pause(**data) if data else None
+    """The pause recorded in the rollout state (which may carry more, e.g. the Vertex split
+    to restore), or None."""
+    if not data:
+        return None
+    names = {f.name for f in dataclasses.fields(Pause)}
+    return Pause(**{k: v for k, v in data.items() if k in names})
 
 
 def make(reason: str, fallback: str, who: str, pushed: list[int], serving: int | None,

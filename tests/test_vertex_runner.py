@@ -229,7 +229,7 @@ def test_submit_sends_template_root_caching_labels_and_parameters(tmp_path, caps
     job = fake.calls[1][1]
     assert job["template_path"] == str(out) and out.exists()
     assert job["pipeline_root"] == "gs://demo-bucket/taxi/pipelines/taxi-big-tipper"
-    assert job["enable_caching"] is True
+    assert job["enable_caching"] is None  # each task's own setting, as compiled
     assert job["labels"] == {"team": "ml", "commit": "abc123"}
     assert "parameter_values" not in job  # the pipeline declares no runtime parameters
     assert (job["project"], job["location"]) == ("demo-project", "europe-west4")
@@ -349,3 +349,17 @@ def test_a_span_layout_compiles_the_window_and_drift_check_over_the_span_catalog
     assert window["spans"]["runtimeValue"]["constantValue"]["intValue"] == "3"
     gate = spec["pipelineSpec"]["root"]["dag"]["tasks"]["AnomalyGate"]["inputs"]["artifacts"]
     assert gate["drift"]["taskOutputArtifact"]["producerTask"] == "DriftCheck"
+
+
+def test_under_require_approval_the_pusher_is_never_served_from_the_cache(tmp_path):
+    """It reads the approvals when it runs: a rerun of the same job pushes a model approved
+    since, while every other step comes from the cache."""
+    out = tmp_path / "approval.json"
+    assert vertex_runner.main([*SETTINGS, "--require-approval", "--output", str(out)]) == 0
+    spec = json.loads(out.read_text())
+    tasks = spec["pipelineSpec"]["root"]["dag"]["tasks"]
+    assert tasks["Pusher"]["cachingOptions"] == {"enableCache": False}
+    assert tasks["Trainer"]["cachingOptions"] == {"enableCache": True}
+    custom = json.loads(_parameter(spec, "Pusher", "custom_config"))
+    assert custom["require_approval"] is True
+    assert custom["control_dir"] == "gs://demo-bucket/taxi/control/taxi-big-tipper"

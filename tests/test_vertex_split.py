@@ -49,3 +49,39 @@ def test_the_bandits_weights_become_a_vertex_endpoints_traffic_split(
     assert V.OfflineEndpoint(endpoint.name).traffic_split == split  # nothing changed
     assert rollout.main([*common[:-1], "nowhere", *arms]) == 2
     assert "no Vertex endpoint named 'nowhere'" in capsys.readouterr().err
+
+
+def test_pause_moves_a_vertex_endpoints_traffic_to_the_previous_model_and_resume_restores(
+        tmp_path, exported_models, monkeypatch, capsys):
+    """Through the offline Vertex endpoint: Vertex answers only with a deployed model, so the
+    fallback is the previous model's deployment; the split before the pause comes back."""
+    from google.cloud import aiplatform
+
+    from control import records
+    from pipeline.orchestration import vertex_boundary as V
+    from serving import rollout
+
+    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
+    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
+    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
+    image = "europe-docker.pkg.dev/acme/taxi/serving:1"
+    for name, model, share in (("v3", exported_models[0], 20), ("v4", exported_models[1], 80)):
+        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
+                                                         deployed_model_display_name=name)
+    ids = {m.display_name: m.id for m in endpoint.list_models()}
+    base, config, control = tmp_path / "serving", tmp_path / "config", tmp_path / "control"
+    push(exported_models[0], base, 3)
+    push(exported_models[1], base, 4)
+    common = ["--model-name", MODEL, "--model-base-path", str(base), "--config-dir", str(config),
+              "--control-dir", str(control)]
+    before = dict(V.OfflineEndpoint(endpoint.name).traffic_split)
+    assert rollout.main([*common, "pause", "--fallback", "refuse", "--reason", "x",
+                         "--vertex-endpoint", "taxi-endpoint"]) == 2
+    assert "answers only with a deployed model" in capsys.readouterr().err
+    assert rollout.main([*common, "pause", "--fallback", "previous", "--reason",
+                         "flooded warehouse", "--vertex-endpoint", "taxi-endpoint",
+                         "--deployed-id", ids["v3"]]) == 0
+    assert V.OfflineEndpoint(endpoint.name).traffic_split == {ids["v3"]: 100}
+    assert rollout.main([*common, "resume", "--reason", "stock counts fixed"]) == 0
+    assert V.OfflineEndpoint(endpoint.name).traffic_split == before
+    assert [r.action for r in records.read(str(control))] == ["pause", "resume"]

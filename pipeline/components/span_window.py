@@ -35,7 +35,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 
-from pipeline.components import span_catalog
+from pipeline.components import contamination, span_catalog
 
 EVAL_SPLIT = "eval"
 SOURCES_FILE = "sources.json"  # {split: {"span": N, "uri": span artifact}}, beside the splits
@@ -81,11 +81,28 @@ def _span(artifact) -> int:
     return int(artifact.span or 0)
 
 
+def _gather_split(source_uri: str, split: str, dest_dir: str, prefix: str,
+                  marks: list) -> dict[str, int]:
+    """A split's files into `dest_dir`: linked, or without marked rows when there are marks."""
+    if not marks:
+        _gather(source_uri, split, dest_dir, prefix)
+        return {}
+    files = sorted(fileio.glob(os.path.join(source_uri, f"Split-{split}", "*")))
+    return contamination.filter_files(files, dest_dir, marks, prefix)
+
+
+def _add(total: dict[str, int], counts: dict[str, int]) -> None:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value
+
+
 @component
 def SpanExamples(
     examples: InputArtifact[standard_artifacts.Examples],
     spanned: OutputArtifact[standard_artifacts.Examples],
     catalog: Parameter[str] = "",
+    marks: Parameter[str] = "[]",
+    control_dir: Parameter[str] = "",
 ) -> None:
     spanned.split_names = examples.split_names
     spanned.span = _span(examples)
@@ -94,8 +111,13 @@ def SpanExamples(
     _copy_split(examples, spanned)
     examples_utils.set_payload_format(spanned, examples_utils.get_payload_format(examples))
     examples_utils.set_file_format(spanned, examples_utils.get_file_format(examples))
+    honoured = contamination.active(marks, control_dir)
+    left_out: dict[str, int] = {}
     for split in artifact_utils.decode_split_names(examples.split_names):
-        _gather(examples.uri, split, os.path.join(spanned.uri, f"Split-{split}"), "")
+        _add(left_out, _gather_split(examples.uri, split,
+                                     os.path.join(spanned.uri, f"Split-{split}"), "", honoured))
+    if honoured:
+        contamination.record(spanned.uri, honoured, left_out)
     if catalog:
         span_catalog.record(catalog, span_catalog.EXAMPLES, spanned)
 
@@ -106,7 +128,11 @@ def SpanWindow(
     window: OutputArtifact[standard_artifacts.Examples],
     spans: Parameter[int] = 1,
     catalog: Parameter[str] = "",
+    marks: Parameter[str] = "[]",
+    control_dir: Parameter[str] = "",
 ) -> None:
+    honoured = contamination.active(marks, control_dir)
+    left_out: dict[str, int] = {}
     newest_first = sorted(examples, key=lambda a: (a.span or 0, a.id), reverse=True)[:spans]
     newest = newest_first[0]
     if catalog:  # `examples` is this run's span; the older ones are in the catalog
@@ -121,13 +147,17 @@ def SpanWindow(
     for age, split in enumerate(splits):
         dest = os.path.join(window.uri, f"Split-{split}")
         if age < len(newest_first):
-            _gather(newest_first[age].uri, "train", dest, f"span-{newest_first[age].span}")
+            _add(left_out, _gather_split(newest_first[age].uri, "train", dest,
+                                         f"span-{newest_first[age].span}", honoured))
         else:  # not that many spans yet: an empty (valid, gzipped) TFRecord file
             fileio.makedirs(dest)
             with tf.io.TFRecordWriter(os.path.join(dest, "empty.gz"), "GZIP"):
                 pass
-    _gather(newest.uri, EVAL_SPLIT, os.path.join(window.uri, f"Split-{EVAL_SPLIT}"),
-            f"span-{newest.span}")
+    _add(left_out, _gather_split(newest.uri, EVAL_SPLIT,
+                                 os.path.join(window.uri, f"Split-{EVAL_SPLIT}"),
+                                 f"span-{newest.span}", honoured))
+    if honoured:
+        contamination.record(window.uri, honoured, left_out)
     window.set_string_custom_property(
         "spans", json.dumps([int(a.span or 0) for a in newest_first]))
     _copy_split(newest, window)

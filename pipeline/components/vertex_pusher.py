@@ -19,11 +19,15 @@ from tfx.extensions.google_cloud_ai_platform.pusher import executor as vertex_ex
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import json_utils
 
+from pipeline.components.pusher import approval_gate
+
 log = logging.getLogger(__name__)
 
 
 class Executor(vertex_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
+        if not approval_gate(self, input_dict, output_dict, exec_properties):
+            return
         super().Do(input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(
             output_dict[standard_component_specs.PUSHED_MODEL_KEY])

@@ -60,7 +60,9 @@ def submit(job_file: Path, config: configs.PipelineConfig, *, host: str, namespa
         return client.create_run_from_pipeline_package(
             str(package), arguments={}, run_name=config.pipeline_name,
             experiment_name=experiment, namespace=namespace,
-            pipeline_root=config.pipeline_root, enable_caching=enable_caching)
+            pipeline_root=config.pipeline_root,
+            # On: each task as compiled (a Pusher waiting for approval is never cached).
+            enable_caching=None if enable_caching else False)
     except Exception as e:  # the client raises urllib3/ApiException/ValueError: say where
         raise KubeflowError(f"Kubeflow Pipelines at {host} refused the run or could not be "
                             f"reached: {type(e).__name__}: {str(e).strip()[:500]}") from e

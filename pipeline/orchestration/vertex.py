@@ -34,7 +34,18 @@ def compile_pipeline(config: configs.PipelineConfig, output: Path) -> Path:
     if output.exists():
         output.unlink()  # the runner refuses to overwrite
     runner.run(create_pipeline(config))
+    if config.require_approval:
+        _never_cache(output, "Pusher")
     return output
+
+
+def _never_cache(job_path: Path, task: str) -> None:
+    """A task that must run again on a rerun of the same job: the Pusher under
+    --require-approval, which reads the approvals when it runs (a cached refusal would never
+    push the model someone has since approved)."""
+    job = json.loads(job_path.read_text())
+    job["pipelineSpec"]["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
+    job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
 
 
 def submit(template: Path, config: configs.PipelineConfig, *, labels: dict[str, str],
@@ -47,7 +58,8 @@ def submit(template: Path, config: configs.PipelineConfig, *, labels: dict[str, 
         display_name=config.pipeline_name,
         template_path=str(template),
         pipeline_root=config.pipeline_root,
-        enable_caching=enable_caching,
+        # On: each task as compiled (all cached but a Pusher that waits for approval); off: none.
+        enable_caching=None if enable_caching else False,
         labels=labels,
         project=config.gcp_project,
         location=config.gcp_region,
