@@ -71,7 +71,8 @@ def append(control_dir: str, action: str, reason: str = "", who: str | None = No
     folder = f"{control_dir.rstrip('/')}/{LOG_DIR}"
     gfile = _fs()
     gfile.makedirs(folder)
-    name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{record.id}.json"
+    # The action in the name: readers of one kind of record skip the others unread.
+    name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{action}-{record.id}.json"
     tmp = f"{folder}/.{name}.partial"
     with gfile.GFile(tmp, "w") as f:
         f.write(json.dumps(asdict(record)))
@@ -88,8 +89,13 @@ def read(control_dir: str, actions: tuple[str, ...] = ()) -> list[Record]:
     found = []
     for name in sorted(n for n in gfile.listdir(folder) if n.endswith(".json")
                        and not n.startswith(".")):
+        parts = name.split("-")
+        if actions and len(parts) > 2 and parts[1] not in actions:
+            continue
         with gfile.GFile(f"{folder}/{name}") as f:
             record = Record(**json.loads(f.read()))
         if not actions or record.action in actions:
             found.append(record)
     return found
+
+

@@ -110,7 +110,8 @@ def test_two_workers_train_one_model_and_only_the_chief_exports_it(
     assert sorted(p.name for p in tmp_path.iterdir() if "scratch" in p.name) == []
     record = history(tmp_path)["distribution"]
     assert (record["strategy"], record["replicas"]) == ("multi_worker", 2)
-    assert abs(auc(tmp_path / "model", held_out) - single_process) <= 0.01
+    # within noise of one process (which trained on every row; here 10% are held out)
+    assert abs(auc(tmp_path / "model", held_out) - single_process) <= 0.015
     # The chief alone scores the rows every replica held out of training.
     in_time = history(tmp_path)["in_time_holdout"]
     assert in_time["share"] == 0.1 and 150 < in_time["rows"] < 330 and in_time["auc"] > 0.8
