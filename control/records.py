@@ -56,8 +56,37 @@ def operator(explicit: str | None = None) -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _fs():
-    import tensorflow as tf  # local paths and gs:// alike
+class _LocalFiles:
+    """The few tf.io.gfile calls used here, for local paths: the router and the tools read
+    and write the log without importing TensorFlow."""
+
+    @staticmethod
+    def makedirs(path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    @staticmethod
+    def isdir(path: str) -> bool:
+        return os.path.isdir(path)
+
+    @staticmethod
+    def listdir(path: str) -> list[str]:
+        return os.listdir(path)
+
+    @staticmethod
+    def GFile(path: str, mode: str = "r"):  # noqa: N802 - tf.io.gfile's name
+        return open(path, mode, encoding="utf-8")  # noqa: SIM115 - a context manager
+
+    @staticmethod
+    def rename(source: str, target: str, overwrite: bool = False) -> None:
+        if not overwrite and os.path.exists(target):
+            raise FileExistsError(target)
+        os.rename(source, target)
+
+
+def _fs(path: str):
+    if "://" not in path:
+        return _LocalFiles
+    import tensorflow as tf  # gs:// and the other file systems TensorFlow reads
 
     return tf.io.gfile
 
@@ -69,7 +98,7 @@ def append(control_dir: str, action: str, reason: str = "", who: str | None = No
     record = Record(action, operator(who), reason, now.isoformat(), uuid.uuid4().hex[:12],
                     details)
     folder = f"{control_dir.rstrip('/')}/{LOG_DIR}"
-    gfile = _fs()
+    gfile = _fs(folder)
     gfile.makedirs(folder)
     # The action in the name: readers of one kind of record skip the others unread.
     name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{action}-{record.id}.json"
@@ -83,7 +112,7 @@ def append(control_dir: str, action: str, reason: str = "", who: str | None = No
 def read(control_dir: str, actions: tuple[str, ...] = ()) -> list[Record]:
     """Every record, oldest first; with `actions`, only those."""
     folder = f"{control_dir.rstrip('/')}/{LOG_DIR}"
-    gfile = _fs()
+    gfile = _fs(folder)
     if not gfile.isdir(folder):
         return []
     found = []

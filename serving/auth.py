@@ -15,15 +15,23 @@ would pass the cap is refused whole (429), naming the limit.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import hashlib
 import hmac
 import ipaddress
+import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from control import records
+from serving import bandit
+
+log = logging.getLogger(__name__)
 
 TOKEN_ENV = "TAXI_WRITE_TOKEN"
 LOOPBACK = "loopback"  # the name writes are recorded under when no credential is configured
@@ -147,3 +155,40 @@ class WriteAuth:
                                {"Retry-After": "60"})
             sent.append((now, count))
         return None
+
+def add_write_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who may post labels: the same flags on the server and the router."""
+    group = parser.add_argument_group("write paths (:feedback; serving/auth.py)")
+    group.add_argument("--write-tokens-file", default=None,
+                       help=f"`NAME SECRET` lines: the credentials that may post labels (or "
+                            f"{TOKEN_ENV}=NAME:SECRET); none: loopback callers only")
+    group.add_argument("--max-labels-per-minute", type=int, default=10_000,
+                       help="labels one credential may post in a minute (default 10000)")
+    group.add_argument("--read-only", action="store_true",
+                       help="take no labels at all (reads only): may listen anywhere "
+                            "without a credential")
+
+
+def write_auth(args: argparse.Namespace) -> WriteAuth:
+    return WriteAuth.from_settings(args.write_tokens_file, args.max_labels_per_minute)
+
+
+def take_feedback(write_auth: WriteAuth, headers, client_host: str, body: Any,
+             store, paused: bool, marks_now: tuple,
+             control_dir: str | None, where: str) -> dict | Refusal:
+    """A :feedback request as the server and the router take it: the caller's credential, the
+    cap on labels, then the bandit; an accepted write is recorded in the audit log under the
+    credential's name (never its secret)."""
+    name, refusal = write_auth.who(headers.get("Authorization"), client_host)
+    if refusal is not None:
+        log.warning("refused :feedback from %s: %s", client_host, refusal.message)
+        return refusal
+    labels = bandit.labels_from_json(body)  # a malformed body is refused before counting
+    refusal = write_auth.take_labels(name, len(labels))
+    if refusal is not None:
+        return refusal
+    result, state = store.feedback(labels, paused=paused, marks=marks_now)
+    if control_dir:
+        records.append(control_dir, "feedback", "", name, labels=len(labels),
+                       accepted=result.accepted, held=result.held, via=where)
+    return bandit.reply(result, state)

@@ -377,11 +377,8 @@ def keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, floa
     return [(f"{request_id}/{i}", float(v)) for i, v in enumerate(values)]
 
 
-def feedback_reply(store: BanditStore, body: Any, paused: bool = False,
-                   marks: Collection = ()) -> dict[str, Any]:
-    """The `:feedback` endpoint's answer (what was applied, each arm's figures); raises
-    RolloutError for a body that is refused whole."""
-    result, state = store.feedback(labels_from_json(body), paused=paused, marks=marks)
+def reply(result: FeedbackResult, state: Bandit) -> dict[str, Any]:
+    """The `:feedback` endpoint's answer: what was applied, each arm's figures."""
     return {**result.as_dict(), "arms": [
         {"version": a.version, "requests": a.requests, "labels": a.labels, "reward": a.mean,
          "p_best": state.p_best.get(a.version), "traffic": state.weights.get(a.version)}

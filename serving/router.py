@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from control import marks
-from serving import bandit, model_config
+from serving import auth, bandit, model_config
 from serving import pause as pause_mod
 
 log = logging.getLogger("serving.router")
@@ -173,12 +173,20 @@ class Handler(BaseHTTPRequestHandler):
             log.warning("could not read the keys of a bandit-routed answer; not recorded")
 
     def _feedback(self, body: bytes) -> None:
+        if self.server.read_only:
+            return self._error(HTTPStatus.FORBIDDEN, "this router is read-only: it takes no "
+                                                     "labels")
         try:
             state = self.server.state
-            reply = bandit.feedback_reply(state.store, json.loads(body or b"null"),
-                                          paused=state.pause is not None, marks=state.marks)
+            reply = auth.take_feedback(self.server.auth, self.headers, self.client_address[0],
+                                       json.loads(body or b"null"), state.store,
+                                       state.pause is not None, state.marks,
+                                       state.control_dir, "router")
         except (model_config.RolloutError, json.JSONDecodeError, UnicodeDecodeError) as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e))
+        if isinstance(reply, auth.Refusal):
+            return self._reply(reply.status, json.dumps({"error": reply.message}).encode(),
+                               {"Content-Type": "application/json", **reply.headers})
         self.server.state.refresh()  # route by the new weights from the next request on
         self._reply(HTTPStatus.OK, json.dumps(reply).encode(),
                     {"Content-Type": "application/json"})
@@ -214,7 +222,11 @@ class Router(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], upstream: str, model_name: str,
-                 state: RoutingState, seed: int | None = None, timeout: float = 30.0):
+                 state: RoutingState, seed: int | None = None, timeout: float = 30.0,
+                 write_auth: auth.WriteAuth | None = None, read_only: bool = False):
+        self.auth = write_auth or auth.WriteAuth()
+        self.read_only = read_only
+        self.auth.check_bind(address[0], writes=not read_only)
         super().__init__(address, Handler)
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != "http" or not parsed.hostname:
@@ -272,18 +284,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="serving.rollout's config dir (rollout.json, bandit.json)")
     parser.add_argument("--poll-seconds", type=float, default=1.0,
                         help="how often to read the rollout and the bandit's weights")
+    auth.add_write_arguments(parser)
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         level = quiet.terminal_level(args.log_level, args.verbose)
         router = Router((args.host, args.port), args.upstream, args.model_name,
                         RoutingState(args.config_dir, args.poll_seconds,
-                                     defaults.control_dir))
+                                     defaults.control_dir),
+                        write_auth=auth.write_auth(args), read_only=args.read_only)
     except (ValueError, OSError) as e:
         print(f"serving.router: {e}", file=sys.stderr)
         return 2
     log_file = quiet.command_log(defaults.output_root, "router")
     print(f"serving.router: {router.url} -> {args.upstream}; logs in {log_file}", flush=True)
+    print(f"serving.router: {'read-only' if args.read_only else router.auth.describe()}",
+          flush=True)
     with quiet.routed(log_file, level, own=("serving",),
                       own_format="%(asctime)s %(levelname)s %(message)s"):
         router.state.start()

@@ -45,7 +45,7 @@ from tensorflow.core.framework import types_pb2
 
 from control import marks
 from models.model import PROBABILITY
-from serving import bandit, hybrid, model_config, payloads, versions
+from serving import auth, bandit, hybrid, model_config, payloads, versions
 from serving import pause as pause_mod
 from serving.request_log import RequestLog
 from settings import quiet
@@ -433,15 +433,21 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, response, {"X-Served-By": paused.route(), **paused.headers()})
 
     def _feedback(self, repo: ModelRepository, body: Any) -> None:
-        """Late labels by request key: the bandit's rewards. All or nothing per request."""
+        """Late labels by request key: the bandit's rewards. All or nothing per request, and
+        only from a caller with a credential (serving/auth.py)."""
+        if self.server.read_only:
+            return self._reply(HTTPStatus.FORBIDDEN, {"error": "this server is read-only: "
+                                                      "it takes no labels"})
         if repo.bandit is None:
             raise NotFound("this server has no --config-dir, so no bandit to give labels to")
         try:
-            reply = bandit.feedback_reply(repo.bandit, body,
-                                          paused=repo.snapshot.pause is not None,
-                                          marks=repo.snapshot.marks)
+            reply = auth.take_feedback(self.server.auth, self.headers, self.client_address[0], body,
+                             repo.bandit, repo.snapshot.pause is not None, repo.snapshot.marks,
+                             repo.control_dir, "server")
         except model_config.RolloutError as e:
             raise payloads.RequestError(str(e)) from None
+        if isinstance(reply, auth.Refusal):
+            return self._reply(reply.status, {"error": reply.message}, reply.headers)
         repo.refresh()  # route by the new weights from the next request on
         self._reply(HTTPStatus.OK, reply)
 
@@ -472,7 +478,11 @@ class LocalModelServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], repository: ModelRepository,
                  request_log: RequestLog | None = None, max_batch: int = 1000,
-                 max_body_bytes: int = 16 << 20, seed: int | None = None):
+                 max_body_bytes: int = 16 << 20, seed: int | None = None,
+                 write_auth: auth.WriteAuth | None = None, read_only: bool = False):
+        self.auth = write_auth or auth.WriteAuth()
+        self.read_only = read_only
+        self.auth.check_bind(address[0], writes=not read_only)
         super().__init__(address, Handler)
         self.repository = repository
         self.request_log = request_log or RequestLog(None, 0.0)
@@ -527,12 +537,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="the row field that carries a key (default: the table's key "
                              "column): taken out of rows, logged as lookup_key for "
                              "`serving.hybrid analyze`, looked up in the table")
+    auth.add_write_arguments(parser)
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
     try:
         level = quiet.terminal_level(args.log_level, args.verbose)
-    except ValueError as e:
-        parser.error(str(e))
+        writes = auth.write_auth(args)
+        writes.check_bind(args.host, writes=not args.read_only)
+    except ValueError as e:  # AuthError too: a bad setting, said before anything starts
+        print(f"serving.server: {e}", file=sys.stderr)
+        return 2
     if not 0.0 <= args.log_sample_rate <= 1.0:
         parser.error("--log-sample-rate must be in [0, 1]")
     if not Path(args.model_base_path).is_dir():
@@ -548,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     log_file = quiet.command_log(defaults.output_root, "server")
     print(f"serving.server: logs in {log_file}", flush=True)
+    print(f"serving.server: {'read-only' if args.read_only else writes.describe()}",
+          flush=True)
     with quiet.routed(log_file, level, own=("serving",),
                       own_format="%(asctime)s %(levelname)s %(message)s"):
         repository = ModelRepository(args.model_name, args.model_base_path, args.config_dir,
@@ -555,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                                      args.lookup_key, defaults.control_dir)
         server = LocalModelServer((args.host, args.port), repository,
                                   RequestLog(args.request_log or None, args.log_sample_rate),
-                                  max_batch=args.max_batch)
+                                  max_batch=args.max_batch, write_auth=writes,
+                                  read_only=args.read_only)
         repository.start()
         log.info("REST API at %s/v1/models/%s", server.url, args.model_name)
         try:
