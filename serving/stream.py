@@ -1,0 +1,606 @@
+"""Streaming predictions: the pushed model inside a Beam streaming job, from events to a
+warehouse, with nothing lost.
+
+    python -m serving.stream --watch incoming/                 # here: JSONL/CSV files as they land
+    python -m serving.stream --pubsub-subscription projects/P/subscriptions/S \\
+        --bigquery-table P:dataset.predictions --runner DataflowRunner --project P \\
+        --region us-central1 --temp_location gs://B/tmp --sdk_container_image IMAGE
+
+readInstances -> the raw-row contract -> RunInference -> writePredictions:
+
+- **Events** are JSON objects (a Pub/Sub message, a line of a `.jsonl` file) or CSV rows: the
+  raw row, flat or under `features`, with an optional `key` and `event_time` (ISO 8601 or
+  UNIX seconds; without one, the time the event arrived).
+- **The contract** (models/contract.py, the REST server's rules) turns each into the model's
+  inputs or refuses it; a refused or malformed event goes to the dead-letter output with the
+  reason. Every event ends in exactly one place: counts in = predictions + dead letters.
+- **RunInference** with a model handler around the pushed SavedModel's `serving_default`
+  signature (15 named tensors: Beam's TF handlers stack one tensor, and load with Keras),
+  loaded with `tf.saved_model.load`, the Transform graph inside. The handler's model is the
+  newest version under the serving dir: when the Pusher writes a new one, the next batch
+  after a poll loads it whole (and replays its warmup requests), then swaps it in, so no row
+  is scored by a half-loaded model; every output row names the version that scored it.
+- **Windows** of event time (`--window-seconds`) carry per-window counts, mean prediction and
+  dead-letter share (`windows.jsonl`, a line per pane: on time, then one per late firing up to
+  `--allowed-lateness-seconds`). Predictions and dead letters are written whatever their
+  lateness: only the window figures leave an event later than that out.
+- **Sinks**: locally, Parquet files by window under OUT/predictions/ (a warehouse a person
+  queries with SQL: `duckdb -c "select version, avg(probability) from
+  'OUT/predictions/*/*.parquet' group by 1"`), JSONL dead letters under OUT/dead_letters/, and
+  OUT/requests.jsonl in the request log's format, which `python -m monitoring.monitor --log`
+  reads as it reads the server's. On Dataflow, BigQuery (streaming inserts): one row per
+  event with its inputs, probability, version, event and processing time, and a
+  `_dead_letters` table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import datetime
+import fcntl
+import io
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+from apache_beam.transforms import trigger, window
+
+from models import contract
+
+log = logging.getLogger("serving.stream")
+
+NAMESPACE = "stream"
+DEAD = "dead_letters"
+VALID = "valid"
+
+
+# ---------------------------------------------------------------- events in
+
+
+def parse_time(value: Any) -> float:
+    """UNIX seconds from an ISO 8601 time (UTC unless it names a zone) or from a number."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a time")
+        return float(value)
+    when = datetime.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+class ParseEvent(beam.DoFn):
+    """An event (a JSON text, or a CSV row as a dict) -> the model's inputs at its event time,
+    or a dead letter with the reason."""
+
+    def __init__(self, key_field: str = "key", time_field: str = "event_time",
+                 tally: str = ""):
+        self.key_field, self.time_field, self.tally = key_field, time_field, tally
+        self.events = beam.metrics.Metrics.counter(NAMESPACE, "events")
+        self.dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+
+    def start_bundle(self):
+        self.seen = 0
+
+    def finish_bundle(self):
+        """Locally, the events read are also tallied in a file: the count that the sinks'
+        predictions and dead letters must add up to."""
+        if self.tally and self.seen:
+            _append(self.tally, [json.dumps({"events": self.seen})])
+
+    def process(self, element: Any, timestamp=beam.DoFn.TimestampParam):
+        self.events.inc()
+        self.seen += 1
+        arrived = float(timestamp) if timestamp is not None and \
+            timestamp != window.MIN_TIMESTAMP else time.time()
+        raw = element if isinstance(element, str) else json.dumps(element)
+        try:
+            event = json.loads(element) if isinstance(element, (str, bytes)) else dict(element)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            yield self._dead(raw, f"malformed JSON: {e}", arrived)
+            return
+        if not isinstance(event, dict):
+            yield self._dead(raw, "an event must be a JSON object", arrived)
+            return
+        envelope = {self.key_field, self.time_field}
+        features = event.get("features") if isinstance(event.get("features"), dict) else \
+            {k: v for k, v in event.items() if k not in envelope}
+        try:
+            when = parse_time(event[self.time_field]) if event.get(self.time_field) not in \
+                (None, "") else arrived
+        except (ValueError, TypeError) as e:
+            yield self._dead(raw, f"{self.time_field}: {e}", arrived)
+            return
+        try:
+            inputs = contract.instance(features)
+        except contract.ContractError as e:
+            yield self._dead(raw, str(e), when)
+            return
+        key = event.get(self.key_field)
+        yield window.TimestampedValue({"key": None if key in (None, "") else str(key),
+                                       "event_time": when, "features": features,
+                                       "instance": inputs}, when)
+
+    def _dead(self, raw: str, reason: str, when: float):
+        self.dead.inc()
+        return beam.pvalue.TaggedOutput(DEAD, window.TimestampedValue(
+            {"event": raw, "reason": reason, "event_time": when}, when))
+
+
+def _append(path: str, lines: list[str]) -> None:
+    """Lines appended under a lock: several bundles (threads, processes) write one file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write("\n".join(lines) + "\n")
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_events(readable) -> Iterable[Any]:
+    """The events of a file that landed: JSON lines, or CSV rows (strings, '' absent)."""
+    text = readable.read_utf8()
+    if readable.metadata.path.endswith(".csv"):
+        yield from csv.DictReader(io.StringIO(text))
+        return
+    for line in text.splitlines():
+        if line.strip():
+            yield line
+
+
+# ---------------------------------------------------------------- the model
+
+
+class NewestVersion:
+    """The newest pushed version under `serving_dir`, loaded with its warmup requests
+    replayed, and swapped for a newer one only once that one is loaded whole. While serving
+    is paused (`serving.rollout pause`, read from `config_dir`), the pause's fallback."""
+
+    def __init__(self, serving_dir: str, poll_seconds: float, config_dir: str = ""):
+        self.serving_dir, self.poll_seconds = serving_dir, poll_seconds
+        self.config_dir = config_dir
+        self.version: int | None = None
+        self.signature = None
+        self.pause = None
+        self._checked = -math.inf
+        self.current()
+        if self.signature is None:
+            raise FileNotFoundError(f"no pushed model version under {serving_dir}: run the "
+                                    "pipeline so the Pusher pushes one")
+
+    def current(self) -> tuple[int, Any]:
+        now = time.monotonic()
+        if now - self._checked >= self.poll_seconds:
+            self._checked = now
+            self._maybe_load()
+        return self.version, self.signature
+
+    def _maybe_load(self) -> None:
+        import tensorflow as tf
+
+        from serving import model_config, payloads, versions
+        from serving import pause as pause_mod
+
+        if self.config_dir and Path(self.config_dir).is_dir():
+            paused = pause_mod.from_dict(model_config.load_state(self.config_dir).pause)
+            if paused != self.pause:
+                log.warning("stream: %s", f"PAUSED, {paused.fallback} answers: "
+                            f"{paused.reason}" if paused else "resumed")
+            self.pause = paused
+        newest = versions.newest_version(self.serving_dir)
+        if self.pause is not None and self.pause.fallback == "previous":
+            newest = self.pause.version
+        if newest is None or newest == self.version:
+            return
+        path = versions.version_dir(self.serving_dir, newest)
+        try:
+            model = tf.saved_model.load(path)
+            signature = model.signatures[payloads.RAW_SIGNATURE]
+            warmup = f"{path}/{payloads.WARMUP_FILE}"
+            if tf.io.gfile.exists(warmup):
+                for call, tensors in payloads.warmup_calls(model, warmup):
+                    call(**tensors)
+        except Exception as e:  # noqa: BLE001 - keep scoring with the version that works
+            log.error("version %s under %s did not load; %s scores on: %s", newest,
+                      self.serving_dir, self.version, e)
+            return
+        log.info("streaming with version %s (was %s)", newest, self.version)
+        self._model, self.signature, self.version = model, signature, newest
+
+
+class RawRowsModelHandler(ModelHandler[dict, PredictionResult, NewestVersion]):
+    """RunInference's handler for the raw-feature signature: a batch of contract-checked
+    rows -> one call with a tensor per feature -> P(big tipper) per row, with the version."""
+
+    def __init__(self, serving_dir: str, poll_seconds: float = 10.0, max_batch: int = 256,
+                 config_dir: str = ""):
+        super().__init__()
+        self.serving_dir, self.poll_seconds, self.max_batch = serving_dir, poll_seconds, \
+            max_batch
+        self.config_dir = config_dir
+
+    def load_model(self) -> NewestVersion:
+        return NewestVersion(self.serving_dir, self.poll_seconds, self.config_dir)
+
+    def run_inference(self, batch: Sequence[dict], model: NewestVersion,
+                      inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        """The model's probabilities; while paused the fallback's, said in `model_id`
+        (`3;paused`, `constant;paused`, `refuse;paused`: a refused event is a dead letter)."""
+        from models import model as M
+
+        version, signature = model.current()
+        paused = model.pause
+        if paused is not None and paused.fallback != "previous":
+            value = paused.constant if paused.fallback == "constant" else None
+            return [PredictionResult({**e, "paused": paused.log_field()}, value,
+                                     paused.route()) for e in batch]
+        outputs = signature(**M.instance_tensors([e["instance"] for e in batch]))
+        probabilities = outputs[M.PROBABILITY].numpy().reshape(-1)
+        route = paused.route() if paused is not None else str(version)
+        return [PredictionResult({**e, "paused": paused.log_field()} if paused else e,
+                                 float(p), route)
+                for e, p in zip(batch, probabilities, strict=True)]
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": self.max_batch}
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+
+class PredictionRows(beam.DoFn):
+    """One warehouse row per event: its inputs as sent, the probability, the version that
+    scored it (or the pause's fallback), when it happened and when it was scored. An event a
+    paused model refuses is a dead letter, with the pause's reason."""
+
+    def process(self, result: PredictionResult):
+        event = result.example
+        paused = event.get("paused")
+        if result.inference is None:
+            beam.metrics.Metrics.counter(NAMESPACE, "dead_letters").inc()
+            yield beam.pvalue.TaggedOutput(DEAD, {
+                "event": json.dumps({"key": event["key"], **event["features"]}, default=str),
+                "reason": f"serving is paused: {paused['reason']}",
+                "event_time": event["event_time"]})
+            return
+        beam.metrics.Metrics.counter(NAMESPACE, "predictions").inc()
+        version = result.model_id.split(";")[0]
+        yield {"key": event["key"], "event_time": event["event_time"],
+               "processing_time": time.time(),
+               "version": int(version) if version.isdigit() else None,
+               "paused": paused["fallback"] if paused else "",
+               "probability": result.inference,
+               "features": json.dumps(event["features"], sort_keys=True, default=str)}
+
+
+# ---------------------------------------------------------------- out
+
+
+class WindowedFiles(beam.DoFn):
+    """Each bundle's elements as one file per window: FOLDER/window=START/part-ID.EXT,
+    Parquet or JSONL (a file is written whole, under a temporary name, then renamed)."""
+
+    def __init__(self, folder: str, kind: str):
+        self.folder, self.kind = folder, kind
+
+    def start_bundle(self):
+        self.buffer = collections.defaultdict(list)
+
+    def process(self, element: dict, w=beam.DoFn.WindowParam):
+        start = w.start.to_utc_datetime().strftime("%Y%m%dT%H%M%SZ") \
+            if hasattr(w, "start") else "global"
+        self.buffer[start].append(element)
+
+    def finish_bundle(self):
+        for start, rows in self.buffer.items():
+            folder = Path(self.folder) / f"window={start}"
+            folder.mkdir(parents=True, exist_ok=True)
+            name = f"part-{uuid.uuid4().hex[:12]}.{self.kind}"
+            tmp = folder / f".{name}.partial"
+            if self.kind == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pylist(rows), tmp)
+            else:
+                tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+            tmp.rename(folder / name)
+
+
+class AppendRequestLog(beam.DoFn):
+    """The predictions in the request log's format (serving/request_log.py), appended under
+    a lock: `python -m monitoring.monitor --log` reads streamed traffic as it reads served."""
+
+    def __init__(self, path: str, model_name: str):
+        self.path, self.model_name = path, model_name
+
+    def start_bundle(self):
+        self.lines = []
+
+    def process(self, row: dict):
+        record = {"time": row["processing_time"], "event_time": row["event_time"],
+                  "model": self.model_name, "version": row["version"], "route": "stream",
+                  "signature": "serving_default", "features": json.loads(row["features"]),
+                  "prediction": row["probability"]}
+        if row["paused"]:  # the monitor leaves these out
+            record["paused"] = {"fallback": row["paused"]}
+        if row["key"] is not None:
+            record["key"] = row["key"]
+        self.lines.append(json.dumps(record))
+
+    def finish_bundle(self):
+        if self.lines:
+            _append(self.path, self.lines)
+
+
+class WindowFigures(beam.CombineFn):
+    """(events, predictions, dead letters, sum of probabilities) of a window."""
+
+    def create_accumulator(self):
+        return [0, 0, 0, 0.0]
+
+    def add_input(self, acc, item):
+        kind, probability = item
+        acc[0] += 1
+        if kind == "prediction":
+            acc[1] += 1
+            acc[3] += probability
+        else:
+            acc[2] += 1
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        out = self.create_accumulator()
+        for acc in accumulators:
+            out = [a + b for a, b in zip(out, acc, strict=True)]
+        return out
+
+    def extract_output(self, acc):
+        events, predictions, dead, total = acc
+        return {"events": events, "predictions": predictions, "dead_letters": dead,
+                "mean_prediction": total / predictions if predictions else None,
+                "dead_letter_share": dead / events if events else 0.0}
+
+
+class AppendWindowLine(beam.DoFn):
+    def __init__(self, path: str):
+        self.path = path
+
+    def process(self, figures: dict, w=beam.DoFn.WindowParam, pane=beam.DoFn.PaneInfoParam):
+        line = {"window_start": float(w.start), "window_end": float(w.end),
+                "timing": {0: "early", 1: "on_time", 2: "late"}.get(pane.timing, "unknown"),
+                "pane": pane.index, **figures}
+        _append(self.path, [json.dumps(line)])
+        yield line
+
+
+# ---------------------------------------------------------------- the job
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    serving_dir: str
+    model_name: str = "taxi-big-tipper"
+    window_seconds: int = 60
+    allowed_lateness_seconds: int = 300
+    poll_seconds: float = 10.0
+    key_field: str = "key"
+    time_field: str = "event_time"
+    max_batch: int = 256
+    config_dir: str = ""  # serving.rollout's: a pause there is honoured
+
+
+def score(events: beam.PCollection, settings: StreamSettings, tally: str = ""
+          ) -> tuple[beam.PCollection, beam.PCollection]:
+    """Events -> (prediction rows, dead letters), both in event-time windows; `tally`: a
+    file the events read are counted in (local runs)."""
+    parsed = events | "Contract" >> beam.ParDo(
+        ParseEvent(settings.key_field, settings.time_field, tally)).with_outputs(
+            DEAD, main=VALID)
+    windowing = window.FixedWindows(settings.window_seconds)
+    lateness = settings.allowed_lateness_seconds
+    valid = parsed[VALID] | "Windows" >> beam.WindowInto(
+        windowing, allowed_lateness=lateness)
+    dead = parsed[DEAD] | "DeadWindows" >> beam.WindowInto(windowing, allowed_lateness=lateness)
+    scored = (valid
+              | "RunInference" >> RunInference(RawRowsModelHandler(
+                  settings.serving_dir, settings.poll_seconds, settings.max_batch,
+                  settings.config_dir))
+              | "Rows" >> beam.ParDo(PredictionRows()).with_outputs(DEAD, main=VALID))
+    refused = scored[DEAD] | "RefusedWindows" >> beam.WindowInto(windowing,
+                                                                 allowed_lateness=lateness)
+    return scored[VALID], (dead, refused) | "AllDeadLetters" >> beam.Flatten()
+
+
+def window_figures(rows: beam.PCollection, dead: beam.PCollection,
+                   settings: StreamSettings) -> beam.PCollection:
+    """Per window and pane: counts, mean prediction, dead-letter share; a pane when the
+    watermark passes the window's end, then one per late event within the lateness."""
+    kinds = ((rows | "AsPrediction" >> beam.Map(lambda r: ("prediction", r["probability"])),
+              dead | "AsDead" >> beam.Map(lambda d: ("dead", 0.0)))
+             | "Together" >> beam.Flatten())
+    return (kinds
+            | "Panes" >> beam.WindowInto(
+                window.FixedWindows(settings.window_seconds),
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=settings.allowed_lateness_seconds)
+            | "Figures" >> beam.CombineGlobally(WindowFigures()).without_defaults())
+
+
+def local_sinks(rows, dead, figures_in, out: str, model_name: str) -> None:
+    _ = rows | "Warehouse" >> beam.ParDo(WindowedFiles(f"{out}/predictions", "parquet"))
+    _ = rows | "RequestLog" >> beam.ParDo(AppendRequestLog(f"{out}/requests.jsonl",
+                                                           model_name))
+    _ = dead | "DeadLetters" >> beam.ParDo(WindowedFiles(f"{out}/{DEAD}", "jsonl"))
+    _ = figures_in | "WindowLines" >> beam.ParDo(AppendWindowLine(f"{out}/windows.jsonl"))
+
+
+PREDICTION_SCHEMA = ("key:STRING,event_time:TIMESTAMP,processing_time:TIMESTAMP,"
+                     "version:INTEGER,paused:STRING,probability:FLOAT,features:STRING")
+DEAD_SCHEMA = "event:STRING,reason:STRING,event_time:TIMESTAMP"
+
+
+def bigquery_sinks(rows, dead, table: str) -> None:
+    """Streaming inserts: predictions into TABLE, dead letters into TABLE_dead_letters."""
+    from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
+
+    for name, pcoll, schema, target in (("Predictions", rows, PREDICTION_SCHEMA, table),
+                                        ("DeadLetters", dead, DEAD_SCHEMA,
+                                         f"{table}_{DEAD}")):
+        _ = pcoll | f"BigQuery{name}" >> WriteToBigQuery(
+            target, schema=schema, method=WriteToBigQuery.Method.STREAMING_INSERTS,
+            create_disposition=BigQueryDisposition.CREATE_IF_NEEDED,
+            write_disposition=BigQueryDisposition.WRITE_APPEND)
+
+
+def watched_files(pipeline, folder: str, interval: float, stop_after: float | None):
+    """New .jsonl and .csv files under `folder`, each read once as it lands (Beam's
+    MatchContinuously: a real unbounded source on the local runner)."""
+    from apache_beam.io import fileio
+
+    stop = time.time() + stop_after if stop_after else window.MAX_TIMESTAMP.micros / 1e6
+    return (pipeline
+            | "Watch" >> fileio.MatchContinuously(f"{folder.rstrip('/')}/*.*", interval=interval,
+                                                  stop_timestamp=stop)
+            | "OnlyEvents" >> beam.Filter(lambda m: m.path.endswith((".jsonl", ".json",
+                                                                      ".csv")))
+            | "Read" >> fileio.ReadMatches()
+            | "Events" >> beam.FlatMap(file_events))
+
+
+def pubsub_messages(pipeline, subscription: str, topic: str, time_attribute: str):
+    kwargs = {"subscription": subscription} if subscription else {"topic": topic}
+    if time_attribute:
+        kwargs["timestamp_attribute"] = time_attribute
+    return (pipeline | "PubSub" >> beam.io.ReadFromPubSub(**kwargs)
+            | "Decode" >> beam.Map(lambda b: b.decode("utf-8", "replace")))
+
+
+def build(pipeline, args: argparse.Namespace, settings: StreamSettings) -> None:
+    if args.watch:
+        events = watched_files(pipeline, args.watch, args.interval, args.stop_after)
+    else:
+        events = pubsub_messages(pipeline, args.pubsub_subscription, args.pubsub_topic,
+                                 args.pubsub_time_attribute)
+    rows, dead = score(events, settings, "" if args.bigquery_table else f"{args.out}/{TALLY}")
+    figures = window_figures(rows, dead, settings)
+    if args.bigquery_table:
+        bigquery_sinks(rows, dead, args.bigquery_table)
+        _ = figures | "WindowFigures" >> beam.Map(lambda f: log.info("window %s", f))
+    else:
+        local_sinks(rows, dead, figures, args.out, settings.model_name)
+
+
+TALLY = "events.tally"
+
+
+def counts(out: str) -> dict[str, int]:
+    """Events read, and what landed: rows in the warehouse, dead letters. On Dataflow the
+    job's counters (namespace `stream`) say the same in its console."""
+    folder = Path(out)
+    tally = folder / TALLY
+    events = sum(json.loads(line)["events"] for line in tally.read_text().splitlines()) \
+        if tally.is_file() else 0
+    import pyarrow.parquet as pq
+
+    predictions = sum(pq.ParquetFile(f).metadata.num_rows
+                      for f in folder.glob("predictions/window=*/*.parquet"))
+    dead = sum(len(f.read_text().splitlines()) for f in folder.glob(f"{DEAD}/window=*/*.jsonl"))
+    return {"events": events, "predictions": predictions, "dead_letters": dead}
+
+
+def parser(defaults) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m serving.stream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--watch", help="a folder whose new .jsonl/.csv files are read as they "
+                                        "land (the local source)")
+    source.add_argument("--pubsub-subscription", help="projects/P/subscriptions/S (Dataflow)")
+    source.add_argument("--pubsub-topic", help="projects/P/topics/T (Dataflow)")
+    parser.add_argument("--pubsub-time-attribute", default="",
+                        help="the message attribute that holds the event time (else the "
+                             "event's own --time-field, else the publish time)")
+    parser.add_argument("--bigquery-table", default="",
+                        help="PROJECT:DATASET.TABLE for predictions (and TABLE_dead_letters); "
+                             "empty: the local sinks under --out")
+    parser.add_argument("--out", default=f"{defaults.output_root}/stream/{defaults.pipeline_name}",
+                        help="local sinks: predictions/ (Parquet by window), dead_letters/, "
+                             "requests.jsonl, windows.jsonl")
+    parser.add_argument("--serving-dir", default=defaults.serving_dir,
+                        help="the Pusher's versions (local or gs://): the newest scores")
+    parser.add_argument("--config-dir", default=defaults.serving_config_dir,
+                        help="serving.rollout's config dir: a pause there is honoured")
+    parser.add_argument("--window-seconds", type=int, default=60)
+    parser.add_argument("--allowed-lateness-seconds", type=int, default=300)
+    parser.add_argument("--poll-seconds", type=float, default=10.0,
+                        help="how often to look for a newer pushed version")
+    parser.add_argument("--interval", type=float, default=1.0,
+                        help="--watch: how often to look for new files (seconds)")
+    parser.add_argument("--stop-after", type=float, default=None,
+                        help="--watch: stop reading after this many seconds (default: never)")
+    parser.add_argument("--key-field", default="key")
+    parser.add_argument("--time-field", default="event_time")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    from settings import quiet
+    from settings.layout import Layout
+
+    defaults = Layout.load()
+    command = parser(defaults)
+    quiet.add_arguments(command)
+    args, beam_args = command.parse_known_args(argv)
+    options = PipelineOptions(beam_args)
+    options.view_as(StandardOptions).streaming = True
+    settings = StreamSettings(args.serving_dir, defaults.serving_model_name,
+                              args.window_seconds, args.allowed_lateness_seconds,
+                              args.poll_seconds, args.key_field, args.time_field,
+                              config_dir=args.config_dir)
+    if not args.bigquery_table and not Path(args.serving_dir).is_dir():
+        print(f"serving.stream: no pushed model under {args.serving_dir}: run the pipeline "
+              "first (make run)", file=sys.stderr)
+        return 2
+
+    def work():
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, args, settings)
+        pipeline.run().wait_until_finish()
+        return counts(args.out) if not args.bigquery_table else None
+
+    where = args.bigquery_table or args.out
+    print(f"serving.stream: {args.watch or args.pubsub_subscription or args.pubsub_topic} -> "
+          f"{where}; Ctrl-C stops it", flush=True)
+    found, error, log_file = quiet.run_quietly(work, args, defaults.output_root, "stream",
+                                               ("serving.stream",), "%(asctime)s %(message)s",
+                                               (FileNotFoundError, ValueError))
+    if error is not None:
+        print(f"serving.stream: {error}", file=sys.stderr)
+        return 2
+    if found is None:
+        print(f"serving.stream: the job ended; logs: {log_file}")
+        return 0
+    balanced = found["events"] == found["predictions"] + found["dead_letters"]
+    print(f"serving.stream: {found['events']} events in {'=' if balanced else '!='} "
+          f"{found['predictions']} predictions + {found['dead_letters']} dead letters in "
+          f"{args.out}; logs: {log_file}")
+    return 0 if balanced else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
