@@ -164,3 +164,25 @@ def test_labels_of_requests_served_inside_a_contamination_mark_are_not_learned(s
         {"key": f"flooded-{i}", "label": 0} for i in range(3)]})
     assert status == 200 and reply["contaminated"] == 3 and reply["accepted"] == 0
     assert sum(a.labels for a in B.BanditStore(config).load().arms) == 0
+
+
+def test_a_router_that_has_not_polled_yet_says_the_server_s_fallback_answered(served, rows):
+    """Between a pause and the router's next poll, the server already answers with its
+    fallback: the router passes on what the server says, not its own routing."""
+    base, config, control, server, _ = served
+    slow = Router(("127.0.0.1", 0), server.url, MODEL, RoutingState(config, 3600, control),
+                  seed=1)
+    slow.start_background()
+    try:
+        assert predict(slow.url, rows[:1])[2]["X-Served-By"] == "2;stable"
+        assert command(served, "pause", "--fallback", "constant", "--constant", "0.3",
+                       "--reason", "outage") == 0
+        assert wait_for(lambda: predict(server.url, rows[:1])[1] == {"predictions": [0.3]},
+                        seconds=5 * POLL)
+        status, body, headers = predict(slow.url, rows[:2])
+        assert slow.state.pause is None  # it has not seen the pause itself
+        assert (status, body) == (200, {"predictions": [0.3, 0.3]})
+        assert headers["X-Served-By"] == "constant;paused"
+        assert headers["X-Paused"].startswith("constant; outage")
+    finally:
+        slow.close()

@@ -129,6 +129,8 @@ class Handler(BaseHTTPRequestHandler):
             "POST", f"{prefix}/versions/{version}{PREDICT}", body)
         if status is None:
             return
+        if "X-Paused" in headers:  # the server paused before this router's next poll: its
+            return self._reply(status, data, headers)  # fallback answered, and says so
         if route == "bandit" and status == HTTPStatus.OK:
             self._record(version, data)
         self._reply(status, data, {**headers, "X-Served-By": f"{version};{route}"})
