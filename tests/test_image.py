@@ -78,6 +78,14 @@ def test_every_dotted_path_the_compiled_jobs_name_imports_from_the_image_alone(j
     assert image_tree.import_failures(image, ours) == {}
 
 
+def test_the_streaming_job_s_workers_import_their_code_from_the_image(image):
+    """Dataflow's workers run serving/stream.py's transforms from the same image."""
+    assert image_tree.import_failures(image, [
+        "serving.stream.ParseEvent", "serving.stream.RawRowsModelHandler",
+        "serving.stream.PredictionRows", "serving.stream.WindowFigures",
+        "models.contract.instance", "models.model.instance_tensors"]) == {}
+
+
 def test_the_dockerfile_of_file_by_file_copies_fails_where_vertex_would(tmp_path):
     """The Dockerfile as it was (every package but data/ whole, data/ two files), with the
     packages this layout added: ExampleGen's executor cannot import its readers."""
