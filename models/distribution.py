@@ -148,7 +148,10 @@ def choose(setting: str = "auto", tf_config: dict[str, Any] | None = None) -> Di
                 timeout_seconds=timeout))
     elif not chosen.serves_only:  # parameter_server, this process coordinates
         resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        # Connecting waits for every server and worker, for ever: bounded here.
+        watchdog = Watchdog(timeout, "the parameter servers and workers did not join")
         chosen.strategy = tf.distribute.experimental.ParameterServerStrategy(resolver)
+        watchdog.disarm()  # connected (Keras takes no per-step callback under this strategy)
     if chosen.strategy is not None:
         chosen.replicas = chosen.strategy.num_replicas_in_sync
     log.info("distribution: %s", chosen.describe())

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +44,12 @@ def cluster_spec(workers: int, servers: int = 0) -> dict[str, list[str]]:
 
 def trainer_args(transform: Path, out: Path, steps: int, batch: int, seed: int,
                  distribution: str = "auto", eval_rounds: int = 2,
-                 raw: bool = False, holdout: float = 0.0) -> dict[str, Any]:
+                 raw: bool = False, holdout: float = 0.0, backup_root: str = "",
+                 backup_every_steps: int = 0) -> dict[str, Any]:
     """FnArgs for run_fn over a Transform output folder (graph/, examples/ and raw/): the
     written rows, or with `raw` the raw rows through the graph, as the local pipeline;
-    `holdout`: the in-time share run_fn holds out and reports the AUC of."""
+    `holdout`: the in-time share run_fn holds out and reports the AUC of; `backup_root`:
+    where the training state is backed up every `backup_every_steps` steps."""
     examples = str(transform / ("raw" if raw else "examples") / "*")
     return {
         "train_files": [examples],
@@ -54,7 +59,8 @@ def trainer_args(transform: Path, out: Path, steps: int, batch: int, seed: int,
         "train_steps": steps, "eval_steps": 2,
         "custom_config": {"seed": seed, "distribution": distribution, "raw_examples": raw,
                           "eval_rounds": eval_rounds, "hparams": {"batch_size": batch},
-                          "in_time_holdout": holdout},
+                          "in_time_holdout": holdout, "backup_root": backup_root,
+                          "backup_every_steps": backup_every_steps},
     }
 
 
@@ -68,6 +74,32 @@ def start(args: dict, tf_config: dict | None = None, env: dict | None = None,
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
     return subprocess.Popen([sys.executable, "-m", "models.local_cluster", json.dumps(args)],
                             cwd=PROJECT_ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_for_line(log: Path, pattern: str, timeout: float,
+                  process: subprocess.Popen | None = None) -> re.Match:
+    """The first match of `pattern` in the log, waited for; raises if `process` ends first
+    or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text(errors="replace")) if log.exists() else None
+        if found:
+            return found
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{log.name} ended ({process.returncode}) before {pattern!r}:\n"
+                               + log.read_text(errors="replace")[-3000:])
+        time.sleep(0.2)
+    raise TimeoutError(f"{pattern!r} not in {log.name} within {timeout:.0f} s")
+
+
+def preempt(process: subprocess.Popen, log: Path, timeout: float,
+            after: str = r"training state backed up at step (\d+)") -> int:
+    """Kills the replica as a lost machine dies (SIGKILL, no chance to clean up) once its
+    log shows `after`; returns the step of that backup."""
+    step = int(wait_for_line(log, after, timeout, process).group(1))
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    return step
 
 
 def run(args: dict, spec: dict[str, list[str]] | None, folder: Path, timeout: float,
@@ -108,5 +140,5 @@ if __name__ == "__main__":
 
     from models import model as M
 
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, force=True)  # TF may have set up the root
     M.run_fn(FnArgs(**json.loads(sys.argv[1])))

@@ -23,7 +23,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
-from models import contract, progress
+from models import contract, fault_tolerance, progress
 from models import distribution as D
 from models import features as F
 
@@ -429,13 +429,16 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
         seed: int | None = None, callbacks: list | None = None, verbose: int = 2,
         train_weights: list[float] | None = None, base_model: str | None = None,
         distribution: D.Distribution | None = None, raw_examples: bool | None = None,
-        holdout: float = 0.0):
+        holdout: float = 0.0, backup: str = "", backup_every_steps: int = 0,
+        backup_every_seconds: float = 0.0):
     """Builds and trains the model in `rounds` epochs, validating after each: the one training
     loop the Trainer and every tuner trial share. `base_model` (a SavedModel this module
     exported) warm-starts it. `raw_examples`: see input_fn's `raw`. Under `distribution`
     (models/distribution.py) the model is built in the strategy's scope and `batch_size` is
     the global batch. `holdout`: that share of the training rows is not trained on (see
-    holdout_auc). Returns (model, history)."""
+    holdout_auc). With `backup`, the training state is backed up there every
+    `backup_every_steps` steps (or seconds) and restored from it on a restart
+    (models/fault_tolerance.py). Returns (model, history)."""
     strategy = distribution.strategy if distribution else tf.distribute.get_strategy()
     train = input_fn(train_files, tf_transform_output, hp["batch_size"], seed=seed,
                      weights=train_weights, raw=raw_examples, holdout=holdout)
@@ -453,18 +456,32 @@ def fit(hp: dict[str, Any], tf_transform_output: tft.TFTransformOutput, train_fi
                 model = build_model(hp)
     rounds = max(1, min(rounds, steps))
     callbacks = list(callbacks or [])
+    clustered = bool(distribution and distribution.name in ("multi_worker", "parameter_server"))
+    saver = None
+    if backup:  # first: it restores the state before any other callback sees it
+        processes = sum(len((distribution.tf_config.get("cluster") or {}).get(kind, []))
+                        for kind in ("chief", "worker")) if clustered and \
+            distribution.name == "multi_worker" else 1
+        saver = fault_tolerance.callback(backup, strategy, backup_every_steps,
+                                         backup_every_seconds, processes)
+        callbacks.insert(0, saver)
     if distribution and distribution.watchdog:  # the first step proves every peer is there
         callbacks.append(tf.keras.callbacks.LambdaCallback(
             on_train_batch_end=lambda *_: distribution.watchdog.disarm()))
-    history = model.fit(
-        train,
-        epochs=rounds,
-        steps_per_epoch=math.ceil(steps / rounds),
-        validation_data=evaluation,
-        validation_steps=max(1, eval_steps or 1),
-        callbacks=callbacks,
-        verbose=verbose,
-    )
+    try:
+        history = model.fit(
+            train,
+            epochs=rounds,
+            steps_per_epoch=math.ceil(steps / rounds),
+            validation_data=evaluation,
+            validation_steps=max(1, eval_steps or 1),
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+        if not clustered:
+            raise
+        raise fault_tolerance.peer_lost(e, distribution.name, saver) from e
     return model, history
 
 
@@ -559,6 +576,9 @@ def run_fn(fn_args) -> None:
     # On Kubeflow the base model is ServedModel's output, empty before the first push.
     base_model = fn_args.base_model if fn_args.base_model and tf.io.gfile.exists(
         os.path.join(fn_args.base_model, "saved_model.pb")) else None
+    backup = _backup_dir(fn_args, custom, hp, base_model, distribution)
+    every_steps = int(custom.get("backup_every_steps") or 0)
+    every_seconds = float(custom.get("backup_every_seconds") or 0)
     started = time.monotonic()
     model, history = fit(
         hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
@@ -567,10 +587,14 @@ def run_fn(fn_args) -> None:
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                    progress.for_strategy(distribution.strategy)],
         train_weights=weights, base_model=base_model, distribution=distribution,
-        raw_examples=raw_examples, holdout=holdout)
+        raw_examples=raw_examples, holdout=holdout, backup=backup,
+        backup_every_steps=every_steps, backup_every_seconds=every_seconds)
     steps_per_round = history.params["steps"]
     train_seconds = time.monotonic() - started
-    log.info("trained %d steps in %.1f s", len(history.epoch) * steps_per_round, train_seconds)
+    steps_done = int(model.optimizer.iterations.numpy())
+    resumed = getattr(model, fault_tolerance.RESUMED, 0)
+    log.info("trained %d steps in %.1f s%s", steps_done - resumed, train_seconds,
+             f" (to step {steps_done}, resumed from {resumed})" if resumed else "")
     in_time = holdout_auc(model, tf_transform_output, fn_args.train_files, holdout,
                           raw_examples) if holdout and chief else None
     if in_time:
@@ -583,6 +607,7 @@ def run_fn(fn_args) -> None:
                        "train_seconds": round(train_seconds, 2),
                        "warm_start": base_model, "recency_weights": weights,
                        "in_time_holdout": in_time,
+                       "steps": steps_done, "resumed_from_step": resumed,
                        "contamination_marks": _trained_under(custom),
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,
@@ -600,6 +625,29 @@ def run_fn(fn_args) -> None:
         return
     log.info("exported serving signatures to %s in %.1f s", fn_args.serving_model_dir,
              time.monotonic() - started)
+    if backup:
+        fault_tolerance.clear(backup)
+
+
+def _backup_dir(fn_args, custom: dict[str, Any], hp: dict[str, Any], base_model: str | None,
+                distribution: D.Distribution) -> str:
+    """Where this training's state is backed up (custom_config backup_root; none if unset):
+    the same folder for the same training, restarted, whichever run's outputs it writes."""
+    if not custom.get("backup_root"):
+        return ""
+    cluster = distribution.tf_config.get("cluster") or {}
+    folder = fault_tolerance.backup_dir(custom["backup_root"], {
+        "train": fn_args.train_files, "eval": fn_args.eval_files,
+        "transform": fn_args.transform_output, "hparams": hp, "steps": fn_args.train_steps,
+        "seed": custom.get("seed"), "base_model": base_model,
+        "holdout": custom.get("in_time_holdout"), "weights": custom.get("recency_half_life"),
+        "strategy": distribution.name,
+        "cluster": {kind: len(tasks) for kind, tasks in cluster.items()}})
+    every = custom.get("backup_every_steps") or 0
+    log.info("training state backed up %s under %s", f"every {every} steps" if every else
+             f"every {custom.get('backup_every_seconds')} s"
+             if custom.get("backup_every_seconds") else "every round", folder)
+    return folder
 
 
 def _trained_under(custom: dict[str, Any]) -> dict[str, str]:
