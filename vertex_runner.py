@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--offline-data", type=Path, default=None,
                         help="with --offline: the local folder whose files DATA_ROOT holds "
                              "(default: the bundled sample, materialized if needed)")
+    parser.add_argument("--offline-preempt", default="", metavar="REPLICA",
+                        help="with --offline: kill this replica of the Trainer's CustomJob "
+                             "(e.g. workerpool1-0) once, after its first backup, as a "
+                             "reclaimed Spot VM dies; the job restarts it as Vertex would")
     parser.add_argument("--target", choices=("vertex", "kubeflow"), default=None,
                         help="what to compile for: Vertex AI Pipelines (default) or open-source "
                              "Kubeflow Pipelines on any cluster")
@@ -92,8 +96,10 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: Path) -> int:
-    from pipeline.orchestration import vertex_offline
+    from pipeline.orchestration import vertex_boundary, vertex_offline
 
+    if args.offline_preempt:  # read by the CustomJob boundary inside the Trainer's task
+        os.environ[vertex_boundary.PREEMPT_ENV] = args.offline_preempt
     data = args.offline_data
     if data is None:
         from data import bundled
@@ -124,6 +130,9 @@ def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any 
         if args.kfp_host and args.target == "vertex":
             raise configs.ConfigError("--kfp-host submits to Kubeflow Pipelines: drop "
                                       "--target vertex")
+        if args.offline_preempt and not args.offline:
+            raise configs.ConfigError("--offline-preempt kills a replica of an offline run: "
+                                      "add --offline")
         args.profile = "kubeflow" if args.kfp_host else (args.target or "vertex")
         if args.profile == "kubeflow" and (args.submit or args.schedule):
             raise configs.ConfigError("--submit and --schedule send the job to Vertex AI; "

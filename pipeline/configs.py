@@ -23,6 +23,7 @@ PREDICTION_FORMATS = ("parquet", "csv")
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
 MATERIALIZE = ("auto", "yes", "no")
+RESTART_JOB = ("auto", "yes", "no")
 EXAMPLE_GENS = ("arrow", "tfx-csv")
 DELIMITERS = ("", ",", ";", "tab", "|")
 
@@ -120,6 +121,13 @@ class PipelineConfig(Layout):
     distribution: str = setting("auto", "tf.distribute strategy of the Trainer: "
                                         + "|".join(DISTRIBUTIONS) + "; auto reads TF_CONFIG's "
                                         "cluster, then the local GPUs (models/distribution.py)")
+    backup_every_steps: int = setting(
+        100, "back up the Trainer's state (weights, optimizer, step) every N steps under "
+             "PIPELINE_ROOT/Trainer/backups, so a Trainer or replica started again resumes "
+             "there instead of step 0 (0: off; under parameter servers: every round)")
+    backup_every_seconds: float = setting(
+        0.0, "back up every N seconds as well (one training process only: the replicas of a "
+             "cluster must back up at the same step)")
 
     # Evaluator
     min_auc: float = setting(0.90, "blessing needs eval AUC >= this")
@@ -185,6 +193,16 @@ class PipelineConfig(Layout):
                                        "(worker pool 1): synchronous multi-worker training")
     training_parameter_servers: int = setting(0, "[vertex] parameter servers (worker pool 2); "
                                                  "needs TRAINING_WORKERS >= 1")
+    training_spot: bool = setting(False, "[vertex] Trainer and Tuner jobs on Spot VMs "
+                                         "(scheduling strategy SPOT): cheaper, may be reclaimed; "
+                                         "a reclaimed replica restarts and resumes from the "
+                                         "last backup (BACKUP_EVERY_STEPS)")
+    training_restart_job: str = setting(
+        "auto", "[vertex] " + "|".join(RESTART_JOB) + ": when one replica of the Trainer's job "
+                "restarts, restart them all (restartJobOnWorkerRestart); auto: yes under "
+                "multi-worker training (a lost worker stops every collective), no otherwise")
+    training_timeout_hours: float = setting(0.0, "[vertex] end a training job that runs longer "
+                                                 "(0: Vertex's default, 7 days)")
     training_accelerator_type: str = setting("", "[vertex] e.g. NVIDIA_TESLA_T4 (none if empty)")
     training_accelerator_count: int = setting(0, "[vertex] accelerators per replica")
     tuner_parallel_trials: int = setting(2, "[vertex] tuner trials run in parallel")
@@ -249,6 +267,12 @@ class PipelineConfig(Layout):
         if self.distribution not in DISTRIBUTIONS:
             problems.append(f"distribution must be one of {', '.join(DISTRIBUTIONS)} "
                             f"({how_to_set('distribution')})")
+        if self.backup_every_steps < 0 or self.backup_every_seconds < 0:
+            problems.append("backup_every_steps and backup_every_seconds must be >= 0 (0: off)")
+        if self.training_restart_job not in RESTART_JOB:
+            problems.append(f"training_restart_job must be one of {', '.join(RESTART_JOB)}")
+        if self.training_timeout_hours < 0:
+            problems.append("training_timeout_hours must be >= 0 (0: Vertex's default)")
         if self.training_workers < 0 or self.training_parameter_servers < 0:
             problems.append("training_workers and training_parameter_servers must be >= 0")
         if self.transform_materialize not in MATERIALIZE:
@@ -294,6 +318,19 @@ class PipelineConfig(Layout):
         if self.split_by == "auto":
             return "time" if self.example_gen == "arrow" and not self.bigquery_query else "hash"
         return self.split_by
+
+    def backs_up(self) -> bool:
+        return bool(self.backup_every_steps or self.backup_every_seconds)
+
+    def restarts_whole_job(self) -> bool:
+        """Whether Vertex restarts every replica of the Trainer's job when one restarts (see
+        `training_restart_job`): under multi-worker training a lost worker fails the others'
+        collectives, so they must all start again from the backup; parameter servers' workers
+        come and go on their own."""
+        if self.training_restart_job != "auto":
+            return self.training_restart_job == "yes"
+        return bool(self.training_workers and not self.training_parameter_servers
+                    and self.distribution in ("auto", "multi_worker"))
 
     def materializes(self) -> bool:
         """Whether Transform writes the transformed rows (see `transform_materialize`)."""
@@ -443,6 +480,11 @@ def vertex_problems(config: PipelineConfig) -> list[str]:
         problems.append(f"distribution {config.distribution} trains on one machine; with "
                         f"training_workers {workers} every replica would train its own model "
                         f"(use auto or multi_worker, {how_to_set('distribution')})")
+    if config.backup_every_seconds and not config.backup_every_steps and workers and \
+            not servers:
+        problems.append("backup_every_seconds needs a single training process; the replicas "
+                        "of a multi-worker job back up at the same step "
+                        f"({how_to_set('backup_every_steps')})")
     if servers and config.distribution == "multi_worker":
         problems.append("distribution multi_worker takes no parameter servers "
                         "(use auto or parameter_server)")

@@ -387,10 +387,20 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
                                                "raw_examples": not materialize,
                                                "in_time_holdout": config.in_time_holdout
                                                if config.split_method() == "time" else 0.0,
+                                               **backup_config(config),
                                                **contamination_marks(config)}),
     )
     return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
                    transform, trainer)
+
+
+def backup_config(config: PipelineConfig) -> dict:
+    """Where and how often the Trainer backs up its state (models/fault_tolerance.py)."""
+    if not config.backs_up():
+        return {}
+    return {"backup_root": f"{config.pipeline_root.rstrip('/')}/Trainer/backups",
+            "backup_every_steps": config.backup_every_steps,
+            "backup_every_seconds": config.backup_every_seconds}
 
 
 def tuner_component(config: PipelineConfig, training_inputs: dict, train_splits: list[str]):
@@ -562,7 +572,8 @@ def vertex_job_spec(config: PipelineConfig, cluster: bool = True) -> dict:
     Pool 0 is the one primary replica Vertex requires; with `cluster`, pool 1 holds
     TRAINING_WORKERS more workers and pool 2 TRAINING_PARAMETER_SERVERS servers. Vertex
     gives each replica TF_CONFIG, from which models/distribution.py picks the strategy.
-    The Tuner's job is pool 0 alone: its executor adds the parallel trials as pool 1."""
+    The Tuner's job is pool 0 alone: its executor adds the parallel trials as pool 1.
+    `scheduling`: Spot VMs, whether one replica's restart restarts them all, the timeout."""
     machine = {"machine_type": config.training_machine_type}
     if config.training_accelerator_type:
         machine["accelerator_type"] = config.training_accelerator_type
@@ -581,6 +592,15 @@ def vertex_job_spec(config: PipelineConfig, cluster: bool = True) -> dict:
     job_spec: dict = {"worker_pool_specs": pools}
     if config.service_account:
         job_spec["service_account"] = config.service_account
+    scheduling: dict = {}
+    if config.training_spot:
+        scheduling["strategy"] = "SPOT"
+    if cluster and config.restarts_whole_job():
+        scheduling["restart_job_on_worker_restart"] = True
+    if config.training_timeout_hours:
+        scheduling["timeout"] = f"{round(config.training_timeout_hours * 3600)}s"
+    if scheduling:
+        job_spec["scheduling"] = scheduling
     return {"project": config.gcp_project, "job_spec": job_spec}
 
 

@@ -16,11 +16,13 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from tfx.dsl.components.base import base_executor
 
+import vertex_runner
 from data.bundled import first_rows
 from settings.layout import PROJECT_ROOT
 
@@ -65,11 +67,13 @@ def sample(tmp_path_factory) -> Path:
 def first_run(sample, tmp_path_factory):
     """The default Vertex DAG on span 1 of a span layout (so with the drift check), with
     tuning (2 parallel trials), 2 training replicas and the endpoint Pusher: the first run of
-    a project, so no baseline model and no previous span."""
+    a project, so no baseline model and no previous span. The training worker is preempted
+    after its first backup, as a Spot VM is reclaimed."""
     root = tmp_path_factory.mktemp("offline")
     code, output = run_offline(root, sample, "--enable-tuning", "--tuner-trials", "2",
                                "--tuner-steps", "20", "--training-workers", "1",
-                               "--serving-endpoint", "taxi-endpoint")
+                               "--serving-endpoint", "taxi-endpoint",
+                               "--backup-every-steps", "20", "--offline-preempt", "workerpool1-0")
     return root, code, output, newest_record(root)
 
 
@@ -113,6 +117,11 @@ def test_training_ran_as_a_two_replica_vertex_job_and_only_the_chief_exported(fi
     # One job for the Tuner (2 parallel trials), one for the Trainer (chief + 1 worker).
     assert len(jobs) == 2 and logs.count("workerpool0-0.log") == 2
     assert logs.count("workerpool1-0.log") == 2
+    # The Trainer's worker was preempted after a backup; under multi-worker training the job
+    # restarts every replica (restart_job_on_worker_restart), which resume from the backup.
+    assert logs.count("workerpool0-0.restart-1.log") == logs.count(
+        "workerpool1-0.restart-1.log") == 1
+    assert history["steps"] == 60 and 20 <= history["resumed_from_step"] < 60
     (best,) = record["outputs"]["Tuner"]["best_hyperparameters"]
     assert Path(best["uri"]).exists()
 
@@ -178,14 +187,28 @@ except Exception as e:
 """
 
 
-def launch(job: dict, out: Path, root: Path) -> subprocess.CompletedProcess:
+class BacksUpThenTrains(base_executor.BaseExecutor):
+    """Stands in for a training replica that backs up: counts its starts, says it backed
+    up (the line the boundary preempts after), trains a few seconds."""
+
+    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
+        task = json.loads(os.environ["CLUSTER_SPEC"])["task"]
+        with (Path(exec_properties["out"]) / f"{task['type']}-{task['index']}").open("a") as f:
+            f.write("started\n")
+        print("training state backed up at step 20", flush=True)
+        time.sleep(6)
+
+
+def launch(job: dict, out: Path, root: Path, executor: str = "EnvRecorder",
+           env: dict | None = None) -> subprocess.CompletedProcess:
     """TFX's own Vertex training launcher, in a process where the boundary is installed."""
     from pipeline.orchestration import image_tree, vertex_boundary
 
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", vertex_boundary.ROOT_ENV: str(root),
            "PYTHONPATH": os.pathsep.join([str(image_tree.BOUNDARY_DIR), str(ROOT),
-                                          str(ROOT / "tests")])}
-    return subprocess.run([sys.executable, "-c", LAUNCH, json.dumps(job), str(out)], cwd=ROOT,
+                                          str(ROOT / "tests")]), **(env or {})}
+    return subprocess.run([sys.executable, "-c", LAUNCH.replace("EnvRecorder", executor),
+                           json.dumps(job), str(out)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -205,6 +228,44 @@ def test_every_replica_gets_the_cluster_vertex_describes(tmp_path):
     assert [len(tf_config["cluster"][k]) for k in ("chief", "worker", "ps")] == [1, 2, 1]
     addresses = [a for v in tf_config["cluster"].values() for a in v]
     assert all(a.startswith("127.0.0.1:") for a in addresses) and len(set(addresses)) == 4
+
+
+@pytest.mark.parametrize("restart, started", [
+    ("auto", {"workerpool0-0": 2, "workerpool1-0": 2}),  # multi-worker: every replica again
+    ("no", {"workerpool0-0": 1, "workerpool1-0": 2}),  # the lost one alone
+])
+def test_spot_and_restart_settings_reach_the_job_and_a_preempted_replica_restarts(
+        tmp_path, restart, started):
+    """The Trainer's job as vertex_runner compiles it, launched by TFX's own Vertex
+    training client: the scheduling reaches the CustomJob the API receives, and a replica
+    killed after its backup is started again (with every other one, when the job says so)."""
+    from pipeline.orchestration import vertex_boundary
+
+    compiled = tmp_path / "job.json"
+    assert vertex_runner.main([
+        "--gcp-project", "p", "--gcp-region", "us-central1", "--image", "img:1",
+        "--output-root", "gs://bucket/taxi", "--data-root", "gs://bucket/data",
+        "--training-spot",
+        "--training-workers", "1", "--training-restart-job", restart,
+        "--training-timeout-hours", "0.5", "--output", str(compiled)]) == 0
+    tasks = json.loads(compiled.read_text())["pipelineSpec"]["root"]["dag"]["tasks"]
+    custom = json.loads(tasks["Trainer"]["inputs"]["parameters"]["custom_config"]
+                        ["runtimeValue"]["constantValue"]["stringValue"])
+    assert custom["backup_root"].startswith("gs://bucket/taxi/pipelines/")  # PIPELINE_ROOT
+    assert custom["backup_root"].endswith("/Trainer/backups")
+    assert custom["backup_every_steps"] == 100
+    root = tmp_path / "offline"
+    done = launch(custom["ai_platform_training_args"], tmp_path, root, "BacksUpThenTrains",
+                  {vertex_boundary.PREEMPT_ENV: "workerpool1-0"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (job,) = (root / "jobs").glob("*/custom_job.json")
+    scheduling = json.loads(job.read_text())["job_spec"]["scheduling"]
+    assert scheduling == {"strategy": "SPOT", "timeout": "1800s",
+                          **({"restart_job_on_worker_restart": True}
+                             if restart == "auto" else {})}
+    assert {p.name: len(p.read_text().splitlines())
+            for p in tmp_path.glob("workerpool*")} == started
+    assert "preempted (SIGKILL) after its first backup" in done.stderr
 
 
 @pytest.mark.parametrize("pools, message", [

@@ -289,6 +289,8 @@ def test_worker_pools_are_shaped_as_vertex_requires(tmp_path):
     assert [p["replica_count"] for p in pools] == [1, 3, 2]
     assert pools[2]["machine_spec"] == {"machine_type": "n1-highmem-8"}  # no GPU for servers
     assert custom["distribution"] == "auto"
+    # Parameter servers' workers come and go on their own: one restart restarts no other.
+    assert "scheduling" not in custom["ai_platform_training_args"]["job_spec"]
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -301,6 +303,10 @@ def test_worker_pools_are_shaped_as_vertex_requires(tmp_path):
     (["--serving-endpoint", "e", "--serving-image",
       "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-16:latest"],
      "is not one of Vertex AI's prebuilt prediction containers"),
+    (["--training-workers", "1", "--backup-every-steps", "0", "--backup-every-seconds", "60"],
+     "backup_every_seconds needs a single training process"),
+    (["--training-restart-job", "sometimes"], "training_restart_job must be one of auto, yes"),
+    (["--backup-every-steps", "-5"], "backup_every_steps and backup_every_seconds must be >= 0"),
 ])
 def test_impossible_training_and_serving_shapes_are_refused_up_front(flags, message, capsys):
     assert vertex_runner.main([*SETTINGS, *flags, "--output", "/dev/null"]) == 2

@@ -6,13 +6,17 @@ and deploys with `aiplatform.Model` and `aiplatform.Endpoint`. Offline those nam
 bound to the classes below when the SDK is imported (boundary/sitecustomize.py), so every
 line of TFX's code before the network call runs as on Vertex:
 
-- `create_custom_job` checks the job as Vertex does (worker pool 0 has exactly one
-  replica, every pool an image and a machine type, ...) and refuses what Vertex refuses
-  with the same error class (InvalidArgument); it then starts every replica of every pool
-  as a local process running the pool's own command, with the CLUSTER_SPEC and TF_CONFIG
-  Vertex gives each replica, on free 127.0.0.1 ports.
-- `get_custom_job` waits for the job, bounded in time: the job succeeds when the primary
-  replica (pool 0) succeeds and fails when any replica fails (the others are stopped).
+- `create_custom_job` checks the job as Vertex does (it parses as the API's CustomJob
+  message, worker pool 0 has exactly one replica, every pool an image and a machine type,
+  ...) and refuses what Vertex refuses with the same error class (InvalidArgument); it then
+  starts every replica of every pool as a local process running the pool's own command,
+  with the CLUSTER_SPEC and TF_CONFIG Vertex gives each replica, on free 127.0.0.1 ports.
+- `get_custom_job` waits for the job, bounded in time (and by its scheduling timeout): the
+  job succeeds when the primary replica (pool 0) succeeds and fails when a replica exits
+  with an error (the others are stopped). A replica killed by a signal, as a reclaimed Spot
+  VM or a maintenance event ends it, is started again under the same address, as Vertex
+  restarts a replica with the same hostname; with scheduling.restart_job_on_worker_restart
+  every replica is. PREEMPT_ENV names a replica to kill so, once, after its first backup.
 - `Model.upload` refuses a prediction image Vertex does not provide; `Model.deploy` loads
   the SavedModel and replays its warmup requests, as the serving container would on load,
   and records the endpoint's models and traffic split under OFFLINE_ROOT/endpoints.
@@ -40,6 +44,10 @@ JOB_TIMEOUT_ENV = "TAXI_OFFLINE_JOB_TIMEOUT"
 WORKER_GRACE_SECONDS = 120.0
 # TF_CONFIG task types of Vertex's worker pools 0..2 (pool 3, evaluators, is not offline).
 TF_TASK_TYPES = ("chief", "worker", "ps")
+# A replica label (workerpool1-0) to preempt once, after its log shows its first backup.
+PREEMPT_ENV = "TAXI_OFFLINE_PREEMPT"
+BACKED_UP = "training state backed up at step"  # models/fault_tolerance.py's log line
+MAX_RESTARTS = 3  # lost replicas a job survives; past that it fails
 
 
 def offline_root() -> Path:
@@ -63,11 +71,23 @@ def tail(path: Path, lines: int = 25) -> str:
 # ---------------------------------------------------------------------- CustomJob
 
 
+def as_message(custom_job: dict[str, Any]):
+    """The API's CustomJob message, or ValueError/TypeError naming a field it does not
+    have or a value of the wrong kind (what the API answers with INVALID_ARGUMENT)."""
+    from google.cloud.aiplatform_v1.types import custom_job as types
+
+    return types.CustomJob(**custom_job)
+
+
 def job_spec_problems(custom_job: dict[str, Any]) -> list[str]:
-    """What Vertex would reject in a CustomJob (documented worker pool rules)."""
+    """What Vertex would reject in a CustomJob (its message, documented worker pool rules)."""
     spec = custom_job.get("job_spec") or {}
     pools = spec.get("worker_pool_specs") or []
     problems = []
+    try:
+        as_message(custom_job)
+    except (ValueError, TypeError, KeyError) as e:
+        problems.append(f"not a CustomJob message: {e}")
     if not pools:
         problems.append("job_spec.worker_pool_specs is empty")
     if len(pools) > 4:
@@ -118,6 +138,40 @@ def cluster_env(ports: dict[int, list[int]], job_spec: dict, pool: int,
     return {"CLUSTER_SPEC": json.dumps(cluster_spec), "TF_CONFIG": json.dumps(tf_config)}
 
 
+class Replica:
+    """One replica: its command and environment, kept to start it again after a loss."""
+
+    def __init__(self, label: str, command: list[str], env: dict[str, str], directory: Path):
+        self.label, self.command, self.env = label, command, env
+        self.directory = directory
+        self.scratch = directory / label  # each replica is its own container
+        self.scratch.mkdir(exist_ok=True)
+        self.starts = 0
+        self.process: subprocess.Popen | None = None
+        self.log = directory / f"{label}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.starts > 1:  # the first attempt's log stays as it was
+            self.log = self.directory / f"{self.label}.restart-{self.starts - 1}.log"
+        with self.log.open("w") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                            env=self.env, cwd=self.scratch)
+
+    @property
+    def code(self) -> int | None:
+        return self.process.poll() if self.process else None
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 class LocalCustomJob:
     """The replicas of one CustomJob, as local processes."""
 
@@ -126,77 +180,108 @@ class LocalCustomJob:
         self.display_name = custom_job.get("display_name", "")
         spec = custom_job["job_spec"]
         pools = spec["worker_pool_specs"]
+        scheduling = as_message(custom_job).job_spec.scheduling
+        self.restart_job = bool(scheduling.restart_job_on_worker_restart)
+        self.timeout = scheduling.timeout.total_seconds() if scheduling.timeout else None
         self.directory = offline_root() / "jobs" / name.rsplit("/", 1)[-1]
         self.directory.mkdir(parents=True, exist_ok=True)
+        (self.directory / "custom_job.json").write_text(json.dumps(custom_job, indent=1))
         ports = {i: free_ports(int(pool.get("replica_count", 1)))
                  for i, pool in enumerate(pools) if pool}
-        self.replicas: list[tuple[str, subprocess.Popen, Path]] = []
+        self.replicas: list[Replica] = []
         for i, pool in ports.items():
             container = pools[i]["container_spec"]
             command = image_command([*container.get("command", []),
                                      *container.get("args", [])])
             for index in range(len(pool)):
-                label = f"workerpool{i}-{index}"
                 env = {**os.environ, **cluster_env(ports, spec, i, index),
                        **{e["name"]: e["value"] for e in container.get("env", [])}}
-                scratch = self.directory / label  # each replica is its own container
-                scratch.mkdir(exist_ok=True)
-                log_path = self.directory / f"{label}.log"
-                with log_path.open("w") as out:
-                    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                               env=env, cwd=scratch)
-                self.replicas.append((label, process, log_path))
+                self.replicas.append(Replica(f"workerpool{i}-{index}", command, env,
+                                             self.directory))
+        for replica in self.replicas:
+            replica.start()
+        self.to_preempt = os.environ.get(PREEMPT_ENV, "")
+        self.restarts = 0
         log.info("offline CustomJob %s: %s; logs in %s", self.display_name,
-                 ", ".join(label for label, _, _ in self.replicas), self.directory)
+                 ", ".join(r.label for r in self.replicas), self.directory)
         self.state, self.error = "JOB_STATE_RUNNING", ""
 
     def wait(self, timeout: float) -> None:
-        """Until the job ends: the primary replica succeeds, any replica fails, or time's up."""
+        """Until the job ends: the primary replica succeeds, a replica fails, or time's up."""
+        if self.timeout:
+            timeout = min(timeout, self.timeout)
         deadline = time.monotonic() + timeout
         primary = self.replicas[0]
         while self.state == "JOB_STATE_RUNNING":
-            failed = [(label, p.returncode, path) for label, p, path in self.replicas
-                      if p.poll() not in (None, 0)]
-            if failed:
-                label, code, path = failed[0]
-                self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
-                          f"{path} ends:\n{tail(path, 15)}")
-            elif primary[1].poll() == 0:
+            self._preempt_when_due()
+            lost = [r for r in self.replicas if (r.code or 0) < 0]
+            failed = [r for r in self.replicas if (r.code or 0) > 0]
+            if lost:
+                self._restart(lost)
+            elif failed:
+                self._end("JOB_STATE_FAILED", f"replica {failed[0].label} exited "
+                          f"{failed[0].code}; its log {failed[0].log} ends:\n"
+                          f"{tail(failed[0].log, 15)}")
+            elif primary.code == 0:
                 self._finish_workers()
             elif time.monotonic() > deadline:
                 self._end("JOB_STATE_FAILED", f"job did not finish within {timeout:.0f} s "
-                          f"({JOB_TIMEOUT_ENV}); replicas stopped")
+                          f"({JOB_TIMEOUT_ENV} or the job's scheduling.timeout); replicas "
+                          "stopped")
             else:
                 time.sleep(0.5)
 
+    def _preempt_when_due(self) -> None:
+        """Kills the replica PREEMPT_ENV names, once, as a reclaimed VM dies: no warning."""
+        replica = next((r for r in self.replicas if r.label == self.to_preempt), None)
+        if replica is None or replica.code is not None or not replica.log.exists():
+            return
+        if BACKED_UP in replica.log.read_text(errors="replace"):
+            replica.process.kill()
+            replica.process.wait()
+            self.to_preempt = ""
+            log.warning("offline CustomJob %s: replica %s preempted (SIGKILL) after its first "
+                        "backup", self.display_name, replica.label)
+
+    def _restart(self, lost: list[Replica]) -> None:
+        """As Vertex restarts a lost replica (with every other one, with
+        restart_job_on_worker_restart); a job that keeps losing replicas fails."""
+        labels = ", ".join(f"{r.label} (signal {-r.code})" for r in lost)
+        if self.restarts >= MAX_RESTARTS:
+            self._end("JOB_STATE_FAILED", f"replica {labels} lost after {self.restarts} "
+                      "restarts; the job gives up")
+            return
+        self.restarts += 1
+        again = self.replicas if self.restart_job else lost
+        for replica in again:
+            replica.stop()
+        for replica in again:
+            replica.start()
+        log.warning("offline CustomJob %s: %s lost; restarted %s", self.display_name, labels,
+                    "every replica (restart_job_on_worker_restart)" if self.restart_job
+                    else "it alone")
+
     def _finish_workers(self) -> None:
         deadline = time.monotonic() + WORKER_GRACE_SECONDS
-        servers = any(label.startswith("workerpool2") for label, _, _ in self.replicas)
-        for label, process, path in self.replicas[1:]:
+        servers = any(r.label.startswith("workerpool2") for r in self.replicas)
+        for replica in self.replicas[1:]:
             if servers:
                 break  # with parameter servers, workers and servers serve until the job ends
             try:
-                code = process.wait(max(0.0, deadline - time.monotonic()))
+                code = replica.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("replica %s still running %.0f s after the primary finished; "
-                            "stopped", label, WORKER_GRACE_SECONDS)
+                            "stopped", replica.label, WORKER_GRACE_SECONDS)
                 continue
             if code != 0:
-                self._end("JOB_STATE_FAILED", f"replica {label} exited {code}; its log "
-                          f"{path} ends:\n{tail(path, 15)}")
+                self._end("JOB_STATE_FAILED", f"replica {replica.label} exited {code}; its "
+                          f"log {replica.log} ends:\n{tail(replica.log, 15)}")
                 return
         self._end("JOB_STATE_SUCCEEDED", "")
 
     def _end(self, state: str, error: str) -> None:
-        for _, process, _ in self.replicas:
-            if process.poll() is None:
-                process.terminate()
-        for _, process, _ in self.replicas:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        for replica in self.replicas:
+            replica.stop()
         self.state, self.error = state, error
         log.info("offline CustomJob %s: %s %s", self.display_name, state, error)
 
