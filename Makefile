@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run vertex-offline data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache bench-distributed clean
+.PHONY: help env run vertex-offline data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache bench-distributed bench-faults clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench-scale - the pipeline on 15k, 100k and 1M simulated rows: time and memory per component"
 	@echo "make bench-cache - Transform per span with and without the span-keyed analyzer cache"
 	@echo "make bench-distributed - the Trainer under each tf.distribute strategy: examples/s, step cost, AUC"
+	@echo "make bench-faults - a killed worker or chief: steps lost and time added at two backup intervals"
 	@echo "make env    - only create/update .venv"
 
 env:
@@ -67,6 +68,9 @@ bench-cache: data
 
 bench-distributed: data
 	$(PY) benchmarks/distributed_training.py $(ARGS)
+
+bench-faults: data
+	$(PY) benchmarks/fault_tolerance.py $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache
