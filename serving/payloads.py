@@ -34,6 +34,16 @@ class RequestError(ValueError):
     """A request the model cannot answer: HTTP 400 with this message."""
 
 
+class TooLarge(RequestError):
+    """More examples than the server takes in one request: HTTP 413."""
+
+
+def _check_batch(size: int, max_batch: int) -> None:
+    if size > max_batch:
+        raise TooLarge(f"batch of {size:,} examples exceeds this server's limit of "
+                       f"{max_batch:,} (--max-batch); split the request or raise the limit")
+
+
 # ---------------------------------------------------------------- rows -> values
 
 
@@ -125,9 +135,7 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
             raise RequestError("'instances' must be a list")
         if not instances:
             raise RequestError("'instances' is empty: nothing to predict")
-        if len(instances) > max_batch:
-            raise RequestError(f"batch of {len(instances)} instances exceeds the server's "
-                               f"limit of {max_batch}; split the request")
+        _check_batch(len(instances), max_batch)
         if len(names) == 1 and not all(isinstance(i, dict) for i in instances):
             instances = [{names[0]: i} for i in instances]
         columns: dict[str, list] = {n: [] for n in names}
@@ -170,8 +178,7 @@ def decode_predict(body: Any, signature, max_batch: int) -> tuple[dict[str, tf.T
     size = lengths.pop()
     if size == 0:
         raise RequestError("'inputs' are empty: nothing to predict")
-    if size > max_batch:
-        raise RequestError(f"batch of {size} exceeds the server's limit of {max_batch}")
+    _check_batch(size, max_batch)
     return tensors, False
 
 
@@ -215,9 +222,7 @@ def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]
         row_format = False
     if not rows:
         raise RequestError("the request has no examples: nothing to predict")
-    if len(rows) > max_batch:
-        raise RequestError(f"batch of {len(rows)} exceeds the server's limit of {max_batch}; "
-                           "split the request")
+    _check_batch(len(rows), max_batch)
     try:
         instances = [contract.instance(  # the contract reads b64 strings as bytes
             {name: _b64(value, f"{where(i)}{name!r}") if _is_b64(value) else value

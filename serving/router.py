@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from control import marks
-from serving import auth, bandit, model_config
+from serving import auth, bandit, body_limits, model_config
 from serving import pause as pause_mod
 
 log = logging.getLogger("serving.router")
@@ -110,8 +110,18 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib's name
         self._forward("GET", self.path, None)
 
+    def handle_expect_100(self) -> bool:
+        """An oversized body is refused before the client sends it (curl's large bodies)."""
+        return body_limits.answer_early(self, self.server.max_body_bytes, "--max-body-mb") \
+            and super().handle_expect_100()
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib's name
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            length = body_limits.declared_length(self, self.server.max_body_bytes,
+                                                 "--max-body-mb")
+        except body_limits.BodyRefused as e:
+            return body_limits.refuse(self, e)
+        body = self.rfile.read(length)
         path = urllib.parse.urlsplit(self.path).path
         prefix = f"/v1/models/{self.server.model_name}"
         if path == f"{prefix}:feedback":
@@ -225,11 +235,13 @@ class Router(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], upstream: str, model_name: str,
                  state: RoutingState, seed: int | None = None, timeout: float = 30.0,
-                 write_auth: auth.WriteAuth | None = None, read_only: bool = False):
+                 write_auth: auth.WriteAuth | None = None, read_only: bool = False,
+                 max_body_bytes: int = int(body_limits.DEFAULT_MAX_BODY_MB * (1 << 20))):
         self.auth = write_auth or auth.WriteAuth()
         self.read_only = read_only
         self.auth.check_bind(address[0], writes=not read_only)
         super().__init__(address, Handler)
+        self.max_body_bytes = max_body_bytes
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != "http" or not parsed.hostname:
             raise ValueError(f"--upstream {upstream!r}: give TF Serving's REST address, "
@@ -286,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="serving.rollout's config dir (rollout.json, bandit.json)")
     parser.add_argument("--poll-seconds", type=float, default=1.0,
                         help="how often to read the rollout and the bandit's weights")
+    parser.add_argument("--max-body-mb", type=float, default=body_limits.DEFAULT_MAX_BODY_MB,
+                        help="largest request body in MiB (more: 413 naming the limit, "
+                             "answered before the body is read)")
     auth.add_write_arguments(parser)
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -294,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         router = Router((args.host, args.port), args.upstream, args.model_name,
                         RoutingState(args.config_dir, args.poll_seconds,
                                      defaults.control_dir),
-                        write_auth=auth.write_auth(args), read_only=args.read_only)
+                        write_auth=auth.write_auth(args), read_only=args.read_only,
+                        max_body_bytes=int(args.max_body_mb * (1 << 20)))
     except (ValueError, OSError) as e:
         print(f"serving.router: {e}", file=sys.stderr)
         return 2

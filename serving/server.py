@@ -45,12 +45,13 @@ from tensorflow.core.framework import types_pb2
 
 from control import marks
 from models.model import PROBABILITY
-from serving import auth, bandit, hybrid, model_config, payloads, versions
+from serving import auth, bandit, body_limits, hybrid, model_config, payloads, versions
 from serving import pause as pause_mod
 from serving.request_log import RequestLog
 from settings import quiet
 
 log = logging.getLogger("serving.server")
+MAX_BODY_SETTING = "--max-body-mb"
 
 URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                  r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -348,13 +349,19 @@ class Handler(BaseHTTPRequestHandler):
         except NotFound as e:
             self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
 
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue` (curl, for large bodies): an oversized body is refused
+        before the client sends it."""
+        return body_limits.answer_early(self, self.server.max_body_bytes, MAX_BODY_SETTING) \
+            and super().handle_expect_100()
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib's name
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > self.server.max_body_bytes:
-                self.close_connection = True
-                raise payloads.RequestError(f"request body of {length} bytes exceeds the "
-                                            f"limit of {self.server.max_body_bytes}")
+            length = body_limits.declared_length(self, self.server.max_body_bytes,
+                                                 MAX_BODY_SETTING)
+        except body_limits.BodyRefused as e:
+            return body_limits.refuse(self, e)
+        try:
             raw = self.rfile.read(length)
             match, repo = self._route()
             if match["rest"] not in (":predict", ":feedback"):
@@ -410,6 +417,8 @@ class Handler(BaseHTTPRequestHandler):
                 headers["X-Prediction-Source"] = hybrid.source_header(
                     from_table or [False] * size)
             self._reply(HTTPStatus.OK, response, headers)
+        except payloads.TooLarge as e:
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(e)})
         except payloads.RequestError as e:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": str(e)})
         except NotFound as e:
@@ -478,7 +487,8 @@ class LocalModelServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], repository: ModelRepository,
                  request_log: RequestLog | None = None, max_batch: int = 1000,
-                 max_body_bytes: int = 16 << 20, seed: int | None = None,
+                 max_body_bytes: int = int(body_limits.DEFAULT_MAX_BODY_MB * (1 << 20)),
+                 seed: int | None = None,
                  write_auth: auth.WriteAuth | None = None, read_only: bool = False):
         self.auth = write_auth or auth.WriteAuth()
         self.read_only = read_only
@@ -528,7 +538,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSONL of sampled requests and predictions ('' to disable)")
     parser.add_argument("--log-sample-rate", type=float, default=0.1,
                         help="fraction of predicted rows written to the request log")
-    parser.add_argument("--max-batch", type=int, default=1000, help="largest batch accepted")
+    parser.add_argument("--max-batch", type=int, default=1000,
+                        help="most examples in one :predict (more: 413 naming the limit)")
+    parser.add_argument("--max-body-mb", type=float, default=body_limits.DEFAULT_MAX_BODY_MB,
+                        help="largest request body in MiB (more: 413 naming the limit, "
+                             "answered before the body is read)")
     parser.add_argument("--prediction-table",
                         help="precomputed predictions (serving.batch_predict's .parquet/.csv "
                              "and its .meta.json): rows carrying a key found there are answered "
@@ -571,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
                                      args.lookup_key, defaults.control_dir)
         server = LocalModelServer((args.host, args.port), repository,
                                   RequestLog(args.request_log or None, args.log_sample_rate),
-                                  max_batch=args.max_batch, write_auth=writes,
+                                  max_batch=args.max_batch,
+                                  max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                                  write_auth=writes,
                                   read_only=args.read_only)
         repository.start()
         log.info("REST API at %s/v1/models/%s", server.url, args.model_name)

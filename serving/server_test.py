@@ -6,11 +6,13 @@ Every load loop is bounded in requests and in seconds.
 import itertools
 import json
 import logging
+import os
 import shutil
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,7 +134,7 @@ BAD_REQUESTS = [
     ("negative fare", "set:fare=-50", 400, "'fare': -50 is below the schema's minimum 0"),
     ("hour 24", "set:trip_start_hour=24", 400, "above the schema's maximum 23"),
     ("number for string", "set:company=7", 400, "'company' expects a string, got int 7"),
-    ("oversized batch", "many:101", 400, "exceeds the server's limit of 100"),
+    ("oversized batch", "many:101", 413, "exceeds this server's limit of 100 (--max-batch)"),
     ("unknown signature", {"signature_name": "nope", "instances": [1]}, 400, "signature 'nope'"),
 ]
 
@@ -342,3 +344,96 @@ def test_rollout_commands_refuse_what_cannot_be_done(tmp_path, exported_models):
     with pytest.raises(model_config.RolloutError, match="no version to roll back to"):
         rollouts.rollback()
     assert list(itertools.islice(rollouts.state().history, 1))[0]["stable"] == 1
+
+
+@pytest.fixture
+def served_process(tmp_path, exported_models):
+    """`python -m serving.server` as the README starts it, with small limits."""
+    import subprocess
+    import sys
+
+    from models.local_cluster import free_ports
+
+    push(exported_models[0], tmp_path / "serving", 1)
+    (port,) = free_ports(1)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--port", str(port), "--model-name", MODEL,
+         "--model-base-path", str(tmp_path / "serving"), "--config-dir", str(tmp_path / "cfg"),
+         "--request-log", "", "--max-body-mb", "1", "--max-batch", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TAXI_OUTPUT_ROOT": str(tmp_path / "out")})
+    url = f"http://127.0.0.1:{port}/v1/models/{MODEL}"
+    try:
+        assert wait_for(lambda: _status(url) == 200 or process.poll() is not None, 120), \
+            "the server did not answer within 120 s"
+        assert process.poll() is None, process.communicate()[0]
+        yield port, url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def test_oversized_requests_are_answered_with_the_limit_and_the_setting(served_process, rows):
+    """A body over --max-body-mb and a batch over --max-batch get 413 and a JSON error that
+    names the limit and its setting, from the real server: with curl (which announces a
+    large body with `Expect: 100-continue`), with a client that sends the whole body at once,
+    and with one that only sends headers and waits; the server then keeps serving."""
+    import http.client
+    import socket
+    import subprocess
+
+    port, url = served_process
+    instance = payloads.encode_row(rows[0])
+    huge = json.dumps({"instances": [instance] * 20_000}).encode()  # ~8 MB, far over 1 MiB
+    assert len(huge) > 5 << 20
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", f"/v1/models/{MODEL}:predict", body=huge,
+                 headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    error = json.loads(response.read())["error"]
+    assert response.status == 413, error
+    assert f"{len(huge):,} bytes" in error and "1,048,576 bytes" in error
+    assert "--max-body-mb" in error
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(huge)}\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        head = sock.recv(65536).decode()  # answered before a byte of the body was sent
+    assert head.startswith("HTTP/1.1 413"), head
+    assert "--max-body-mb" in head
+
+    body_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"huge-{port}.json"
+    body_file.write_bytes(huge)
+    try:
+        curl = subprocess.run(["curl", "-sS", "-X", "POST", f"{url}:predict",
+                               "--data-binary", f"@{body_file}", "-w", "\n%{http_code}"],
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        body_file.unlink()
+    answer, _, code = curl.stdout.rpartition("\n")
+    assert curl.returncode == 0 and code == "413", (curl.returncode, curl.stderr)
+    assert "--max-body-mb" in json.loads(answer)["error"]
+
+    too_many = json.dumps({"instances": [instance] * 101}).encode()
+    assert len(too_many) < 1 << 20
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("POST", f"/v1/models/{MODEL}:predict", body=too_many)
+    response = conn.getresponse()
+    error = json.loads(response.read())["error"]
+    assert response.status == 413
+    assert "batch of 101 examples exceeds this server's limit of 100 (--max-batch)" in error
+
+    ok = json.dumps({"instances": [instance] * 3}).encode()
+    conn.request("POST", f"/v1/models/{MODEL}:predict", body=ok)
+    response = conn.getresponse()
+    assert response.status == 200 and len(json.loads(response.read())["predictions"]) == 3

@@ -1,0 +1,93 @@
+"""How the server and the router answer a request body they will not read: with an HTTP
+status and a JSON error that names the limit and the setting that raises it, never a
+dropped connection.
+
+Why the care: closing a socket with unread bytes in it makes the kernel send a reset, and a
+client still writing its body then sees `Connection reset by peer` instead of the answer.
+A client that sends `Expect: 100-continue` (curl does for large bodies) is answered before
+it sends the body at all; any other client gets the answer first and the rest of its body
+is read and dropped, bounded in bytes and seconds, before the connection closes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+
+DEFAULT_MAX_BODY_MB = 16.0
+DRAIN_BYTES = 1 << 30  # at most this much of a refused body is read and dropped
+DRAIN_SECONDS = 10.0
+
+
+class BodyRefused(Exception):
+    """A body this server will not read: the status and the message to answer with."""
+
+    def __init__(self, status: HTTPStatus, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def declared_length(handler: BaseHTTPRequestHandler, max_bytes: int, setting: str) -> int:
+    """The request's Content-Length, checked against `max_bytes` before a byte is read."""
+    if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
+        raise BodyRefused(HTTPStatus.LENGTH_REQUIRED,
+                          "chunked request bodies are not accepted: send Content-Length")
+    raw = handler.headers.get("Content-Length") or "0"
+    try:
+        length = int(raw)
+    except ValueError:
+        raise BodyRefused(HTTPStatus.BAD_REQUEST,
+                          f"Content-Length {raw!r} is not a number of bytes") from None
+    if length < 0:
+        raise BodyRefused(HTTPStatus.BAD_REQUEST, f"Content-Length {length} is negative")
+    if length > max_bytes:
+        raise BodyRefused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                          f"request body of {length:,} bytes exceeds this server's limit of "
+                          f"{max_bytes:,} bytes ({max_bytes / (1 << 20):g} MiB, {setting}); "
+                          "split the request into smaller batches or raise the limit")
+    return length
+
+
+def answer_early(handler: BaseHTTPRequestHandler, max_bytes: int, setting: str) -> bool:
+    """For `Expect: 100-continue`: refuse an oversized body before the client sends it
+    (True: go on and read it)."""
+    try:
+        declared_length(handler, max_bytes, setting)
+    except BodyRefused as e:
+        refuse(handler, e, drain=False)
+        return False
+    return True
+
+
+def refuse(handler: BaseHTTPRequestHandler, error: BodyRefused, drain: bool = True) -> None:
+    """Answers `error` as JSON, then (with `drain`) reads and drops what the client may
+    still be sending of its body, and closes the connection."""
+    data = json.dumps({"error": str(error)}).encode()
+    handler.send_response(error.status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(data)
+    handler.wfile.flush()
+    handler.close_connection = True
+    raw = handler.headers.get("Content-Length") or ""
+    if drain and raw.isdigit():
+        _drain(handler, min(int(raw), DRAIN_BYTES))
+
+
+def _drain(handler: BaseHTTPRequestHandler, remaining: int) -> None:
+    deadline = time.monotonic() + DRAIN_SECONDS
+    connection: socket.socket = handler.connection
+    try:
+        while remaining > 0 and time.monotonic() < deadline:
+            connection.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = handler.rfile.read1(min(remaining, 1 << 16))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+    except OSError:  # the client gave up or the time ran out: nothing more to say
+        return
