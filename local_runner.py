@@ -43,7 +43,9 @@ log = logging.getLogger("local_runner")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="local_runner.py", description=__doc__,
+        prog="local_runner.py", description=__doc__, usage="%(prog)s [options]",
+        epilog="Settings only a compiled Vertex or Kubeflow job reads (machines, replicas,\n"
+               "Spot, the endpoint) are listed by `vertex_runner.py --help`.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default=None, choices=sorted(configs.PROFILES),
                         help="settings profile (default: local)")
@@ -58,7 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "still being copied in is not read half-written (default 10)")
     watch.add_argument("--once", action="store_true",
                        help="--watch: process the spans that are ready, then exit (for cron)")
-    configs.add_arguments(parser)
+    configs.add_arguments(parser, cloud=False)
     return parser.parse_args(argv)
 
 

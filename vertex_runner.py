@@ -25,22 +25,30 @@ model as the Evaluator's baseline (Kubeflow's backend runs no resolver), one spa
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go to its log
+    from settings import quiet as _quiet
+
+    _quiet.hold_native_stderr()
+
 import argparse
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from pipeline import configs
 from pipeline.orchestration import vertex
+from settings import quiet
 
 log = logging.getLogger("vertex_runner")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vertex_runner.py", description=__doc__,
+                                     usage="%(prog)s [options]",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=None,
                         help="pipeline JSON to write (default outputs/vertex/NAME.json)")
@@ -80,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="label for the run or schedule (repeatable)")
     parser.add_argument("--no-job-cache", dest="job_cache", action="store_false",
                         help="submit with Vertex's step caching off (default: on)")
-    parser.add_argument("--log-level", default="INFO")
+    quiet.add_arguments(parser)
     configs.add_arguments(parser)
     return parser.parse_args(argv)
 
@@ -95,7 +103,8 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: Path) -> int:
+def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: Path,
+                out: TextIO, err: TextIO) -> int:
     from pipeline.orchestration import vertex_boundary, vertex_offline
 
     if args.offline_preempt:  # read by the CustomJob boundary inside the Trainer's task
@@ -107,6 +116,7 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
         data = bundled.materialize().parent
     try:
         run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile,
+                                        echo=lambda line: print(line, file=out, flush=True),
                                         **({"parallelism": args.offline_parallelism}
                                            if args.offline_parallelism is not None else {}))
         if not config.bigquery_query:  # a query's rows come from the BigQuery boundary
@@ -114,19 +124,18 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
                                                                      run.gcs))
         ok = run.run()
     except vertex_offline.OfflineRunError as e:
-        print(f"vertex_runner: {e}", file=sys.stderr)
+        print(f"vertex_runner: {e}", file=err)
         return 1
     for line in vertex.offline_outcome(run):
-        print(line)
-    print(f"offline run {'succeeded' if ok else 'FAILED'}: logs in {run.logs}")
+        print(line, file=out)
+    print(f"offline run {'succeeded' if ok else 'FAILED'}: logs in {run.logs}", file=out)
     return 0 if ok else 1
 
 
 def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        level = quiet.terminal_level(args.log_level, args.verbose)
         if args.kfp_host and args.target == "vertex":
             raise configs.ConfigError("--kfp-host submits to Kubeflow Pipelines: drop "
                                       "--target vertex")
@@ -144,15 +153,34 @@ def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any 
                     setattr(args, name, value)
         config = configs.from_args(args)
         labels = pairs(args.label, "--label")
-    except configs.ConfigError as e:
+    except (configs.ConfigError, ValueError) as e:
         print(f"vertex_runner: {e}", file=sys.stderr)
         return 2
     output = args.output or Path("outputs") / config.profile / f"{config.pipeline_name}.json"
+    log_file = output.parent / "logs" / f"vertex_runner-{quiet.file_stamp()}.log"
+    err = sys.stderr
+    try:
+        with quiet.routed(log_file, level, own=("vertex_runner",)) as out:
+            return act(args, config, labels, output, out, err, log_file, aiplatform,
+                       kfp_client)
+    except Exception as e:  # noqa: BLE001 - one line here, the traceback in the log
+        with open(log_file, "a", encoding="utf-8") as f:
+            traceback.print_exc(file=f)
+        print(f"vertex_runner: {quiet.one_line(e)} (traceback in {log_file})", file=err)
+        return 1
+
+
+def act(args: argparse.Namespace, config: configs.PipelineConfig, labels: dict[str, str],
+        output: Path, out: TextIO, err: TextIO, log_file: Path, aiplatform: Any,
+        kfp_client: Any) -> int:
+    """Compile to `output`, then run offline, submit or schedule: what the command says goes
+    to `out` and `err`; everything libraries say goes to `log_file`."""
     path = vertex.compile_pipeline(config, output)
     where = "Kubeflow Pipelines" if config.profile == "kubeflow" else "Vertex AI Pipelines"
-    print(f"compiled {config.pipeline_name} for {where}: {path}")
+    print(f"compiled {config.pipeline_name} for {where}: {path}", file=out)
+    print(f"library logs: {log_file}", file=out)
     if args.offline:
-        return run_offline(args, config, path)
+        return run_offline(args, config, path, out, err)
     if args.kfp_host:
         from pipeline.orchestration import kubeflow
 
@@ -162,9 +190,10 @@ def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any 
                                      experiment=args.kfp_experiment or config.pipeline_name,
                                      enable_caching=args.job_cache, client_factory=kfp_client)
         except kubeflow.KubeflowError as e:
-            print(f"vertex_runner: {e}", file=sys.stderr)
+            print(f"vertex_runner: {e}", file=err)
             return 1
-        print(f"submitted run {getattr(result, 'run_id', result)} to {args.kfp_host}")
+        print(f"submitted run {getattr(result, 'run_id', result)} to {args.kfp_host}",
+              file=out)
         return 0
     if args.submit or args.schedule:
         from google.api_core import exceptions as api_exceptions
@@ -175,13 +204,13 @@ def main(argv: list[str] | None = None, aiplatform: Any = None, kfp_client: Any 
                                    schedule=args.schedule, aiplatform=aiplatform)
         except auth_exceptions.DefaultCredentialsError:
             print(f"vertex_runner: {vertex.CREDENTIALS_HELP}; the compiled job is {path}",
-                  file=sys.stderr)
+                  file=err)
             return 2
         except api_exceptions.GoogleAPIError as e:
-            print(f"vertex_runner: Vertex AI refused the job: {e}", file=sys.stderr)
+            print(f"vertex_runner: Vertex AI refused the job: {e}", file=err)
             return 1
         what = f"schedule '{args.schedule}'" if args.schedule else "run"
-        print(f"submitted {what}: {getattr(result, 'resource_name', result)}")
+        print(f"submitted {what}: {getattr(result, 'resource_name', result)}", file=out)
     return 0
 
 

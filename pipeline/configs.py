@@ -43,6 +43,22 @@ class PipelineConfig(Layout):
     }
     PATH_FIELDS: ClassVar[tuple[str, ...]] = (*Layout.PATH_FIELDS, "data_root",
                                               "inference_data_root")
+    SECTIONS: ClassVar[dict[str, str]] = {
+        **Layout.SECTIONS, "data_root": "the data (ExampleGen, spans)",
+        "analyzer_cache": "Transform and drift", "split_by": "the eval split",
+        "enable_tuning": "Tuner and Trainer", "min_auc": "Evaluator and approval",
+        "safe_to_serve": "safe to serve", "inference_data_root": "batch predictions",
+        "export_tflite": "edge export and the run report", "beam_direct_running_mode": "Beam",
+        "gcp_project": "Google Cloud"}
+    # Read only by the job vertex_runner.py compiles (the project and temp location also
+    # serve BigQuery input here): left out of local_runner.py --help.
+    CLOUD_ONLY: ClassVar[tuple[str, ...]] = (
+        "gcp_region", "image", "service_account", "dataflow_machine_type",
+        "dataflow_max_workers", "training_machine_type", "training_workers",
+        "training_parameter_servers", "training_spot", "training_restart_job",
+        "training_timeout_hours", "training_accelerator_type", "training_accelerator_count",
+        "tuner_parallel_trials", "serving_endpoint", "serving_traffic_percent",
+        "serving_machine_type", "serving_image", "report_in_pipeline")
 
     data_root: str = setting(str(BUNDLED_DATA_DIR), "directory of CSV files ExampleGen reads")
 
@@ -535,5 +551,8 @@ load = PipelineConfig.load
 from_args = PipelineConfig.from_args
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    PipelineConfig.add_arguments(parser, "pipeline settings")
+def add_arguments(parser: argparse.ArgumentParser, cloud: bool = True) -> None:
+    """The pipeline's settings as flags; without `cloud`, the settings only a compiled job
+    reads are accepted but not listed."""
+    PipelineConfig.add_arguments(parser, "pipeline settings",
+                                 hidden=() if cloud else PipelineConfig.CLOUD_ONLY)

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -47,6 +47,8 @@ class Settings:
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {"local": {}}
     # Titles of profiles whose problems are listed one per line (the cloud ones).
     PROFILE_TITLES: ClassVar[dict[str, str]] = {}
+    # field name -> title of the --help group that starts at it.
+    SECTIONS: ClassVar[dict[str, str]] = {}
 
     profile: str = setting("local", "settings profile")
 
@@ -98,16 +100,26 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, title: str = "settings") -> None:
-        """One --flag per field; unset flags leave the profile/env value in place."""
+    def add_arguments(cls, parser: argparse.ArgumentParser, title: str = "settings",
+                      hidden: Collection[str] = ()) -> None:
+        """One --flag per field, grouped by SECTIONS; unset flags leave the profile/env value
+        in place. `hidden` fields are accepted but left out of --help (settings this
+        command does not use)."""
         group = parser.add_argument_group(
             f"{title} (also {ENV_PREFIX}<NAME> environment variables)")
         types = cls.field_types()
         for f in dataclasses.fields(cls):
             if f.name == "profile":  # chosen by the command, which knows its own profiles
                 continue
+            if f.name in cls.SECTIONS:
+                group = parser.add_argument_group(f"{title}: {cls.SECTIONS[f.name]}")
             flag = "--" + f.name.replace("_", "-")
             help_text = f.metadata.get("help", "")
+            if f.name in hidden:
+                group.add_argument(flag, dest=f.name, default=None, help=argparse.SUPPRESS,
+                                   **({"action": argparse.BooleanOptionalAction}
+                                      if types[f.name] is bool else {}))
+                continue
             if types[f.name] is bool:
                 group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                    default=None, help=help_text)

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -46,8 +47,18 @@ def hold_native_stderr() -> None:
     atexit.register(release_native_stderr)
 
 
-def release_native_stderr(to: TextIO | None = None) -> None:
-    """fd 2 back to where it was; what was held goes to `to` (default: the terminal)."""
+# What TensorFlow's C++ says on every import on a machine without a GPU: its log format
+# (`2026-12-06 08:23:40.969730: E external/...] Unable to register cuFFT factory ...`) at
+# info or warning level, and the error-level lines about CUDA plugins registered twice.
+_STARTUP_NOISE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: (?:[IW] |E .*Unable to register "
+    r"cu\w+ factory)|^To enable the following instructions: .*rebuild TensorFlow")
+
+
+def release_native_stderr(to: TextIO | None = None, drop_noise: bool = True) -> None:
+    """fd 2 back to where it was; what was held goes to `to` (the log file, or the terminal
+    with --verbose). A command that ends before it routes its logs (--help, a bad flag)
+    drops TensorFlow's start-up lines (`drop_noise`) and shows the rest on the terminal."""
     global _held
     if _held is None:
         return
@@ -61,6 +72,9 @@ def release_native_stderr(to: TextIO | None = None) -> None:
     held.seek(0)
     text = held.read().decode("utf-8", errors="backslashreplace")
     held.close()
+    if to is None and drop_noise:
+        text = "".join(line for line in text.splitlines(keepends=True)
+                       if not _STARTUP_NOISE.match(line))
     if text:
         (to or sys.stderr).write(text)
         (to or sys.stderr).flush()
@@ -107,7 +121,7 @@ def routed(log_path: Path, level: int | None, own: tuple[str, ...] = (),
     stdout)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-    release_native_stderr(log_file if level is None else None)
+    release_native_stderr(log_file if level is None else None, drop_noise=False)
     out, err = sys.stdout, sys.stderr
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))

@@ -9,6 +9,11 @@ what should change by hand, with a comment saying why.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go to its log
+    from settings import quiet as _quiet
+
+    _quiet.hold_native_stderr()
+
 import argparse
 import shutil
 import sys
@@ -16,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 import pipeline  # noqa: F401  (Keras 2 before TensorFlow)
-from settings.layout import BUNDLED_DATA_DIR, SCHEMA_DIR, SCHEMA_FILE
+from settings import quiet
+from settings.layout import BUNDLED_DATA_DIR, SCHEMA_DIR, SCHEMA_FILE, Layout
 
 
 def infer(data_root: str, out_dir: Path) -> Path:
@@ -46,18 +52,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bootstrap_schema",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-root", default=str(BUNDLED_DATA_DIR),
-                        help="directory of CSV files (default: the bundled sample)")
+    parser.add_argument("--data-root", default=None,
+                        help="directory of CSV files (default: the bundled sample, "
+                             "materialized if needed)")
     parser.add_argument("--out", type=Path, required=True,
                         help="where to write schema.pbtxt (never the curated schema/ dir)")
+    quiet.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.out.resolve() == SCHEMA_DIR.resolve():
         print("bootstrap_schema: refusing to overwrite the curated schema/; write elsewhere "
               "and diff.", file=sys.stderr)
         return 1
-    path = infer(args.data_root, args.out)
+    if args.data_root is None:
+        from data import bundled
+
+        bundled.materialize()
+        args.data_root = str(BUNDLED_DATA_DIR)
+    root = Path(args.data_root)
+    if not root.is_dir() or not any(p.is_file() for p in root.iterdir()):
+        print(f"bootstrap_schema: no files in {args.data_root}; give --data-root a "
+              "directory of CSV files with a header row", file=sys.stderr)
+        return 2
+    print("bootstrap_schema: inferring with CsvExampleGen, StatisticsGen and SchemaGen ...",
+          flush=True)
+    path, error, log_file = quiet.run_quietly(
+        lambda: infer(args.data_root, args.out), args, Layout.load().output_root,
+        "bootstrap_schema", own=("tools",), own_format="%(message)s",
+        expected=(RuntimeError, OSError, ValueError))
+    if error is not None:
+        print(f"bootstrap_schema: {quiet.one_line(error)} (logs: {log_file})", file=sys.stderr)
+        return 1
     print(f"inferred schema written to {path}\n"
-          f"review it with: diff {SCHEMA_FILE} {path}")
+          f"review it with: diff {SCHEMA_FILE} {path}\nlogs: {log_file}")
     return 0
 
 
