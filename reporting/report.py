@@ -11,6 +11,11 @@ named by their run id), and on demand for any past run:
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go to its log
+    from settings import quiet as _quiet
+
+    _quiet.hold_native_stderr()
+
 import argparse
 import datetime
 import hashlib
@@ -359,32 +364,38 @@ def list_runs(metadata_path: str, pipeline_name: str, serving_dir: str,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from settings import quiet
     from settings.layout import Layout
 
     parser = argparse.ArgumentParser(prog="python -m reporting.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-id", help="a past run (default: the newest)")
     parser.add_argument("--list", action="store_true", help="list runs and pushed versions")
+    quiet.add_arguments(parser)
     Layout.add_arguments(parser, "where the runs are")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
     config = Layout.from_args(args)
     if not os.path.exists(config.metadata_path):
         print(f"reporting.report: no metadata at {config.metadata_path}; run the pipeline first",
               file=sys.stderr)
         return 2
-    if args.list:
-        print(list_runs(config.metadata_path, config.pipeline_name, config.serving_dir,
-                        config.pipeline_root))
-        return 0
-    try:
+
+    def work() -> str:
+        if args.list:
+            return list_runs(config.metadata_path, config.pipeline_name, config.serving_dir,
+                             config.pipeline_root)
         run_id = args.run_id and run_id_of(config.metadata_path, config.pipeline_name,
                                            args.run_id)
         summary = runs.summarize(config.metadata_path, config.pipeline_name, run_id)
-    except LookupError as e:
-        print(f"reporting.report: {e}", file=sys.stderr)
+        return str(write(summary, config.pipeline_root, config.control_dir))
+
+    text, error, log_file = quiet.run_quietly(work, args, config.output_root, "report",
+                                              own=("reporting",), own_format="%(message)s",
+                                              expected=(LookupError, ValueError))
+    if error is not None:
+        print(f"reporting.report: {error}", file=sys.stderr)
         return 2
-    print(write(summary, config.pipeline_root, config.control_dir))
+    print(text)
     return 0
 
 

@@ -14,8 +14,11 @@ import pytest
 
 from settings.layout import PROJECT_ROOT
 
+# A command's own timestamped lines (the server's) say `TIME LEVEL message`; a library's
+# say `TIME LEVEL logger.name: message` (Python) or `TIME: L file.cc:N] message` (C++).
 LIBRARY_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d+:? (?:[IWEF] |INFO|WARNING|ERROR|DEBUG)\b"
+    r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d+:? "
+    r"(?:[IWEF] \S+\] |(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) [\w.]+: )"
     r"|^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):[\w.]*:"  # logging's default format
     r"|^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ "  # absl/glog
     r"|\b\w*Warning: |^\s+warnings\.warn\("  # Python warnings
