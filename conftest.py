@@ -46,7 +46,8 @@ SLOWEST_FIRST = ("tests/test_vertex_offline.py", "tests/test_pipeline_e2e.py",
                  "tests/test_dynamic_training.py", "models/distribution_test.py",
                  "models/fault_tolerance_test.py",
                  "serving/stream_test.py", "tests/test_humans.py", "tests/test_leakage.py",
-                 "tests/test_notebooks.py", "tests/test_bigquery_source.py")
+                 "tests/test_notebooks.py", "tests/test_readme.py",
+                 "tests/test_bigquery_source.py")
 GIB_PER_WORKER = 4  # measured peak of a pipeline test with its subprocesses, plus headroom
 
 
