@@ -64,15 +64,7 @@ def test_only_the_chief_writes_outputs():
 
 
 def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
-    try:
-        for process in processes:
-            process.wait(PROCESS_TIMEOUT)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    for process, log in zip(processes, logs, strict=True):
-        assert process.returncode == 0, log.read_text()[-3000:]
+    C.finish(processes, logs, PROCESS_TIMEOUT)
 
 
 def trainer_args(transform: Path, out: Path, distribution: str, raw: bool = False,

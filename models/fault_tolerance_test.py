@@ -32,15 +32,7 @@ def args(transform: Path, out: Path, backups: Path, distribution: str = "none", 
 
 
 def finish(processes: list[subprocess.Popen], logs: list[Path]) -> None:
-    try:
-        for process in processes:
-            process.wait(TIMEOUT)
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-    for process, log in zip(processes, logs, strict=True):
-        assert process.returncode == 0, log.read_text()[-3000:]
+    C.finish(processes, logs, TIMEOUT)
 
 
 def history(out: Path) -> dict:

@@ -102,6 +102,22 @@ def preempt(process: subprocess.Popen, log: Path, timeout: float,
     return step
 
 
+def finish(processes: list[subprocess.Popen], logs: list[Path], timeout: float) -> None:
+    """Waits for every process (killing what is left after `timeout`) and raises with the
+    tail of the first failure's log."""
+    try:
+        for process in processes:
+            process.wait(timeout)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, log in zip(processes, logs, strict=True):
+        if process.wait() != 0:
+            raise RuntimeError(f"{log.name} exited {process.returncode}:\n"
+                               + log.read_text()[-3000:])
+
+
 def run(args: dict, spec: dict[str, list[str]] | None, folder: Path, timeout: float,
         env: dict | None = None) -> list[Path]:
     """Every replica of `spec` (or one process without), until the chief ends; servers and
