@@ -408,9 +408,9 @@ def test_oversized_requests_are_answered_with_the_limit_and_the_setting(served_p
         sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(huge)}\r\n"
                      "Expect: 100-continue\r\n\r\n".encode())
-        head = sock.recv(65536).decode()  # answered before a byte of the body was sent
-    assert head.startswith("HTTP/1.1 413"), head
-    assert "--max-body-mb" in head
+        answer = sock.makefile("rb").read().decode()  # before a byte of the body was sent
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "--max-body-mb" in answer
 
     body_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"huge-{port}.json"
     body_file.write_bytes(huge)
@@ -432,6 +432,14 @@ def test_oversized_requests_are_answered_with_the_limit_and_the_setting(served_p
     error = json.loads(response.read())["error"]
     assert response.status == 413
     assert "batch of 101 examples exceeds this server's limit of 100 (--max-batch)" in error
+
+    for header, status, says in (("Transfer-Encoding: chunked", 411, "send Content-Length"),
+                                 ("Content-Length: abc", 400, "'abc' is not a number")):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"POST /v1/models/{MODEL}:predict HTTP/1.1\r\nHost: x\r\n"
+                         f"{header}\r\n\r\n".encode())
+            answer = sock.makefile("rb").read().decode()
+        assert answer.startswith(f"HTTP/1.1 {status}") and says in answer, answer
 
     ok = json.dumps({"instances": [instance] * 3}).encode()
     conn.request("POST", f"/v1/models/{MODEL}:predict", body=ok)

@@ -47,6 +47,17 @@ def hold_native_stderr() -> None:
     atexit.register(release_native_stderr)
 
 
+# A library's log line, as the tests look for it. A command's own timestamped lines (the
+# server's) say `TIME LEVEL message`; a library's say `TIME LEVEL logger.name: message`
+# (Python) or `TIME: L file.cc:N] message` (C++).
+LIBRARY_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d+:? "
+    r"(?:[IWEF] \S+\] |(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) [\w.]+: )"
+    r"|^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):[\w.]*:"  # logging's default format
+    r"|^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ "  # absl/glog
+    r"|\b\w*Warning: |^\s+warnings\.warn\("  # Python warnings
+    r"|^Traceback \(most recent call last\)")
+
 # What TensorFlow's C++ says on every import on a machine without a GPU: its log format
 # (`2026-12-06 08:23:40.969730: E external/...] Unable to register cuFFT factory ...`) at
 # info or warning level, and the error-level lines about CUDA plugins registered twice.

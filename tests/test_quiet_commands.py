@@ -5,7 +5,6 @@ wrote (TensorFlow's C++ log lines, Python logging's records, absl, warnings)."""
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,16 +12,7 @@ from pathlib import Path
 import pytest
 
 from settings.layout import PROJECT_ROOT
-
-# A command's own timestamped lines (the server's) say `TIME LEVEL message`; a library's
-# say `TIME LEVEL logger.name: message` (Python) or `TIME: L file.cc:N] message` (C++).
-LIBRARY_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d[.,]\d+:? "
-    r"(?:[IWEF] \S+\] |(?:INFO|WARNING|ERROR|DEBUG|CRITICAL) [\w.]+: )"
-    r"|^(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):[\w.]*:"  # logging's default format
-    r"|^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ "  # absl/glog
-    r"|\b\w*Warning: |^\s+warnings\.warn\("  # Python warnings
-    r"|^Traceback \(most recent call last\)")
+from settings.quiet import LIBRARY_LINE
 
 # Commands with settings of their own; the pipeline's runners list the pipeline's, grouped.
 HELP_LINES = {"local_runner.py": 300, "vertex_runner.py": 400}

@@ -23,7 +23,7 @@ from pytest_codeblocks import extract_from_file
 
 from models.local_cluster import free_ports
 from settings.layout import PROJECT_ROOT
-from tests.test_quiet_commands import LIBRARY_LINE
+from settings.quiet import LIBRARY_LINE
 
 README = Path(PROJECT_ROOT) / "README.md"
 COVERED = re.compile(r'^pytest\.mark\.skip\(reason="covered by ([^"]+)"\)$')
