@@ -189,9 +189,9 @@ def run_and_print(config: configs.PipelineConfig, level: int | None = None) -> i
             except Exception:
                 log.exception("the run failed")  # the traceback, into the log file
                 raise
-    except bundled.DataError as e:
+    except bundled.DataError as e:  # no input to read: exit 2, as for an unreadable file
         print(f"local_runner: {e}", file=sys.stderr)
-        return 1
+        return 2
     except Exception as e:  # noqa: BLE001 - report the cause in one readable message
         unreadable = _input_error(e)
         if unreadable is not None:

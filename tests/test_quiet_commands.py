@@ -28,7 +28,7 @@ VERTEX = ["--gcp-project", "my-project", "--gcp-region", "us-central1", "--image
           "us-central1-docker.pkg.dev/my-project/taxi/pipeline:1", "--output-root",
           "gs://my-bucket/taxi", "--data-root", "gs://my-bucket/taxi/data"]
 CHEAP = [
-    ("local_runner.py --data-root {tmp}/empty", 1, "no files match"),
+    ("local_runner.py --data-root {tmp}/empty", 2, "no files match"),
     ("vertex_runner.py --output {tmp}/job.json " + " ".join(VERTEX), 0,
      "compiled taxi-big-tipper for Vertex AI Pipelines"),
     ("-m serving.server --model-base-path {tmp}/none", 2, "does not exist"),
