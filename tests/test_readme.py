@@ -127,3 +127,15 @@ def test_the_readme_runs_as_written(tmp_path):
     assert re.search(r'\{"predictions": \[0\.\d+\]\}', said), said[-3000:]
     for what in ("active marks (2)", "resume after"):
         assert what in said, said[-3000:]
+
+
+def test_every_link_inside_the_readme_reaches_a_heading():
+    """`[…](#anchor)` links, slugged as GitHub slugs headings: lower case, punctuation out,
+    spaces to hyphens."""
+    text = README.read_text()
+    outside_code = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    slugs = {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+             for heading in re.findall(r"^#{1,6} (.+)$", outside_code, re.M)}
+    anchors = re.findall(r"\]\(#([^)]+)\)", outside_code)
+    assert len(anchors) >= 8
+    assert [a for a in anchors if a not in slugs] == []
