@@ -11,13 +11,16 @@ is read and dropped, bounded in bytes and seconds, before the connection closes.
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
+SETTING = "--max-body-mb"
 DEFAULT_MAX_BODY_MB = 16.0
+DEFAULT_MAX_BODY_BYTES = int(DEFAULT_MAX_BODY_MB * (1 << 20))
 DRAIN_BYTES = 1 << 30  # at most this much of a refused body is read and dropped
 DRAIN_SECONDS = 10.0
 
@@ -30,7 +33,35 @@ class BodyRefused(Exception):
         self.status = status
 
 
-def declared_length(handler: BaseHTTPRequestHandler, max_bytes: int, setting: str) -> int:
+def add_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(SETTING, type=float, default=DEFAULT_MAX_BODY_MB,
+                        help="largest request body in MiB (more: 413 naming the limit, "
+                             "answered before the body is read)")
+
+
+def max_bytes(args: argparse.Namespace) -> int:
+    """The parsed --max-body-mb, in bytes."""
+    return int(args.max_body_mb * (1 << 20))
+
+
+class LimitedBody:
+    """For a request handler whose server has `max_body_bytes`: `read_body()` reads a body
+    within the limit, or answers and returns None; `Expect: 100-continue` is answered
+    before an oversized body is sent."""
+
+    def handle_expect_100(self) -> bool:
+        return answer_early(self, self.server.max_body_bytes) and super().handle_expect_100()
+
+    def read_body(self) -> bytes | None:
+        try:
+            length = declared_length(self, self.server.max_body_bytes)
+        except BodyRefused as e:
+            refuse(self, e)
+            return None
+        return self.rfile.read(length)
+
+
+def declared_length(handler: BaseHTTPRequestHandler, limit: int) -> int:
     """The request's Content-Length, checked against `max_bytes` before a byte is read."""
     if "chunked" in (handler.headers.get("Transfer-Encoding") or "").lower():
         raise BodyRefused(HTTPStatus.LENGTH_REQUIRED,
@@ -43,19 +74,19 @@ def declared_length(handler: BaseHTTPRequestHandler, max_bytes: int, setting: st
                           f"Content-Length {raw!r} is not a number of bytes") from None
     if length < 0:
         raise BodyRefused(HTTPStatus.BAD_REQUEST, f"Content-Length {length} is negative")
-    if length > max_bytes:
+    if length > limit:
         raise BodyRefused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                           f"request body of {length:,} bytes exceeds this server's limit of "
-                          f"{max_bytes:,} bytes ({max_bytes / (1 << 20):g} MiB, {setting}); "
+                          f"{limit:,} bytes ({limit / (1 << 20):g} MiB, {SETTING}); "
                           "split the request into smaller batches or raise the limit")
     return length
 
 
-def answer_early(handler: BaseHTTPRequestHandler, max_bytes: int, setting: str) -> bool:
+def answer_early(handler: BaseHTTPRequestHandler, limit: int) -> bool:
     """For `Expect: 100-continue`: refuse an oversized body before the client sends it
     (True: go on and read it)."""
     try:
-        declared_length(handler, max_bytes, setting)
+        declared_length(handler, limit)
     except BodyRefused as e:
         refuse(handler, e, drain=False)
         return False

@@ -87,7 +87,7 @@ class RoutingState:
             self._thread.join(timeout=10)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: Router
@@ -110,18 +110,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib's name
         self._forward("GET", self.path, None)
 
-    def handle_expect_100(self) -> bool:
-        """An oversized body is refused before the client sends it (curl's large bodies)."""
-        return body_limits.answer_early(self, self.server.max_body_bytes, "--max-body-mb") \
-            and super().handle_expect_100()
-
     def do_POST(self) -> None:  # noqa: N802 - stdlib's name
-        try:
-            length = body_limits.declared_length(self, self.server.max_body_bytes,
-                                                 "--max-body-mb")
-        except body_limits.BodyRefused as e:
-            return body_limits.refuse(self, e)
-        body = self.rfile.read(length)
+        body = self.read_body()
+        if body is None:  # refused, and answered
+            return
         path = urllib.parse.urlsplit(self.path).path
         prefix = f"/v1/models/{self.server.model_name}"
         if path == f"{prefix}:feedback":
@@ -236,7 +228,7 @@ class Router(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], upstream: str, model_name: str,
                  state: RoutingState, seed: int | None = None, timeout: float = 30.0,
                  write_auth: auth.WriteAuth | None = None, read_only: bool = False,
-                 max_body_bytes: int = int(body_limits.DEFAULT_MAX_BODY_MB * (1 << 20))):
+                 max_body_bytes: int = body_limits.DEFAULT_MAX_BODY_BYTES):
         self.auth = write_auth or auth.WriteAuth()
         self.read_only = read_only
         self.auth.check_bind(address[0], writes=not read_only)
@@ -298,9 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="serving.rollout's config dir (rollout.json, bandit.json)")
     parser.add_argument("--poll-seconds", type=float, default=1.0,
                         help="how often to read the rollout and the bandit's weights")
-    parser.add_argument("--max-body-mb", type=float, default=body_limits.DEFAULT_MAX_BODY_MB,
-                        help="largest request body in MiB (more: 413 naming the limit, "
-                             "answered before the body is read)")
+    body_limits.add_argument(parser)
     auth.add_write_arguments(parser)
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -310,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                         RoutingState(args.config_dir, args.poll_seconds,
                                      defaults.control_dir),
                         write_auth=auth.write_auth(args), read_only=args.read_only,
-                        max_body_bytes=int(args.max_body_mb * (1 << 20)))
+                        max_body_bytes=body_limits.max_bytes(args))
     except (ValueError, OSError) as e:
         print(f"serving.router: {e}", file=sys.stderr)
         return 2

@@ -51,7 +51,6 @@ from serving.request_log import RequestLog
 from settings import quiet
 
 log = logging.getLogger("serving.server")
-MAX_BODY_SETTING = "--max-body-mb"
 
 URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                  r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
@@ -304,7 +303,7 @@ def signature_metadata(model) -> dict:
     return {"signature_def": {"signature_def": signatures}}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
     disable_nagle_algorithm = True  # headers and body go out as written: no 40 ms ACK stalls
     server: LocalModelServer
@@ -349,20 +348,11 @@ class Handler(BaseHTTPRequestHandler):
         except NotFound as e:
             self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
 
-    def handle_expect_100(self) -> bool:
-        """`Expect: 100-continue` (curl, for large bodies): an oversized body is refused
-        before the client sends it."""
-        return body_limits.answer_early(self, self.server.max_body_bytes, MAX_BODY_SETTING) \
-            and super().handle_expect_100()
-
     def do_POST(self) -> None:  # noqa: N802 - stdlib's name
         try:
-            length = body_limits.declared_length(self, self.server.max_body_bytes,
-                                                 MAX_BODY_SETTING)
-        except body_limits.BodyRefused as e:
-            return body_limits.refuse(self, e)
-        try:
-            raw = self.rfile.read(length)
+            raw = self.read_body()
+            if raw is None:  # refused, and answered
+                return
             match, repo = self._route()
             if match["rest"] not in (":predict", ":feedback"):
                 raise NotFound(f"POST {self.path}: only :predict and :feedback take POST")
@@ -487,7 +477,7 @@ class LocalModelServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], repository: ModelRepository,
                  request_log: RequestLog | None = None, max_batch: int = 1000,
-                 max_body_bytes: int = int(body_limits.DEFAULT_MAX_BODY_MB * (1 << 20)),
+                 max_body_bytes: int = body_limits.DEFAULT_MAX_BODY_BYTES,
                  seed: int | None = None,
                  write_auth: auth.WriteAuth | None = None, read_only: bool = False):
         self.auth = write_auth or auth.WriteAuth()
@@ -540,9 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraction of predicted rows written to the request log")
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="most examples in one :predict (more: 413 naming the limit)")
-    parser.add_argument("--max-body-mb", type=float, default=body_limits.DEFAULT_MAX_BODY_MB,
-                        help="largest request body in MiB (more: 413 naming the limit, "
-                             "answered before the body is read)")
+    body_limits.add_argument(parser)
     parser.add_argument("--prediction-table",
                         help="precomputed predictions (serving.batch_predict's .parquet/.csv "
                              "and its .meta.json): rows carrying a key found there are answered "
@@ -586,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         server = LocalModelServer((args.host, args.port), repository,
                                   RequestLog(args.request_log or None, args.log_sample_rate),
                                   max_batch=args.max_batch,
-                                  max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                                  max_body_bytes=body_limits.max_bytes(args),
                                   write_auth=writes,
                                   read_only=args.read_only)
         repository.start()
