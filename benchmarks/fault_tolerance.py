@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402,F401  (Keras 2 before TensorFlow)
 from data.bundled import first_rows  # noqa: E402
 from models import distribution as D  # noqa: E402
+from models import fault_tolerance as FT  # noqa: E402
 from models import local_cluster as C  # noqa: E402
 from models.sample_transform import instance, raw_rows_auc, write_transform  # noqa: E402
 
@@ -104,7 +105,7 @@ def train(args: dict, out: Path, victim: str | None, kill_at: int) -> dict:
 def backups_written(out: Path) -> tuple[int, float]:
     """(backups the chief wrote, the milliseconds they took in all), from its logs."""
     found = [float(ms) for log in out.glob("chief-*.log") for ms in
-             re.findall(r"training state backed up at step \d+ in (\d+) ms", log.read_text())]
+             re.findall(rf"{FT.BACKED_UP} \d+ in (\d+) ms", log.read_text())]
     return len(found), sum(found)
 
 

@@ -92,11 +92,12 @@ def wait_for_line(log: Path, pattern: str, timeout: float,
     raise TimeoutError(f"{pattern!r} not in {log.name} within {timeout:.0f} s")
 
 
-def preempt(process: subprocess.Popen, log: Path, timeout: float,
-            after: str = r"training state backed up at step (\d+)") -> int:
+def preempt(process: subprocess.Popen, log: Path, timeout: float) -> int:
     """Kills the replica as a lost machine dies (SIGKILL, no chance to clean up) once its
-    log shows `after`; returns the step of that backup."""
-    step = int(wait_for_line(log, after, timeout, process).group(1))
+    log shows a backup; returns the step of that backup."""
+    from models.fault_tolerance import BACKED_UP
+
+    step = int(wait_for_line(log, rf"{BACKED_UP} (\d+)", timeout, process).group(1))
     process.send_signal(signal.SIGKILL)
     process.wait(30)
     return step

@@ -46,7 +46,6 @@ WORKER_GRACE_SECONDS = 120.0
 TF_TASK_TYPES = ("chief", "worker", "ps")
 # A replica label (workerpool1-0) to preempt once, after its log shows its first backup.
 PREEMPT_ENV = "TAXI_OFFLINE_PREEMPT"
-BACKED_UP = "training state backed up at step"  # models/fault_tolerance.py's log line
 MAX_RESTARTS = 3  # lost replicas a job survives; past that it fails
 
 
@@ -162,14 +161,18 @@ class Replica:
     def code(self) -> int | None:
         return self.process.poll() if self.process else None
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+
+def stop(replicas: list[Replica]) -> None:
+    """Terminates every replica still running, then waits for each (10 s, then kills)."""
+    running = [r.process for r in replicas if r.process and r.process.poll() is None]
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class LocalCustomJob:
@@ -236,6 +239,8 @@ class LocalCustomJob:
         replica = next((r for r in self.replicas if r.label == self.to_preempt), None)
         if replica is None or replica.code is not None or not replica.log.exists():
             return
+        from models.fault_tolerance import BACKED_UP  # here: TensorFlow, only when asked
+
         if BACKED_UP in replica.log.read_text(errors="replace"):
             replica.process.kill()
             replica.process.wait()
@@ -253,8 +258,7 @@ class LocalCustomJob:
             return
         self.restarts += 1
         again = self.replicas if self.restart_job else lost
-        for replica in again:
-            replica.stop()
+        stop(again)
         for replica in again:
             replica.start()
         log.warning("offline CustomJob %s: %s lost; restarted %s", self.display_name, labels,
@@ -280,8 +284,7 @@ class LocalCustomJob:
         self._end("JOB_STATE_SUCCEEDED", "")
 
     def _end(self, state: str, error: str) -> None:
-        for replica in self.replicas:
-            replica.stop()
+        stop(self.replicas)
         self.state, self.error = state, error
         log.info("offline CustomJob %s: %s %s", self.display_name, state, error)
 
