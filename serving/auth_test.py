@@ -45,6 +45,7 @@ def guarded(tmp_path, exported_models):
     Rollouts(MODEL, base, config).start_bandit([1, 2], None, reward="accuracy", floor=0.05)
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# who may post labels\nlabeller {SECRET}\n")
+    tokens.chmod(0o600)
     writes = auth.WriteAuth.from_settings(str(tokens), max_labels_per_minute=1500, env={})
     repository = ModelRepository(MODEL, base, config, 0.2, control_dir=control)
     local = LocalModelServer(("127.0.0.1", 0), repository,
@@ -86,6 +87,10 @@ def test_a_forged_flood_moves_nothing_and_the_same_labels_with_the_credential_co
         assert sum(a.labels for a in store.load().arms) == 0
         status, reply = post(f"{router.url}/v1/models/{MODEL}:feedback", flood, token=SECRET)
         assert status == 200 and reply["accepted"] == 1000
+        # One cap across processes: the router's 1,000 count at the server too.
+        status, reply = post(f"{local.url}/v1/models/{MODEL}:feedback",
+                             {"labels": flood["labels"][:600]}, token=SECRET)
+        assert status == 429 and "(1,000 in the last minute)" in reply["error"], reply
     assert sum(a.labels for a in store.load().arms) == 1000
     accepted = [r for r in records.read(control, ("feedback",))]
     assert [(r.who, r.details["labels"], r.details["via"]) for r in accepted] == [
@@ -110,13 +115,36 @@ def test_without_a_credential_writes_stay_on_loopback_and_the_network_is_refused
                         "--config-dir", str(tmp_path / "config")]) == 2
     assert "refusing to listen on 0.0.0.0 with write paths open" in capsys.readouterr().err
     # On loopback a caller without a credential may write, recorded by address.
-    assert open_writes.who(None, "127.0.0.1") == ("loopback:127.0.0.1", None)
-    name, refusal = open_writes.who(None, "10.1.2.3")
+    assert open_writes.who({}, "127.0.0.1") == ("loopback:127.0.0.1", None)
+    name, refusal = open_writes.who({}, "10.1.2.3")
     assert name is None and refusal.status == 403
+    # ... but not when a proxy on this machine forwarded it: then everyone looks like loopback.
+    for header in ("X-Forwarded-For", "Forwarded", "Via", "X-Real-IP"):
+        name, refusal = open_writes.who({header: "203.0.113.9"}, "127.0.0.1")
+        assert name is None and refusal.status == 403 and header in refusal.message
 
 
 def test_a_tokens_file_with_a_short_secret_is_refused_with_the_line(tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text("labeller short\n")
+    tokens.chmod(0o600)
     with pytest.raises(auth.AuthError, match="tokens:1: write `NAME SECRET`"):
         auth.WriteAuth.from_settings(str(tokens), env={})
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_tokens_file_others_may_read_is_refused_at_start_naming_the_fix(
+        tmp_path, mode, exported_models, capsys):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"labeller {SECRET}\n")
+    tokens.chmod(mode)
+    with pytest.raises(auth.AuthError, match=f"chmod 600 {tokens}"):
+        auth.WriteAuth.from_settings(str(tokens), env={})
+    base = tmp_path / "serving"
+    push(exported_models[0], base, 1)
+    assert server.main(["--port", "0", "--model-base-path", str(base), "--write-tokens-file",
+                        str(tokens), "--config-dir", str(tmp_path / "config")]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and f"(mode {mode:o})" in said[0] and "chmod 600" in said[0]
+    tokens.chmod(0o600)
+    assert auth.WriteAuth.from_settings(str(tokens), env={}).configured

@@ -11,10 +11,17 @@ Thompson sampling with fractional updates, which holds for any reward bounded in
 (what per-request Thompson sampling does on average), never below a floor until the
 bandit is decided, so a version that starts unlucky still gets labels.
 
+A request id is answered once: the ledger binds it to the version that answered, and a
+second request with an id already in the ledger is refused (409), so nobody can re-send
+another client's id until the version they prefer answers and then earn that version the
+client's label. A label is applied once per id.
+
 State (`bandit.json`), ledger (`bandit_requests.jsonl`) and labels that matched no request
-(`bandit_unmatched.jsonl`, kept to be fed again) live in the rollout's config dir; every
-change happens under a file lock and the state is written atomically, so the server and the
-command line can both feed labels, and a restart loses nothing.
+(`bandit_unmatched.jsonl`, kept to be fed again) live in the rollout's config dir, with the
+labels each credential sent in the last minute (`labels_sent.json`, so one cap holds across
+the server, the router and the command line); every change happens under a file lock and
+the state is written atomically, so the server and the command line can both feed labels,
+and a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import fcntl
 import json
 import math
 import random
+import re
 import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
@@ -33,13 +41,17 @@ from typing import Any
 
 import numpy as np
 
-from serving.model_config import RolloutError, _atomic_write
+from serving.model_config import STATE_FILE as ROLLOUT_FILE
+from serving.model_config import RolloutError, _atomic_write, load_state
 
 STATE_FILE = "bandit.json"
 LEDGER_FILE = "bandit_requests.jsonl"
 UNMATCHED_FILE = "bandit_unmatched.jsonl"
 HELD_FILE = "bandit_held.jsonl"  # labels that came while serving was paused
 LOCK_FILE = ".bandit.lock"
+QUOTA_FILE = "labels_sent.json"  # per credential: (time, labels) over the last minute
+MAX_REQUEST_ID = 128
+REQUEST_ID = re.compile(rf"^[\x21-\x7e]{{1,{MAX_REQUEST_ID}}}$")  # printable ASCII, no spaces
 REWARDS = {
     "likelihood": lambda p, y: p if y else 1.0 - p,
     "accuracy": lambda p, y: float((p >= 0.5) == bool(y)),
@@ -152,6 +164,8 @@ class BanditStore:
 
     def __init__(self, config_dir: str | Path):
         self.dir = Path(config_dir)
+        self._index: dict[str, dict] = {}  # the ledger as read so far (see _ledger)
+        self._read_to: tuple[int, int] = (-1, 0)  # (inode, offset) of the ledger read so far
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -191,12 +205,18 @@ class BanditStore:
             return bandit
 
     def routed(self, version: int, keys_and_probabilities: list[tuple[str, float]],
-               rows: int) -> None:
-        """Records `rows` routed to `version`, and the keyed ones in the ledger."""
+               rows: int) -> list[str]:
+        """Records `rows` routed to `version`, and the keyed ones in the ledger; returns the
+        keys already in the ledger instead (recording nothing): each id is answered once."""
         with self.locked():
             bandit = self.load()
             if bandit is None or version not in {a.version for a in bandit.arms}:
-                return
+                return []
+            if keys_and_probabilities:
+                ledger = self._ledger()
+                taken = [k for k, _ in keys_and_probabilities if k in ledger]
+                if taken:
+                    return taken
             bandit.arm(version).requests += rows
             if keys_and_probabilities:
                 with open(self.dir / LEDGER_FILE, "a", encoding="utf-8") as f:
@@ -205,19 +225,55 @@ class BanditStore:
                                              "time": now}) + "\n"
                                  for k, p in keys_and_probabilities)
             self.save(bandit)
+        return []
 
     def _ledger(self) -> dict[str, dict]:
-        found: dict[str, dict] = {}
+        """The ledger by key (under the lock). Read incrementally: the file only grows while
+        a bandit runs, so each call reads just what was appended since the last one."""
         path = self.dir / LEDGER_FILE
-        if path.is_file():
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    record = json.loads(line)
-                    if "label" in record:  # a label already applied
-                        found[record["key"]]["labelled"] = True
-                    else:
-                        found[record["key"]] = record
-        return found
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._index, self._read_to = {}, (-1, 0)
+            return self._index
+        inode, offset = self._read_to
+        if stat.st_ino != inode or stat.st_size < offset:  # a new bandit's ledger
+            self._index, offset = {}, 0
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # a line still being written: read it next time
+                offset += len(line)
+                record = json.loads(line)
+                if "label" in record:  # a label already applied
+                    if record["key"] in self._index:
+                        self._index[record["key"]]["labelled"] = True
+                else:
+                    self._index[record["key"]] = record
+        self._read_to = (stat.st_ino, offset)
+        return self._index
+
+    def take_quota(self, name: str, count: int, limit: int,
+                   now: float | None = None) -> int | None:
+        """Counts `count` labels against `name`'s `limit` a minute, for every process that
+        shares this config dir: None when taken, else the labels already sent this minute
+        (and nothing is counted)."""
+        now = time.time() if now is None else now
+        with self.locked():
+            path = self.dir / QUOTA_FILE
+            try:
+                sent = json.loads(path.read_text()) if path.is_file() else {}
+            except ValueError:
+                sent = {}
+            recent = {k: [e for e in v if e[0] > now - 60] for k, v in sent.items()}
+            mine = recent.setdefault(name, [])
+            used = sum(n for _, n in mine)
+            if used + count > limit:
+                return used
+            mine.append([now, count])
+            _atomic_write(path, json.dumps({k: v for k, v in recent.items() if v}))
+        return None
 
     def feedback(self, labels: list[tuple[str, int]], paused: bool = False,
                  marks: Collection = ()) -> tuple[FeedbackResult, Bandit]:
@@ -231,6 +287,10 @@ class BanditStore:
                 raise RolloutError("no bandit is running: start one with "
                                    "`python -m serving.rollout bandit --versions A B`")
             result = FeedbackResult()
+            # The rollout file is the truth: a server's view of the pause may be a poll old,
+            # and a label held after `resume` took the held ones would wait for the next.
+            if (self.dir / ROLLOUT_FILE).is_file():
+                paused = bool(load_state(self.dir).pause)
             if paused:
                 with open(self.dir / HELD_FILE, "a", encoding="utf-8") as f:
                     f.writelines(json.dumps({"time": time.time(), "key": k, "label": y}) + "\n"
@@ -269,13 +329,21 @@ class BanditStore:
         return result, bandit
 
     def release_held(self, marks: Collection = ()) -> FeedbackResult:
-        """At resume: the labels held while paused, applied now (the file is kept, renamed)."""
-        path = self.dir / HELD_FILE
-        if not path.is_file():
-            return FeedbackResult()
-        held = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-        path.rename(self.dir / f"bandit_held-{int(time.time())}.jsonl")
+        """At resume: the labels held while paused, applied now. Taken under the lock (the
+        server appends under it until its next poll), and kept, renamed, beside the rest."""
+        with self.locked():
+            path = self.dir / HELD_FILE
+            if not path.is_file():
+                return FeedbackResult()
+            held = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip()]
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+            archive = self.dir / f"bandit_held-{stamp}.jsonl"
+            n = 1
+            while archive.exists():  # two resumes in one second keep both archives
+                archive = self.dir / f"bandit_held-{stamp}-{n}.jsonl"
+                n += 1
+            path.rename(archive)
         if not held or self.load() is None:
             return FeedbackResult()
         result, _ = self.feedback([(r["key"], int(r["label"])) for r in held], marks=marks)
@@ -360,6 +428,21 @@ def pick_version(labels: dict[str, int], canary_fraction: float, weights: dict[i
     if "stable" in labels:
         return labels["stable"], "stable"
     return max(available), "latest"
+
+
+def check_request_id(request_id: str) -> None:
+    """An X-Request-Id the ledger can key on: printable ASCII without spaces, 128 at most."""
+    if request_id and not REQUEST_ID.match(request_id):
+        raise RolloutError(f"X-Request-Id must be 1 to {MAX_REQUEST_ID} printable ASCII "
+                           "characters without spaces (a UUID, say)")
+
+
+def already_answered(keys: list[str]) -> str:
+    """The 409's message for request ids the ledger already holds."""
+    shown = ", ".join(repr(k) for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
+    return (f"request id {shown} was already answered: each X-Request-Id is answered once, "
+            "so its label credits the version that answered it. Send a new, unguessable id "
+            "(a UUID) with each request")
 
 
 def keyed_probabilities(response: dict, request_id: str) -> list[tuple[str, float]]:

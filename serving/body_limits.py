@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 SETTING = "--max-body-mb"
 DEFAULT_MAX_BODY_MB = 16.0
 DEFAULT_MAX_BODY_BYTES = int(DEFAULT_MAX_BODY_MB * (1 << 20))
 DRAIN_BYTES = 1 << 30  # at most this much of a refused body is read and dropped
 DRAIN_SECONDS = 10.0
+MAX_JSON_DEPTH = 64  # a :predict body is 4 deep ({"instances": [{"f": [..]}]})
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
 class BodyRefused(Exception):
@@ -58,7 +62,16 @@ class LimitedBody:
         except BodyRefused as e:
             refuse(self, e)
             return None
-        return self.rfile.read(length)
+        raw = self.rfile.read(length)
+        done = getattr(self, "done_reading", None)  # serving/connections.py: off the clock
+        if done is not None:
+            done()
+        if len(raw) < length or getattr(self, "_expired", False):
+            # The connection closed (or timed out) under the body: a part of a body is
+            # never acted on, even when it happens to parse.
+            self.close_connection = True
+            return None
+        return raw
 
 
 def declared_length(handler: BaseHTTPRequestHandler, limit: int) -> int:
@@ -122,3 +135,32 @@ def _drain(handler: BaseHTTPRequestHandler, remaining: int) -> None:
             remaining -= len(chunk)
     except OSError:  # the client gave up or the time ran out: nothing more to say
         return
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in a JSON text (brackets inside strings left out),
+    without parsing it: Python's parser recurses, and 100,000 brackets would end in a
+    RecursionError instead of an answer."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper than the brackets it has
+    import numpy as np
+
+    code = np.frombuffer(_JSON_STRING.sub(b'""', raw), dtype=np.uint8)
+    step = (np.isin(code, (ord("["), ord("{"))).astype(np.int32)
+            - np.isin(code, (ord("]"), ord("}"))).astype(np.int32))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or BodyRefused (400) naming what is wrong with it."""
+    depth = json_depth(raw)
+    if depth > MAX_JSON_DEPTH:
+        raise BodyRefused(HTTPStatus.BAD_REQUEST,
+                          f"JSON nested {depth:,} deep; requests here nest at most "
+                          f"{MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(raw or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BodyRefused(HTTPStatus.BAD_REQUEST, f"malformed JSON: {e}") from None
+    except RecursionError:  # unbalanced brackets the count above could not see
+        raise BodyRefused(HTTPStatus.BAD_REQUEST, "JSON nested too deep to read") from None

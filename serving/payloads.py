@@ -15,6 +15,7 @@ optional feature may be left out or sent as null, "" or NaN; what the contract r
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,35 @@ class RequestError(ValueError):
 
 class TooLarge(RequestError):
     """More examples than the server takes in one request: HTTP 413."""
+
+
+_MISSING_FEATURE = re.compile(r"Feature: (?P<name>\S+) \(data type: (?P<dtype>\w+)\) is required "
+                              r"but could not be found")
+_CHECK = re.compile(r"^(?P<what>.*?) : Tensor had (?:NaN|Inf|NaN and Inf) values$")
+
+
+def model_error(error: Exception) -> str:
+    """What the model's graph said when it refused an input, in the contract's words: the
+    cause (the feature and the rule), without TensorFlow's frames and node names, whole."""
+    text = getattr(error, "message", None) or str(error)
+    said = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Graph execution error", "Detected at node", "File ",
+                                        "Traceback", "[[", "<stack traces unavailable>")):
+            continue
+        line = re.sub(r"\s*\[\[\{\{node .*?\}\}\]\]", "", line)
+        line = re.sub(r"\s*\[Op:[^\]]*\]", "", line).strip()
+        missing = _MISSING_FEATURE.search(line)
+        if missing:
+            line = (f"a tf.Example has no feature {missing['name']!r} ({missing['dtype']}), "
+                    "which this signature reads")
+        check = _CHECK.match(line)
+        if check:
+            line = check["what"]
+        if line and line not in said:
+            said.append(line)
+    return "; ".join(said)[:2000] or type(error).__name__
 
 
 def _check_batch(size: int, max_batch: int) -> None:

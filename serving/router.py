@@ -9,7 +9,9 @@ unchanged to TF Serving's `/v1/models/NAME/versions/V:predict`, and answers with
 Serving's response and `X-Served-By: V;route`. Keyed requests (`X-Request-Id`) that the
 bandit routed go to its ledger, and `:feedback` is answered here, so labels reach the
 bandit. Everything else (status, metadata, versioned and labelled calls) is passed through
-as it is. The routing state is read from serving.rollout's config dir every poll.
+with `Via` and `X-Forwarded-For` added, as a proxy should; a write (`:feedback` on any other
+path, serving/routes.py) is never forwarded, and the credential never leaves the router.
+The routing state is read from serving.rollout's config dir every poll.
 
     python -m serving.router --upstream http://tf-serving:8501 [--port 8080]
 """
@@ -25,17 +27,17 @@ import sys
 import threading
 import urllib.parse
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from control import marks
-from serving import auth, bandit, body_limits, model_config
+from serving import auth, bandit, body_limits, connections, model_config, routes
 from serving import pause as pause_mod
 
 log = logging.getLogger("serving.router")
-PREDICT = ":predict"
-PASSED_HEADERS = ("Content-Type", "X-Request-Id")
+PREDICT = routes.PREDICT
+PASSED_HEADERS = ("Content-Type", "X-Request-Id")  # never Authorization: writes end here
+VIA = "1.1 serving.router"
 
 
 class RoutingState:
@@ -87,7 +89,7 @@ class RoutingState:
             self._thread.join(timeout=10)
 
 
-class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
+class Handler(body_limits.LimitedBody, connections.BoundedHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     server: Router
@@ -116,8 +118,16 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
             return
         path = urllib.parse.urlsplit(self.path).path
         prefix = f"/v1/models/{self.server.model_name}"
-        if path == f"{prefix}:feedback":
+        if routes.is_write(self.path):  # answered here or refused: a write is never forwarded
+            misplaced = routes.misplaced_write(self.path, self.server.model_name)
+            if misplaced:
+                return self._error(HTTPStatus.NOT_FOUND, misplaced)
             return self._feedback(body)
+        request_id = self.headers.get("X-Request-Id", "")
+        try:
+            bandit.check_request_id(request_id)
+        except model_config.RolloutError as e:
+            return self._error(HTTPStatus.BAD_REQUEST, str(e))
         state = self.server.state
         if state.pause is not None and path.startswith(prefix) and path.endswith(PREDICT):
             return self._paused(state.pause, prefix, body)
@@ -134,7 +144,9 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
         if "X-Paused" in headers:  # the server paused before this router's next poll: its
             return self._reply(status, data, headers)  # fallback answered, and says so
         if route == "bandit" and status == HTTPStatus.OK:
-            self._record(version, data)
+            taken = self._record(version, data)
+            if taken:
+                return self._error(HTTPStatus.CONFLICT, bandit.already_answered(taken))
         self._reply(status, data, {**headers, "X-Served-By": f"{version};{route}"})
 
     def _paused(self, paused: pause_mod.Pause, prefix: str, body: bytes) -> None:
@@ -155,9 +167,11 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
                 self._reply(status, data, {**upstream, **headers})
             return
         try:  # constant: as many answers as rows (the router runs no model to check them)
-            request = json.loads(body or b"null")
+            request = body_limits.parse_json(body)
             rows = request.get("instances") if "instances" in request else request["inputs"]
             count = len(rows) if isinstance(rows, list) else len(next(iter(rows.values())))
+        except body_limits.BodyRefused as e:
+            return self._error(e.status, str(e))
         except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
             return self._error(HTTPStatus.BAD_REQUEST, "request body must be a JSON object "
                                "with 'instances' or 'inputs'")
@@ -165,16 +179,19 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
         self._reply(HTTPStatus.OK, json.dumps({key: [paused.constant] * count}).encode(),
                     headers)
 
-    def _record(self, version: int, data: bytes) -> None:
+    def _record(self, version: int, data: bytes) -> list[str]:
+        """Writes a bandit-routed answer's keys to the ledger; the keys it already held
+        instead (nothing recorded: the answer is not given)."""
         try:
             response = json.loads(data)
             keyed = bandit.keyed_probabilities(response, self.headers.get("X-Request-Id", ""))
             rows = response.get("predictions", response.get("outputs"))
             count = len(rows) if isinstance(rows, list) else \
                 len(next(iter(rows.values()))) if isinstance(rows, dict) and rows else 1
-            self.server.state.store.routed(version, keyed, count)
+            return self.server.state.store.routed(version, keyed, count)
         except (ValueError, TypeError, StopIteration):
             log.warning("could not read the keys of a bandit-routed answer; not recorded")
+            return []
 
     def _feedback(self, body: bytes) -> None:
         if self.server.read_only:
@@ -183,10 +200,12 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
         try:
             state = self.server.state
             reply = auth.take_feedback(self.server.auth, self.headers, self.client_address[0],
-                                       json.loads(body or b"null"), state.store,
+                                       body_limits.parse_json(body), state.store,
                                        state.pause is not None, state.marks,
                                        state.control_dir, "router")
-        except (model_config.RolloutError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        except body_limits.BodyRefused as e:
+            return self._error(e.status, str(e))
+        except model_config.RolloutError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e))
         if isinstance(reply, auth.Refusal):
             return self._reply(reply.status, json.dumps({"error": reply.message}).encode(),
@@ -204,6 +223,10 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
                   ) -> tuple[int | None, bytes, dict[str, str]]:
         """TF Serving's answer, or (None, ...) after answering 502 when it cannot be reached."""
         headers = {k: self.headers[k] for k in PASSED_HEADERS if self.headers.get(k)}
+        forwarded = ", ".join(v for v in (self.headers.get("X-Forwarded-For"),
+                                          self.client_address[0]) if v)
+        via = ", ".join(v for v in (self.headers.get("Via"), VIA) if v)
+        headers.update({"X-Forwarded-For": forwarded, "Via": via})
         for attempt in (1, 2):  # a kept-alive connection TF Serving closed: one fresh retry
             connection = self.server.connection()
             try:
@@ -222,17 +245,17 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
         return None, b"", {}
 
 
-class Router(ThreadingHTTPServer):
-    daemon_threads = True
-
+class Router(connections.BoundedServer):
     def __init__(self, address: tuple[str, int], upstream: str, model_name: str,
                  state: RoutingState, seed: int | None = None, timeout: float = 30.0,
                  write_auth: auth.WriteAuth | None = None, read_only: bool = False,
-                 max_body_bytes: int = body_limits.DEFAULT_MAX_BODY_BYTES):
+                 max_body_bytes: int = body_limits.DEFAULT_MAX_BODY_BYTES,
+                 request_timeout: float = connections.DEFAULT_REQUEST_TIMEOUT,
+                 max_connections: int = connections.DEFAULT_MAX_CONNECTIONS):
         self.auth = write_auth or auth.WriteAuth()
         self.read_only = read_only
         self.auth.check_bind(address[0], writes=not read_only)
-        super().__init__(address, Handler)
+        super().__init__(address, Handler, request_timeout, max_connections)
         self.max_body_bytes = max_body_bytes
         parsed = urllib.parse.urlsplit(upstream)
         if parsed.scheme != "http" or not parsed.hostname:
@@ -291,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-seconds", type=float, default=1.0,
                         help="how often to read the rollout and the bandit's weights")
     body_limits.add_argument(parser)
+    connections.add_arguments(parser)
     auth.add_write_arguments(parser)
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -300,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                         RoutingState(args.config_dir, args.poll_seconds,
                                      defaults.control_dir),
                         write_auth=auth.write_auth(args), read_only=args.read_only,
-                        max_body_bytes=body_limits.max_bytes(args))
+                        max_body_bytes=body_limits.max_bytes(args),
+                        request_timeout=args.request_timeout,
+                        max_connections=args.max_connections)
     except (ValueError, OSError) as e:
         print(f"serving.router: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,10 @@ header and the request log say which answered). A sample of requests and predict
 logged as JSONL (raw features) for skew and prediction monitoring. With
 `--prediction-table`, rows whose key is in a table of precomputed predictions are answered
 from it while its model version is the one serving (serving/hybrid.py).
+
+Writes (`POST /v1/models/NAME:feedback`, labels for the bandit) follow serving/routes.py and
+serving/auth.py, as the router does; every request is bounded in time, connections and size
+(serving/connections.py, serving/body_limits.py) and every refusal is JSON naming its cause.
 """
 
 from __future__ import annotations
@@ -30,12 +34,10 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import sys
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +47,22 @@ from tensorflow.core.framework import types_pb2
 
 from control import marks
 from models.model import PROBABILITY
-from serving import auth, bandit, body_limits, hybrid, model_config, payloads, versions
+from serving import (
+    auth,
+    bandit,
+    body_limits,
+    connections,
+    hybrid,
+    model_config,
+    payloads,
+    routes,
+    versions,
+)
 from serving import pause as pause_mod
 from serving.request_log import RequestLog
 from settings import quiet
 
 log = logging.getLogger("serving.server")
-
-URL = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
-                 r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                 r"(?P<rest>/metadata|:predict|:feedback)?$")
-
 
 class NotFound(LookupError):
     """HTTP 404 with this message."""
@@ -303,7 +310,11 @@ def signature_metadata(model) -> dict:
     return {"signature_def": {"signature_def": signatures}}
 
 
-class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
+class Conflict(RuntimeError):
+    """HTTP 409 with this message: a request id already answered."""
+
+
+class Handler(body_limits.LimitedBody, connections.BoundedHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
     disable_nagle_algorithm = True  # headers and body go out as written: no 40 ms ACK stalls
     server: LocalModelServer
@@ -321,30 +332,30 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _route(self):
-        match = URL.match(self.path.split("?")[0])
-        if not match:
+    def _route(self) -> tuple[routes.Route, ModelRepository]:
+        match = routes.parse(self.path)
+        if match is None:
             raise NotFound(f"unknown path {self.path}; expected /v1/models/NAME[/versions/N|"
                            f"/labels/L][/metadata|:predict]")
         repo = self.server.repository
-        if match["name"] != repo.model_name:
-            raise NotFound(f"model {match['name']!r} is not served here; "
+        if match.name != repo.model_name:
+            raise NotFound(f"model {match.name!r} is not served here; "
                            f"this server serves {repo.model_name!r}")
         return match, repo
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib's name
         try:
             match, repo = self._route()
-            if match["rest"] == ":predict":
+            if match.rest in (routes.PREDICT, routes.FEEDBACK):
                 return self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
-                                   {"error": ":predict takes POST"})
-            if match["rest"] == "/metadata":
-                chosen, _ = repo.resolve(match["version"], match["label"], self.server.rng)
+                                   {"error": f"{match.rest} takes POST"})
+            if match.rest == routes.METADATA:
+                chosen, _ = repo.resolve(match.version, match.label, self.server.rng)
                 return self._reply(HTTPStatus.OK, {
                     "model_spec": {"name": repo.model_name, "signature_name": "",
                                    "version": str(chosen.version)},
                     "metadata": signature_metadata(chosen.model)})
-            self._reply(HTTPStatus.OK, repo.status(match["version"], match["label"]))
+            self._reply(HTTPStatus.OK, repo.status(match.version, match.label))
         except NotFound as e:
             self._reply(HTTPStatus.NOT_FOUND, {"error": str(e)})
 
@@ -353,15 +364,21 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
             raw = self.read_body()
             if raw is None:  # refused, and answered
                 return
+            if routes.is_write(self.path):
+                misplaced = routes.misplaced_write(self.path, self.server.repository.model_name)
+                if misplaced:
+                    raise NotFound(misplaced)
             match, repo = self._route()
-            if match["rest"] not in (":predict", ":feedback"):
+            if match.rest not in (routes.PREDICT, routes.FEEDBACK):
                 raise NotFound(f"POST {self.path}: only :predict and :feedback take POST")
-            try:
-                body = json.loads(raw or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise payloads.RequestError(f"malformed JSON: {e}") from None
-            if match["rest"] == ":feedback":
+            body = body_limits.parse_json(raw)
+            if match.rest == routes.FEEDBACK:
                 return self._feedback(repo, body)
+            request_id = self.headers.get("X-Request-Id", "")
+            try:
+                bandit.check_request_id(request_id)
+            except model_config.RolloutError as e:
+                raise payloads.RequestError(str(e)) from None
             paused = repo.snapshot.pause
             if paused is not None and paused.fallback == "refuse":
                 return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": paused.refusal()},
@@ -369,7 +386,7 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
             if paused is not None and paused.fallback == "constant":
                 return self._constant(repo, body, paused)
             chosen, route = repo.fallback(paused) if paused is not None else \
-                repo.resolve(match["version"], match["label"], self.server.rng)
+                repo.resolve(match.version, match.label, self.server.rng)
             signature_name = body.get("signature_name") or payloads.RAW_SIGNATURE \
                 if isinstance(body, dict) else payloads.RAW_SIGNATURE
             if signature_name not in chosen.model.signatures:
@@ -392,21 +409,26 @@ class Handler(body_limits.LimitedBody, BaseHTTPRequestHandler):
             found = table.lookup(keys) if table is not None and keys else None
             outputs = _predict(signature, inputs, found)
             response = payloads.encode_predictions(outputs, rows)
-            request_id = self.headers.get("X-Request-Id", "")
+            if route == "bandit":
+                taken = repo.bandit.routed(
+                    chosen.version, bandit.keyed_probabilities(response, request_id), size)
+                if taken:
+                    raise Conflict(bandit.already_answered(taken))
             from_table = [p is not None for p in found] if found else None
             self.server.request_log.write(repo.model_name, chosen.version, route,
                                           signature_name, inputs, response, request_id,
                                           keys, from_table,
                                           paused.log_field() if paused else None)
-            if route == "bandit":
-                repo.bandit.routed(chosen.version, bandit.keyed_probabilities(response, request_id),
-                                   size)
             headers = {"X-Served-By": route if paused else f"{chosen.version};{route}",
                        **(paused.headers() if paused else {})}
             if repo.lookup_key:
                 headers["X-Prediction-Source"] = hybrid.source_header(
                     from_table or [False] * size)
             self._reply(HTTPStatus.OK, response, headers)
+        except body_limits.BodyRefused as e:
+            self._reply(e.status, {"error": str(e)})
+        except Conflict as e:
+            self._reply(HTTPStatus.CONFLICT, {"error": str(e)})
         except payloads.TooLarge as e:
             self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": str(e)})
         except payloads.RequestError as e:
@@ -462,7 +484,7 @@ def _predict(signature, inputs: dict[str, tf.Tensor],
             return signature(**inputs)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
             raise payloads.RequestError(
-                f"the model rejected the input: {str(e).splitlines()[0][:300]}") from None
+                f"the model rejected the input: {payloads.model_error(e)}") from None
     merged = np.array([p if p is not None else np.nan for p in found], dtype=np.float32)
     missing = [i for i, p in enumerate(found) if p is None]
     if missing:
@@ -472,18 +494,18 @@ def _predict(signature, inputs: dict[str, tf.Tensor],
     return {PROBABILITY: tf.constant(merged)}
 
 
-class LocalModelServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class LocalModelServer(connections.BoundedServer):
     def __init__(self, address: tuple[str, int], repository: ModelRepository,
                  request_log: RequestLog | None = None, max_batch: int = 1000,
                  max_body_bytes: int = body_limits.DEFAULT_MAX_BODY_BYTES,
                  seed: int | None = None,
-                 write_auth: auth.WriteAuth | None = None, read_only: bool = False):
+                 write_auth: auth.WriteAuth | None = None, read_only: bool = False,
+                 request_timeout: float = connections.DEFAULT_REQUEST_TIMEOUT,
+                 max_connections: int = connections.DEFAULT_MAX_CONNECTIONS):
         self.auth = write_auth or auth.WriteAuth()
         self.read_only = read_only
         self.auth.check_bind(address[0], writes=not read_only)
-        super().__init__(address, Handler)
+        super().__init__(address, Handler, request_timeout, max_connections)
         self.repository = repository
         self.request_log = request_log or RequestLog(None, 0.0)
         self.max_batch = max_batch
@@ -531,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=1000,
                         help="most examples in one :predict (more: 413 naming the limit)")
     body_limits.add_argument(parser)
+    connections.add_arguments(parser)
     parser.add_argument("--prediction-table",
                         help="precomputed predictions (serving.batch_predict's .parquet/.csv "
                              "and its .meta.json): rows carrying a key found there are answered "
@@ -546,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         level = quiet.terminal_level(args.log_level, args.verbose)
         writes = auth.write_auth(args)
         writes.check_bind(args.host, writes=not args.read_only)
+        connections.check(args.request_timeout, args.max_connections)
     except ValueError as e:  # AuthError too: a bad setting, said before anything starts
         print(f"serving.server: {e}", file=sys.stderr)
         return 2
@@ -576,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
                                   max_batch=args.max_batch,
                                   max_body_bytes=body_limits.max_bytes(args),
                                   write_auth=writes,
-                                  read_only=args.read_only)
+                                  read_only=args.read_only,
+                                  request_timeout=args.request_timeout,
+                                  max_connections=args.max_connections)
         repository.start()
         log.info("REST API at %s/v1/models/%s", server.url, args.model_name)
         try:
