@@ -1,7 +1,7 @@
 """The contract for a raw row: what every path that scores raw values takes and refuses.
 
-Derived from the schema's SERVING environment and domains (schema/schema.pbtxt) and from
-models/features.py; enforced the same way by the REST server, serving.client,
+Derived from the active problem's schema (its SERVING environment and domains) and its
+features (models/problem.py); enforced the same way by the REST server, serving.client,
 serving.batch_predict, the TFLite example and SafeToServe's probe (all through `instance`),
 and in part by the exported graph itself (models/model.py: required values, non-finite
 numbers, non-finite probabilities), so that TF Serving cannot answer what this refuses.
@@ -25,8 +25,13 @@ from typing import Any
 from models import features as F
 
 FLOAT32_MAX = 3.4028234663852886e38
-# Columns a raw row may carry: the features, the CSV's unused columns and the label source.
-KNOWN = frozenset(F.BY_NAME) | frozenset(F.UNUSED) | {F.LABEL_SOURCE}
+
+
+def known() -> frozenset[str]:
+    """Columns a raw row may carry: the features, the data's unused columns and the label's."""
+    problem = F.PROBLEM
+    return frozenset(problem.by_name) | frozenset(problem.unused) | \
+        frozenset(problem.label.columns())
 
 
 class ContractError(ValueError):
@@ -42,16 +47,23 @@ class Field:
     maximum: float | None = None
 
 
-@functools.lru_cache(maxsize=1)
 def fields() -> tuple[Field, ...]:
-    """Every serving feature with its presence and domain, from the schema file."""
+    """Every serving feature of the active problem with its presence and domain, from its
+    schema file."""
+    return _fields(str(F.SCHEMA_FILE), F.SERVING_FEATURES)
+
+
+@functools.lru_cache(maxsize=8)
+def _fields(schema_file: str, features: tuple) -> tuple[Field, ...]:
     from google.protobuf import text_format
     from tensorflow_metadata.proto.v0 import schema_pb2
 
-    schema = text_format.Parse(F.SCHEMA_FILE.read_text(), schema_pb2.Schema())
+    from models.problem import read_text
+
+    schema = text_format.Parse(read_text(schema_file), schema_pb2.Schema())
     by_name = {f.name: f for f in schema.feature}
     out = []
-    for feature in F.SERVING_FEATURES:
+    for feature in features:
         proto = by_name[feature.name]
         domain = proto.float_domain if proto.HasField("float_domain") else \
             proto.int_domain if proto.HasField("int_domain") else None
@@ -138,7 +150,7 @@ def instance(row: Mapping[str, Any], where: str = "") -> dict[str, Any]:
     """A raw row (JSON values, CSV strings, pandas values, bytes) -> the values
     `serving_default` takes: every serving feature, strings as str ("" = absent), numbers
     as float (NaN = absent). `where` prefixes messages (e.g. "instance 3: ")."""
-    unknown = sorted(set(row) - KNOWN)
+    unknown = sorted(set(row) - known())
     if unknown:
         raise ContractError(f"{where}unknown feature(s) {unknown}; the model takes "
                             f"{[f.name for f in F.SERVING_FEATURES]}")

@@ -10,6 +10,7 @@ through exactly the preprocessing that shaped the training data:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models import contract, fault_tolerance, progress
 from models import distribution as D
 from models import features as F
+from models import problem as P
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,16 @@ def _autograph_skips_tf_keras() -> None:
 
 _autograph_skips_tf_keras()
 
-PROBABILITY = "probabilities"  # output key: P(big tipper), shape [batch]
+PROBABILITY = "probabilities"  # output key: P(positive class) [batch], or [batch, classes]
+PREDICTION = "predictions"  # output key of a regression: the value, [batch]
+# What the training reports and the Tuner optimises, per task: (metric, higher is better).
+OBJECTIVE = {"binary": ("auc", True), "multiclass": ("accuracy", True),
+             "regression": ("rmse", False)}
+
+
+def output_key(task: str | None = None) -> str:
+    """The signatures' output: class probabilities, or a regression's value."""
+    return PREDICTION if (task or F.TASK) == "regression" else PROBABILITY
 EXAMPLES_INPUT = "examples"
 
 DEFAULT_HPARAMS: dict[str, Any] = {
@@ -154,21 +165,33 @@ def _holdout_filter(share: float, take: str) -> Callable[..., tf.Tensor]:
 
 def holdout_auc(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                 train_files: list[str], share: float, raw: bool | None) -> dict[str, Any]:
-    """The model's AUC on the share of the training period it did not train on: what a
-    random split of the past would report (exact AUC over every held-out row)."""
+    """The model's figure on the share of the training period it did not train on: what a
+    random split of the past would report (exact, over every held-out row): AUC (binary),
+    accuracy (multiclass) or RMSE (regression), under the key `auc` for a binary task and
+    `metric`/`value` for every task."""
     from sklearn.metrics import roc_auc_score
 
     data = input_fn(train_files, tf_transform_output, 1024, shuffle=False, repeat=False,
                     raw=raw, holdout=share, take="holdout")
     labels, scores = [], []
     for features, label in data:
-        scores.append(model(features, training=False).numpy().reshape(-1))
+        scores.append(model(features, training=False).numpy())
         labels.append(label.numpy().reshape(-1))
     y = np.concatenate(labels) if labels else np.array([])
     p = np.concatenate(scores) if scores else np.array([])
-    both = len(set(y.tolist())) == 2
-    return {"share": share, "rows": int(len(y)),
-            "auc": float(roc_auc_score(y, p)) if both else None}
+    task = F.TASK
+    metric = OBJECTIVE[task][0]
+    value = None
+    if task == "binary" and len(set(y.tolist())) == 2:
+        value = float(roc_auc_score(y, p.reshape(-1)))
+    elif task == "multiclass" and len(y):
+        value = float(np.mean(p.argmax(axis=1) == y))
+    elif task == "regression" and len(y):
+        value = float(np.sqrt(np.mean((p.reshape(-1) - y) ** 2)))
+    out = {"share": share, "rows": int(len(y)), "metric": metric, "value": value}
+    if task == "binary":
+        out["auc"] = value
+    return out
 
 
 def transformed_parser(tf_transform_output: tft.TFTransformOutput,
@@ -225,15 +248,27 @@ def build_model(hp: dict[str, Any], extra: tuple[F.Feature, ...] = ()) -> tf.ker
                                   kernel_regularizer=_l2(hp))(x)
         if hp["dropout"]:
             x = tf.keras.layers.Dropout(hp["dropout"])(x)
-    logit = tf.keras.layers.Dense(1)(x)
-    probability = tf.keras.layers.Activation("sigmoid")(tf.keras.layers.Reshape(())(logit))
-    model = tf.keras.Model(inputs, probability, name="big_tipper")
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]),
-        loss=per_example_crossentropy,
-        metrics=[tf.keras.metrics.AUC(name="auc"),
-                 tf.keras.metrics.BinaryAccuracy(name="accuracy")],
-    )
+    problem = F.PROBLEM
+    name = problem.name.replace("-", "_")
+    if problem.task == "multiclass":
+        logits = tf.keras.layers.Dense(problem.num_classes)(x)
+        output = tf.keras.layers.Activation("softmax")(logits)
+        loss = tf.keras.losses.sparse_categorical_crossentropy  # per example already
+        metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    elif problem.task == "regression":
+        output = tf.keras.layers.Reshape(())(tf.keras.layers.Dense(1)(x))
+        loss = per_example_squared_error
+        metrics = [tf.keras.metrics.RootMeanSquaredError(name="rmse"),
+                   tf.keras.metrics.MeanAbsoluteError(name="mae")]
+    else:
+        logit = tf.keras.layers.Dense(1)(x)
+        output = tf.keras.layers.Activation("sigmoid")(tf.keras.layers.Reshape(())(logit))
+        loss = per_example_crossentropy
+        metrics = [tf.keras.metrics.AUC(name="auc"),
+                   tf.keras.metrics.BinaryAccuracy(name="accuracy")]
+    model = tf.keras.Model(inputs, output, name=name)
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=hp["learning_rate"]),
+                  loss=loss, metrics=metrics)
     return model
 
 
@@ -245,6 +280,11 @@ def per_example_crossentropy(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """
     y_true = tf.cast(tf.reshape(y_true, [-1, 1]), y_pred.dtype)
     return tf.keras.losses.binary_crossentropy(y_true, tf.reshape(y_pred, [-1, 1]))
+
+
+def per_example_squared_error(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    """Squared error per example ([batch]): a regression's loss, weighable per example."""
+    return tf.square(tf.cast(tf.reshape(y_true, [-1]), y_pred.dtype) - tf.reshape(y_pred, [-1]))
 
 
 def _units(spec: str | list[int]) -> list[int]:
@@ -360,14 +400,18 @@ class _ExportModule(tf.Module):
         self._serving_spec = F.raw_feature_spec("SERVING")
         self._training_spec = tf_transform_output.raw_feature_spec()
         self._input_names = model_input_names()
+        self._task = F.TASK
+        self._log_label = F.PROBLEM.label.log
 
     def _predict(self, parsed) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer(parsed)
         features = {k: transformed[k] for k in self._input_names}
-        probability = self.model(features, training=False)
-        # Never answer a non-finite probability (TF Serving would return it as NaN).
-        return {PROBABILITY: tf.debugging.check_numerics(
-            probability, "the model produced a non-finite probability")}
+        answer = self.model(features, training=False)
+        if self._task == "regression" and self._log_label:  # back in the label's units
+            answer = tf.math.expm1(answer)
+        # Never answer a non-finite value (TF Serving would return it as NaN).
+        return {output_key(self._task): tf.debugging.check_numerics(
+            answer, f"the model produced a non-finite {output_key(self._task)}")}
 
     def signatures(self) -> dict[str, Any]:
         @tf.function(input_signature=[raw_serving_inputs()])
@@ -400,6 +444,7 @@ def export(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, pa
     signatures = module.signatures()
     with _without_keras_traces():
         tf.saved_model.save(module, path, signatures=signatures)
+    P.save_to_model(F.PROBLEM, path)  # the problem travels with the model
 
 
 def _without_keras_traces() -> contextlib.AbstractContextManager:
@@ -551,8 +596,11 @@ def run_fn(fn_args) -> None:
     the export (saving is collective), but only the chief writes the Trainer's outputs;
     the others save to a scratch directory they delete, then wait (bounded) for the
     chief's model, which TFX checks for on every replica."""
-    hp = _hparams_from(fn_args)
     custom = dict(fn_args.custom_config or {})
+    problem = P.from_custom_config(custom)  # the problem this Trainer was handed, with the
+    if fn_args.schema_path:  # schema as this Trainer received it (a job's machine has no other)
+        P.activate(dataclasses.replace(problem, schema_path=fn_args.schema_path))
+    hp = _hparams_from(fn_args)
     distribution = D.choose(custom.get("distribution") or "auto")
     if distribution.serves_only:
         D.serve(distribution)  # returns only when the job stops it
@@ -598,8 +646,8 @@ def run_fn(fn_args) -> None:
     in_time = holdout_auc(model, tf_transform_output, fn_args.train_files, holdout,
                           raw_examples) if holdout and chief else None
     if in_time:
-        log.info("in-time holdout (%.0f%% of the training period, %d rows): AUC %s",
-                 100 * holdout, in_time["rows"], in_time["auc"])
+        log.info("in-time holdout (%.0f%% of the training period, %d rows): %s %s",
+                 100 * holdout, in_time["rows"], in_time["metric"], in_time["value"])
     if chief:
         os.makedirs(fn_args.model_run_dir, exist_ok=True)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:

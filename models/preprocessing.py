@@ -1,7 +1,9 @@
 """preprocessing_fn: the one tf.Transform graph, run by Transform and embedded in the model.
 
 Whatever shapes the training data here is exported inside the served model, so serving
-never re-implements it. Treatment follows each feature's Kind in models/features.py.
+never re-implements it. Treatment follows each feature's Kind, and the label follows the
+task, as the active problem defines them (models/problem.py): Transform hands it in
+custom_config, so a compiled job carries it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import tensorflow_transform as tft
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models import features as F
+from models import problem as P
 
 
 def _dense(x: tf.Tensor | tf.SparseTensor, default) -> tf.Tensor:
@@ -98,11 +101,63 @@ def _vocab(x, feature: F.Feature) -> tf.Tensor:
     )
 
 
-def big_tipper(tips: tf.Tensor, fare: tf.Tensor) -> tf.Tensor:
-    """The label: the tip exceeded TIP_FRACTION of the fare (0 when fare or tip is absent)."""
-    tips = tf.cast(_dense(tips, 0.0), tf.float32)
-    fare = tf.cast(_dense(fare, 0.0), tf.float32)
-    return tf.cast(tips > F.TIP_FRACTION * fare, tf.int64)
+def _hashed(x, buckets: int) -> tf.Tensor:
+    """Many distinct values (ids, free text): hashed into `buckets`, no vocabulary to learn;
+    missing values hash as ''."""
+    if x.dtype != tf.string:
+        x = (tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+             if isinstance(x, tf.SparseTensor) else tf.strings.as_string(x))
+    return tf.strings.to_hash_bucket_fast(_dense(x, ""), buckets)
+
+
+class _TfOps:
+    """The few functions a label rule needs, in TensorFlow (models/problem.py: Rule)."""
+
+    logical_not = staticmethod(tf.logical_not)
+    logical_and = staticmethod(tf.logical_and)
+    logical_or = staticmethod(tf.logical_or)
+
+    @staticmethod
+    def compare(op: str, a, b):
+        return {">": tf.greater, ">=": tf.greater_equal, "<": tf.less, "<=": tf.less_equal,
+                "==": tf.equal, "!=": tf.not_equal}[op](a, b)
+
+
+def _as_text(x) -> tf.Tensor:
+    """A raw column as strings, as the problem's class names are written (1.0 -> "1")."""
+    if x.dtype == tf.string:
+        return tf.strings.strip(_dense(x, ""))
+    values = _dense(x, 0)
+    if values.dtype.is_floating:
+        whole = tf.equal(values, tf.round(values))
+        return tf.where(whole, tf.strings.as_string(tf.cast(values, tf.int64)),
+                        tf.strings.as_string(values))
+    return tf.strings.as_string(values)
+
+
+def label(inputs: dict, problem: P.Problem) -> tf.Tensor:
+    """The label as the model learns it: 0/1 (binary), the class index (multiclass; -1 for a
+    value outside the problem's classes, which the schema's domain keeps out), or the value
+    (regression, log1p'd when the problem says so)."""
+    spec = problem.label
+    if spec.rule:
+        rule = P.Rule(spec.rule)
+        texts = rule.string_columns()
+        columns = {c: _dense(inputs[c], "") if c in texts
+                   else tf.cast(_dense(inputs[c], 0), tf.float32) for c in rule.columns}
+        return tf.cast(rule.evaluate(columns, _TfOps), tf.int64)
+    raw = inputs[spec.column]
+    if problem.task == "regression":
+        value = tf.cast(_dense(raw, 0), tf.float32)
+        return tf.math.log1p(tf.maximum(value, 0.0)) if spec.log else value
+    text = _as_text(raw)
+    if problem.task == "binary":
+        return tf.cast(tf.equal(text, spec.positive), tf.int64)
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(spec.classes)),
+                                            tf.range(len(spec.classes), dtype=tf.int64)),
+        default_value=-1)
+    return table.lookup(text)
 
 
 def civil_date(seconds: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -131,9 +186,11 @@ def time_slices(seconds: tf.Tensor | tf.SparseTensor) -> dict[str, tf.Tensor]:
             F.QUARTER_SLICE: tf.where(present, quarter, tf.fill(tf.shape(quarter), ""))}
 
 
-def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str, tf.Tensor]:
+def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor],
+                     custom_config: dict | None = None) -> dict[str, tf.Tensor]:
+    problem = P.from_custom_config(custom_config)
     outputs: dict[str, tf.Tensor] = {}
-    for feature in F.FEATURES:
+    for feature in problem.features:
         x = inputs[feature.name]
         if feature.kind is F.Kind.NUMERIC:
             outputs[feature.transformed] = _numeric(x, feature.log, feature.name)
@@ -144,12 +201,14 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor]) -> dict[str
             outputs[feature.transformed] = _int_category(x, feature.size)
         elif feature.kind is F.Kind.VOCAB:
             outputs[feature.transformed] = _vocab(x, feature)
+        elif feature.kind is F.Kind.HASHED:
+            outputs[feature.transformed] = _hashed(x, feature.buckets)
         else:  # pragma: no cover - a new Kind without a treatment
             raise ValueError(f"no transform for {feature.kind} ({feature.name})")
-    # The label source is absent when serving; tf.Transform prunes this output then.
-    if F.LABEL_SOURCE in inputs:
-        outputs[F.LABEL_XF] = big_tipper(inputs[F.LABEL_SOURCE], inputs[F.FARE])
+    # The label's sources are absent when serving; tf.Transform prunes this output then.
+    if all(c in inputs for c in problem.label.columns()):
+        outputs[problem.label_xf] = label(inputs, problem)
     # Likewise when serving, where no time is sent: only the Evaluator slices on these.
-    if F.TIME_COLUMN in inputs:
-        outputs.update(time_slices(inputs[F.TIME_COLUMN]))
+    if problem.time_column in inputs and problem.time_format == "unix_seconds":
+        outputs.update(time_slices(inputs[problem.time_column]))
     return outputs

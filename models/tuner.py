@@ -18,8 +18,9 @@ from tfx.components.tuner.component import TunerFnResult
 
 import models  # noqa: F401  (Keras 2 before TensorFlow)
 from models import model as M
+from models import problem as P
 
-OBJECTIVE = "val_auc"
+OBJECTIVE = "val_auc"  # the binary task's; objective() gives each task's
 SEARCHED = ("learning_rate", "hidden_units", "dropout", "embedding_scale", "l2")
 
 
@@ -47,17 +48,27 @@ class TrialTrainer(keras_tuner.Tuner):
         _, history = M.fit(hp, tf_transform_output, train_files, eval_files, steps=steps,
                            eval_steps=eval_steps, rounds=5, seed=seed, verbose=0,
                            raw_examples=raw_examples)
-        return {OBJECTIVE: max(history.history[OBJECTIVE])}
+        name, higher = objective()
+        values = history.history[name]
+        return {name: max(values) if higher else min(values)}
 
     def save_model(self, trial_id, model, step=0):  # noqa: D102 - models are not kept
         pass
 
 
+def objective() -> tuple[str, bool]:
+    """The validation metric trials are judged by, for the active problem's task."""
+    metric, higher = M.OBJECTIVE[P.current().task]
+    return f"val_{metric}", higher
+
+
 def tuner_fn(fn_args) -> TunerFnResult:
     custom = dict(fn_args.custom_config or {})
+    P.from_custom_config(custom)
     seed = custom.get("seed")
+    name, higher = objective()
     oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective(OBJECTIVE, "max"),
+        objective=keras_tuner.Objective(name, "max" if higher else "min"),
         max_trials=int(custom.get("trials", 6)),
         hyperparameters=search_space({k: v for k, v in (custom.get("hparams") or {}).items()
                                       if k not in SEARCHED}),

@@ -215,18 +215,21 @@ def reference_for(metadata_path: str, pipeline_name: str, version: int | None) -
 
 
 def read_labels(path: Path, key: str) -> dict[str, int]:
-    """key -> label, from `big_tipper` or from `tips` and `fare` (the training definition)."""
+    """key -> label, from the label's own column or from the raw columns it is computed
+    from (the problem's definition, as in training)."""
     if not path.is_file():
         raise MonitorError(f"no labels file at {path}")
+    problem = F.PROBLEM
     labels = {}
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or [])
         if key not in columns:
             raise MonitorError(f"{path} has no key column {key!r}; columns: {sorted(columns)}")
-        if F.LABEL not in columns and not {F.LABEL_SOURCE, F.FARE} <= columns:
-            raise MonitorError(f"{path} needs a {F.LABEL!r} column, or {F.LABEL_SOURCE!r} "
-                               f"and {F.FARE!r}")
+        sources = set(problem.label.columns())
+        if F.LABEL not in columns and not sources <= columns:
+            raise MonitorError(f"{path} needs a {F.LABEL!r} column, or "
+                               f"{' and '.join(repr(c) for c in sorted(sources))}")
         for row in reader:
             if F.LABEL in columns:
                 labels[row[key]] = int(float(row[F.LABEL]))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from models import features as F
+from models import problem as P
 from settings.framework import ENV_PREFIX, ConfigError, how_to_set, setting
 from settings.layout import BUNDLED_DATA_DIR, Layout
 
@@ -103,7 +103,8 @@ class PipelineConfig(Layout):
                 "model meets next (train: the rows before) | hash: a random sample of the same "
                 "period (with PARTITION_FEATURE: whole groups) | auto: time with example_gen "
                 "arrow, hash with the others, which cannot split by time")
-    time_column: str = setting(F.TIME_COLUMN, "split by time: the column of UNIX seconds")
+    time_column: str = setting("", "split by time: this column (default: the problem's time "
+                                   "column)")
     eval_fraction: float = setting(0.25, "split by time: the newest this share of the rows is "
                                          "the eval split")
     eval_days: float = setting(0.0, "split by time: the newest this many days are the eval "
@@ -146,9 +147,11 @@ class PipelineConfig(Layout):
              "cluster must back up at the same step)")
 
     # Evaluator
-    min_auc: float = setting(0.90, "blessing needs eval AUC >= this")
-    max_auc_drop: float = setting(0.01, "blessing needs AUC >= baseline AUC - this")
-    slices: tuple = setting(F.SLICES, "comma-separated slice features")
+    min_auc: float = setting(-1.0, "blessing needs eval AUC >= this (-1: the problem's "
+                                   "blessing threshold; binary problems only)")
+    max_auc_drop: float = setting(-1.0, "blessing needs AUC >= baseline AUC - this (-1: the "
+                                        "problem's max_change)")
+    slices: tuple = setting((), "comma-separated slice features (default: the problem's)")
 
     require_approval: bool = setting(False, "push a blessed model only once a person approves "
                                             "it by its fingerprint (python -m tools.approval); "
@@ -232,6 +235,13 @@ class PipelineConfig(Layout):
 
     def derive(self) -> None:
         super().derive()
+        problem = self.problem()
+        self.time_column = self.time_column or problem.time_column
+        self.slices = tuple(self.slices) or problem.slices
+        if problem.blessing.metric == "auc":
+            self.min_auc = problem.blessing.threshold if self.min_auc < 0 else self.min_auc
+            self.max_auc_drop = problem.blessing.max_change if self.max_auc_drop < 0 \
+                else self.max_auc_drop
         if self.profile == "vertex" and self.output_root:
             self.dataflow_temp_location = (self.dataflow_temp_location
                                            or f"{self.output_root.rstrip('/')}/tmp")
@@ -247,9 +257,9 @@ class PipelineConfig(Layout):
         problems += split_problems(self)
         if self.train_steps < 1:
             problems.append("train_steps must be >= 1")
-        if not 0.0 <= self.min_auc <= 1.0:
+        if self.problem().blessing.metric == "auc" and not 0.0 <= self.min_auc <= 1.0:
             problems.append("min_auc must be in [0, 1]")
-        if self.max_auc_drop < 0:
+        if self.problem().blessing.metric == "auc" and self.max_auc_drop < 0:
             problems.append("max_auc_drop must be >= 0")
         if self.warmup_requests < 1:
             problems.append("warmup_requests must be >= 1")
@@ -326,6 +336,25 @@ class PipelineConfig(Layout):
             f"--direct_running_mode={mode}",
             f"--direct_num_workers={workers}",
         ] + bigquery
+
+    def problem(self) -> P.Problem:
+        """The problem this run solves (PROBLEM_DIR's problem.yaml), made the active one."""
+        cached = self.__dict__.get("_problem")
+        if cached is None or cached.directory != os.path.abspath(self.problem_dir) \
+                and "://" not in self.problem_dir:
+            try:
+                cached = P.load(self.problem_dir)
+            except P.ProblemError as e:
+                raise ConfigError(str(e)) from None
+            self.__dict__["_problem"] = cached
+        return P.activate(cached)
+
+    def blessing(self) -> P.Blessing:
+        """The problem's blessing, with --min-auc / --max-auc-drop where they apply."""
+        blessing = self.problem().blessing
+        if blessing.metric == "auc":
+            return P.Blessing("auc", self.min_auc, self.max_auc_drop, True)
+        return blessing
 
     def split_method(self) -> str:
         """time, hash or group (hash of PARTITION_FEATURE): see `split_by`."""

@@ -17,6 +17,8 @@ the same code is imported from the project package locally and from the image on
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +60,7 @@ from control import approvals as control_approvals
 from control import marks as control_marks
 from control import records as control_records
 from models import features as F
-from models.model import PROBABILITY
+from models.model import PROBABILITY, output_key
 from pipeline import configs
 from pipeline.components.anomaly_gate import AnomalyGate
 from pipeline.components.arrow_example_gen import ArrowExampleGen, TimeSplit
@@ -118,39 +120,65 @@ def range_config(config: PipelineConfig) -> range_config_pb2.RangeConfig | None:
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """AUC etc. overall and by slice; blessing = absolute AUC floor + no regression vs baseline."""
-    auc_threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.min_auc}),
-        change_threshold=tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-            absolute={"value": -config.max_auc_drop - 1e-10},
-        ),
-    )
+    """The task's metrics overall and by slice; blessing = the problem's metric past its
+    threshold, and no worse than the baseline's by more than its max_change."""
+    problem = config.problem()
+    blessing = config.blessing()
+    direction = tfma.MetricDirection.HIGHER_IS_BETTER if blessing.higher_is_better \
+        else tfma.MetricDirection.LOWER_IS_BETTER
+    bound = {"lower_bound" if blessing.higher_is_better else "upper_bound":
+             {"value": blessing.threshold}} if math.isfinite(blessing.threshold) else {}
+    change = -blessing.max_change - 1e-10 if blessing.higher_is_better \
+        else blessing.max_change + 1e-10
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(**bound) if bound else None,
+        change_threshold=tfma.GenericChangeThreshold(direction=direction,
+                                                     absolute={"value": change}))
+    # Thresholds judge the overall slice only: small slices (a rare payment type, a quiet
+    # hour) are reported, but their noisy figures must not veto a model.
+    judged = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                           threshold=threshold)]
+    if problem.task == "binary":
+        # TFMA's AUC, AUCPrecisionRecall, CalibrationPlot, BinaryAccuracy, Precision,
+        # Recall (at 0.5), Calibration, MeanLabel and MeanPrediction, their values from
+        # one pass over the examples instead of three.
+        metrics = [tfma.MetricConfig(
+            class_name=FusedBinaryMetrics.__name__, module=FusedBinaryMetrics.__module__,
+            config=json.dumps({"name": blessing.metric}),  # the metric its thresholds judge
+            per_slice_thresholds=judged)]
+    else:
+        metrics = [tfma.MetricConfig(class_name=name, config=json.dumps({"name": short}),
+                                     per_slice_thresholds=judged if short == blessing.metric
+                                     else [])
+                   for name, short in TASK_METRICS[problem.task]]
+        if problem.task == "multiclass":
+            metrics.append(tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
+    time_slices = F.TIME_SLICES if problem.time_column and \
+        problem.time_format == "unix_seconds" else ()
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=EVAL_SIGNATURE,
-            label_key=F.LABEL_XF,
-            prediction_key=PROBABILITY,
+            label_key=problem.label_xf,
+            prediction_key=output_key(problem.task),
             preprocessing_function_names=["transform_features"],
         )],
-        # Overall, by each configured feature, and by the year and quarter of the trip
+        # Overall, by each configured feature, and by the year and quarter of the row
         # (outputs of the Transform graph that only the Evaluator reads): decay shows.
         slicing_specs=[tfma.SlicingSpec()]
-        + [tfma.SlicingSpec(feature_keys=[name]) for name in (*config.slices, *F.TIME_SLICES)],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
-            tfma.MetricConfig(class_name="ExampleCount"),
-            # TFMA's AUC, AUCPrecisionRecall, CalibrationPlot, BinaryAccuracy, Precision,
-            # Recall (at 0.5), Calibration, MeanLabel and MeanPrediction, their values from
-            # one pass over the examples instead of three. Its thresholds judge the AUC, on the
-            # overall slice only: small slices (a rare payment type, a quiet hour) are
-            # reported, but their noisy AUC must not veto a model.
-            tfma.MetricConfig(
-                class_name=FusedBinaryMetrics.__name__, module=FusedBinaryMetrics.__module__,
-                config='{"name": "auc"}',  # the metric its thresholds judge
-                per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-                    slicing_specs=[tfma.SlicingSpec()], threshold=auc_threshold)]),
-        ])],
+        + [tfma.SlicingSpec(feature_keys=[name]) for name in (*config.slices, *time_slices)],
+        metrics_specs=[tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(class_name="ExampleCount"), *metrics])],
     )
+
+
+# Each task's metrics beside the binary task's fused ones: (TFMA or Keras class, name).
+TASK_METRICS = {
+    "multiclass": [("SparseCategoricalAccuracy", "accuracy"),
+                   ("SparseCategoricalCrossentropy", "log_loss")],
+    "regression": [("RootMeanSquaredError", "rmse"), ("MeanAbsoluteError", "mae"),
+                   ("MeanSquaredError", "mse"), ("MeanLabel", "mean_label"),
+                   ("MeanPrediction", "mean_prediction")],
+}
 
 
 def _all_runs(artifact_type, producer, output_key: str) -> Channel:
@@ -354,6 +382,7 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
         examples=window,
         schema=data.schema,
         preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"problem": config.problem().to_json()},
         splits_config=transform_pb2.SplitsConfig(
             analyze=train_splits, transform=train_splits + [EVAL_SPLIT] if materialize else []),
         materialize=materialize,
@@ -381,7 +410,8 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
         base_model=data.baseline if config.warm_start else None,
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
         **training_inputs,
-        **_merge_custom_config(trainer_extra, {"hparams": config.hparams, "seed": config.seed,
+        **_merge_custom_config(trainer_extra, {"problem": config.problem().to_json(),
+                                               "hparams": config.hparams, "seed": config.seed,
                                                "recency_half_life": config.recency_half_life,
                                                "distribution": config.distribution,
                                                "raw_examples": not materialize,
@@ -410,7 +440,8 @@ def tuner_component(config: PipelineConfig, training_inputs: dict, train_splits:
         tuner_fn=TUNER_FN,
         train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.tuner_steps),
         **training_inputs,
-        **_merge_custom_config(tuner_extra, {"trials": config.tuner_trials,
+        **_merge_custom_config(tuner_extra, {"problem": config.problem().to_json(),
+                                             "trials": config.tuner_trials,
                                              "seed": config.seed, "hparams": config.hparams,
                                              "raw_examples": not config.materializes()}),
     )

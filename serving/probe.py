@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import sys
 import time
@@ -22,9 +21,14 @@ import models  # noqa: F401  (Keras 2 before TensorFlow)
 def probe(model_dir: str, warmup_file: str, repeats: int = 3) -> dict:
     import tensorflow as tf
 
-    from models.model import PROBABILITY
+    from models import problem as P
+    from models.model import output_key
     from serving import payloads
 
+    problem = P.from_model(model_dir)
+    if problem is not None:
+        P.activate(problem)
+    task = P.current().task
     started = time.perf_counter()
     model = tf.saved_model.load(model_dir)
     load_seconds = time.perf_counter() - started
@@ -33,9 +37,12 @@ def probe(model_dir: str, warmup_file: str, repeats: int = 3) -> dict:
         raise ValueError(f"no warmup requests in {warmup_file}")
     errors: list[str] = []
     for i, (signature, tensors) in enumerate(calls):  # first pass: warm, and check answers
-        values = signature(**tensors)[PROBABILITY].numpy()
-        if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values.ravel()):
-            errors.append(f"request {i}: probabilities outside [0, 1]: {values.tolist()}")
+        outputs = signature(**tensors)
+        rows = next(iter(tensors.values())).shape[0]
+        problem_with = answer_problem(task, outputs[output_key(task)].numpy(), rows,
+                                      P.current().num_classes)
+        if problem_with:
+            errors.append(f"request {i}: {problem_with}")
     latencies = []
     for _ in range(repeats):
         for signature, tensors in calls:
@@ -51,6 +58,23 @@ def probe(model_dir: str, warmup_file: str, repeats: int = 3) -> dict:
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "errors": errors,
     }
+
+
+def answer_problem(task: str, values: np.ndarray, rows: int, classes: int) -> str:
+    """What is wrong with a model's answer to `rows` rows ("" when nothing): finite, of the
+    right shape, probabilities in [0, 1] (class probabilities summing to 1)."""
+    expected = (rows, classes) if task == "multiclass" else (rows,)
+    if values.shape != expected:
+        return f"answer of shape {list(values.shape)}, expected {list(expected)}"
+    if not np.all(np.isfinite(values)):
+        return f"non-finite answers: {values.tolist()}"
+    if task == "regression":
+        return ""
+    if np.any(values < 0.0) or np.any(values > 1.0):
+        return f"probabilities outside [0, 1]: {values.tolist()}"
+    if task == "multiclass" and not np.allclose(values.sum(axis=1), 1.0, atol=1e-4):
+        return f"class probabilities that do not sum to 1: {values.sum(axis=1).tolist()}"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

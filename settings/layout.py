@@ -27,6 +27,26 @@ def schema_file(schema_dir: str | Path) -> str:
     return f"{str(schema_dir).rstrip('/')}/{SCHEMA_FILE_NAME}"
 
 
+def problem_name(problem_dir: str | Path) -> str:
+    """The `name:` of a problem folder's problem.yaml (models/problem.py reads the rest):
+    what the pipeline, its outputs and the served model are called. "" when unreadable:
+    the command that needs the problem says why."""
+    import yaml
+
+    path = f"{str(problem_dir).rstrip('/')}/problem.yaml"
+    try:
+        if "://" in path:
+            import tensorflow as tf
+
+            text = tf.io.gfile.GFile(path).read()
+        else:
+            text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError):
+        return ""
+    return str(data.get("name") or "") if isinstance(data, dict) else ""
+
+
 @dataclass
 class Layout(Settings):
     """The pipeline's name and every path derived from OUTPUT_ROOT. Paths may be local
@@ -43,17 +63,22 @@ class Layout(Settings):
     # Made absolute when local: they are recorded in MLMD as execution properties, and
     # `outputs` vs `/abs/outputs` must not look like a change (it would bust the cache).
     PATH_FIELDS: ClassVar[tuple[str, ...]] = (
-        "output_root", "pipeline_root", "metadata_path", "serving_dir", "schema_dir",
+        "output_root", "pipeline_root", "metadata_path", "serving_dir", "schema_dir", "problem_dir",
         "serving_config_dir", "serving_request_log", "control_dir")
 
-    pipeline_name: str = setting("taxi-big-tipper", "pipeline name in MLMD")
+    problem_dir: str = setting(str(SCHEMA_DIR), "the problem: a folder with problem.yaml "
+                                                "(label, task, features) and its curated "
+                                                "schema.pbtxt (python -m tools.problem init "
+                                                "writes one for your table)")
+    pipeline_name: str = setting("", "pipeline name in MLMD (default: the problem's name)")
     output_root: str = setting(str(PROJECT_ROOT / "outputs"),
                                "parent of pipeline root, metadata and serving dir")
     pipeline_root: str = setting("", "artifacts (default OUTPUT_ROOT/pipelines/NAME)")
     metadata_path: str = setting("", "MLMD SQLite file (default OUTPUT_ROOT/metadata/NAME.db)")
     serving_dir: str = setting("", "versioned dir TF Serving watches "
                                    "(default OUTPUT_ROOT/serving/NAME)")
-    schema_dir: str = setting(str(SCHEMA_DIR), "curated schema directory")
+    schema_dir: str = setting("", "curated schema directory (default: PROBLEM_DIR; in a "
+                                  "compiled job, its copy in the image)")
     serving_model_name: str = setting("", "model name in TF Serving URLs (default PIPELINE_NAME)")
     serving_config_dir: str = setting("", "models.config and rollout state "
                                           "(default OUTPUT_ROOT/tf_serving/NAME)")
@@ -66,8 +91,12 @@ class Layout(Settings):
     def derive(self) -> None:
         for name in self.PATH_FIELDS:
             value = getattr(self, name)
-            if value and "://" not in value:
+            if value and "://" not in value and not (
+                    name == "schema_dir" and value.startswith(IMAGE_PROJECT_DIR + "/")):
                 setattr(self, name, os.path.abspath(value))
+        self.pipeline_name = self.pipeline_name or problem_name(self.problem_dir) or \
+            "taxi-big-tipper"
+        self.schema_dir = self._schema_dir()
         out, name = self.output_root.rstrip("/"), self.pipeline_name
         if out:  # without it validate() says what to set
             self.pipeline_root = self.pipeline_root or f"{out}/pipelines/{name}"
@@ -83,6 +112,21 @@ class Layout(Settings):
         if not self.pipeline_root or not self.serving_dir:
             return [f"output_root is required ({how_to_set('output_root')})"]
         return []
+
+    def _schema_dir(self) -> str:
+        """The problem's own folder, or in a compiled job (whose profile names the image's
+        schema folder) the image's copy of it: the image holds the whole project."""
+        problem = self.problem_dir
+        if not self.schema_dir:
+            return problem
+        if self.schema_dir == IMAGE_SCHEMA_DIR and "://" not in problem and \
+                Path(problem).resolve() != SCHEMA_DIR.resolve():
+            try:
+                inside = Path(problem).resolve().relative_to(PROJECT_ROOT)
+            except ValueError:  # outside the project, so not in the image: read it as given
+                return problem
+            return f"{IMAGE_PROJECT_DIR}/{inside.as_posix()}"
+        return self.schema_dir
 
     @property
     def schema_file(self) -> str:

@@ -77,21 +77,16 @@ def _first_values(column) -> np.ndarray:
 
 
 def labels(frame: pd.DataFrame) -> np.ndarray:
-    """preprocessing_fn's label, from the raw tip and fare (absent: 0), in float32 as it
-    computes it (a tip of exactly 20% is not a big tip there either)."""
-    def column(name: str) -> pd.Series:
-        if name not in frame:
-            return pd.Series(np.zeros(len(frame)))
-        return pd.to_numeric(frame[name], errors="coerce").fillna(0)
-
-    tips, fare = column(F.LABEL_SOURCE), column(F.FARE)
-    fraction = np.float32(F.TIP_FRACTION)
-    return (tips.to_numpy(np.float32) > fraction * fare.to_numpy(np.float32)).astype(int)
+    """preprocessing_fn's label of each row, by the problem's definition (absent: 0), in
+    float32 as it computes it (a tip of exactly 20% is not a big tip there either)."""
+    columns = {c: frame[c].tolist() if c in frame else [None] * len(frame)
+               for c in F.PROBLEM.label.columns()}
+    return F.PROBLEM.raw_labels(columns)
 
 
 def fingerprints(frame: pd.DataFrame) -> np.ndarray:
     """One number per row of its model features and label source: equal rows, equal numbers."""
-    columns = [c for c in (*F.BY_NAME, F.LABEL_SOURCE) if c in frame]
+    columns = [c for c in (*F.BY_NAME, *F.LABEL_SOURCES) if c in frame]
     return pd.util.hash_pandas_object(frame[columns].astype(str), index=False).to_numpy()
 
 
@@ -139,7 +134,7 @@ def single_feature_auc(train: pd.DataFrame, evaluation: pd.DataFrame) -> dict[st
         return {}
     prior, found = y_train.mean(), {}
     for name in evaluation.columns:
-        if name == F.LABEL_SOURCE or name not in train:
+        if name in F.PROBLEM.label.columns() or name not in train:
             continue
         x_train, x_eval = train[name], evaluation[name]
         numbers_train = pd.to_numeric(x_train, errors="coerce")

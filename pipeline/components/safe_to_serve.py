@@ -3,7 +3,8 @@
 TFX's InfraValidator needs Docker or Kubernetes to start TF Serving and, without them,
 fails in ways that are easy to miss. This step asks the same question where neither
 exists: load the candidate in a separate process, replay single-row requests built from
-real eval rows, and bless it only if every answer is a probability and p99 latency and
+real eval rows, and bless it only if every answer is well formed for the task (finite,
+of the right shape, probabilities in [0, 1] that sum to 1) and p99 latency and
 peak memory fit the budgets in the config. Like InfraValidator with `make_warmup`, it
 writes the model with `assets.extra/tf_serving_warmup_requests` into its InfraBlessing
 (`has_model`), and the Pusher pushes that copy, so real TF Serving warms up on load too.
@@ -42,8 +43,12 @@ def eval_rows(examples_uri: str, count: int, split: str = "eval") -> list[dict]:
 def check(model_path: str, examples_uri: str, output_uri: str, model_name: str,
           warmup_requests: int, latency_p99_budget_ms: float, memory_budget_mib: float) -> dict:
     """Stamps warmup requests into a copy of the model, probes it, judges it. Returns the report."""
+    from models import problem as P
     from serving.payloads import WARMUP_FILE, warmup_records
 
+    problem = P.from_model(model_path)  # the contract the model was trained under
+    if problem is not None:
+        P.activate(problem)
     stamped = path_utils.stamped_model_path(output_uri)
     io_utils.copy_dir(model_path, stamped)
     warmup_path = os.path.join(stamped, WARMUP_FILE)
