@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from models import PROGRESS_LOGGER
 from reporting import runs
+from reporting.run_summary import headline
 from settings.quiet import one_line
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,12 @@ def key_figure(node: str, outcome: runs.RunSummary, artifacts: list) -> str:
     if node == "SpanWindow" and outcome.window_spans:
         return "spans " + ", ".join(map(str, outcome.window_spans))
     if node == "Evaluator" and outcome.metrics:
-        auc, base = outcome.metrics.get("auc"), outcome.baseline_metrics.get("auc")
-        text = f"AUC {auc:.4f}" if auc is not None else "evaluated"
-        text += f" (baseline {base:.4f})" if base is not None else ""
+        name = next(iter(headline({k: v for k, v in outcome.metrics.items()
+                                   if k != "example_count"})), None)
+        value, base = outcome.metrics.get(name), outcome.baseline_metrics.get(name)
+        label = "AUC" if name == "auc" else name
+        text = f"{label} {value:.4f}" if isinstance(value, (int, float)) else "evaluated"
+        text += f" (baseline {base:.4f})" if isinstance(base, (int, float)) else ""
         return text + (", blessed" if outcome.blessed else ", NOT blessed")
     if node == "SafeToServe" and outcome.safe_to_serve is not None:
         return ("safe: " if outcome.safe_to_serve else "NOT safe: ") + \

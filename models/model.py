@@ -48,6 +48,7 @@ _autograph_skips_tf_keras()
 
 PROBABILITY = "probabilities"  # output key: P(positive class) [batch], or [batch, classes]
 PREDICTION = "predictions"  # output key of a regression: the value, [batch]
+CLASSES = "classes"  # multiclass: the class names, [batch, classes], beside their probabilities
 # What the training reports and the Tuner optimises, per task: (metric, higher is better).
 OBJECTIVE = {"binary": ("auc", True), "multiclass": ("accuracy", True),
              "regression": ("rmse", False)}
@@ -402,6 +403,7 @@ class _ExportModule(tf.Module):
         self._input_names = model_input_names()
         self._task = F.TASK
         self._log_label = F.PROBLEM.label.log
+        self._classes = list(F.PROBLEM.label.classes) if self._task == "multiclass" else []
 
     def _predict(self, parsed) -> dict[str, tf.Tensor]:
         transformed = self.tft_layer(parsed)
@@ -410,8 +412,11 @@ class _ExportModule(tf.Module):
         if self._task == "regression" and self._log_label:  # back in the label's units
             answer = tf.math.expm1(answer)
         # Never answer a non-finite value (TF Serving would return it as NaN).
-        return {output_key(self._task): tf.debugging.check_numerics(
+        outputs = {output_key(self._task): tf.debugging.check_numerics(
             answer, f"the model produced a non-finite {output_key(self._task)}")}
+        if self._classes:  # each row's class names beside its probabilities, in their order
+            outputs[CLASSES] = tf.tile(tf.constant([self._classes]), [tf.shape(answer)[0], 1])
+        return outputs
 
     def signatures(self) -> dict[str, Any]:
         @tf.function(input_signature=[raw_serving_inputs()])

@@ -102,7 +102,7 @@ class PipelineConfig(Layout):
         "auto", "how the eval rows are chosen: time: the newest rows by TIME_COLUMN, what the "
                 "model meets next (train: the rows before) | hash: a random sample of the same "
                 "period (with PARTITION_FEATURE: whole groups) | auto: time with example_gen "
-                "arrow, hash with the others, which cannot split by time")
+                "arrow and a time column, hash otherwise")
     time_column: str = setting("", "split by time: this column (default: the problem's time "
                                    "column)")
     eval_fraction: float = setting(0.25, "split by time: the newest this share of the rows is "
@@ -361,7 +361,8 @@ class PipelineConfig(Layout):
         if self.partition_feature:
             return "group"
         if self.split_by == "auto":
-            return "time" if self.example_gen == "arrow" and not self.bigquery_query else "hash"
+            return "time" if self.example_gen == "arrow" and not self.bigquery_query \
+                and self.time_column else "hash"
         return self.split_by
 
     def backs_up(self) -> bool:
@@ -435,6 +436,9 @@ def split_problems(config: PipelineConfig) -> list[str]:
     problems = []
     if config.split_by not in SPLITS:
         return [f"split_by must be one of {', '.join(SPLITS)} ({how_to_set('split_by')})"]
+    if config.split_by == "time" and not config.time_column:
+        problems.append("split_by time needs a time column: the problem names none "
+                        f"(`time:` in problem.yaml, or {how_to_set('time_column')})")
     if config.split_by == "time" and config.partition_feature:
         problems.append("split_by time and partition_feature are two splits: give one "
                         f"({how_to_set('split_by')})")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,12 +127,15 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     blessing = config.blessing()
     direction = tfma.MetricDirection.HIGHER_IS_BETTER if blessing.higher_is_better \
         else tfma.MetricDirection.LOWER_IS_BETTER
-    bound = {"lower_bound" if blessing.higher_is_better else "upper_bound":
-             {"value": blessing.threshold}} if math.isfinite(blessing.threshold) else {}
+    # A bound on every judged metric (TFMA finds a threshold with only a change bound
+    # "missing" before there is a baseline): an infinite one is written as the largest float.
+    limit = blessing.threshold if math.isfinite(blessing.threshold) else \
+        math.copysign(sys.float_info.max, blessing.threshold)
+    bound = {"lower_bound" if blessing.higher_is_better else "upper_bound": {"value": limit}}
     change = -blessing.max_change - 1e-10 if blessing.higher_is_better \
         else blessing.max_change + 1e-10
     threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(**bound) if bound else None,
+        value_threshold=tfma.GenericValueThreshold(**bound),
         change_threshold=tfma.GenericChangeThreshold(direction=direction,
                                                      absolute={"value": change}))
     # Thresholds judge the overall slice only: small slices (a rare payment type, a quiet

@@ -9,8 +9,17 @@ from typing import Any
 from reporting.artifacts import drift_baseline, utc
 from reporting.runs import RunSummary
 
+# The headline metrics of each task, in the order a person reads them; any other metric
+# the Evaluator computed follows them.
 HEADLINE_METRICS = ("auc", "binary_accuracy", "precision", "recall", "calibration",
-                    "example_count")
+                    "accuracy", "log_loss", "rmse", "mae", "mse", "mean_label",
+                    "mean_prediction", "example_count")
+
+
+def headline(metrics: dict[str, float]) -> list[str]:
+    """The run's metrics in reading order: the headline ones first, then the rest."""
+    return [n for n in HEADLINE_METRICS if n in metrics] + \
+        sorted(n for n in metrics if n not in HEADLINE_METRICS)
 
 
 def describe_edge_model(edge: dict[str, Any]) -> str:
@@ -124,7 +133,7 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
     lines.append(f"  {'total (sum of components)':<32} {'':<7} {summary.wall_seconds:7.1f} s")
     gate = next((c for c in summary.components if c.node_id == "AnomalyGate"), None)
     if gate is not None and gate.state in ("ran", "cached"):
-        lines.append("Data validation: no anomalies against schema/schema.pbtxt")
+        lines.append("Data validation: no anomalies against the problem's schema")
     if summary.window_spans:
         lines.append(f"Training window: spans {', '.join(map(str, summary.window_spans))}")
     lines += format_drift(summary.drift)
@@ -133,8 +142,8 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
     if summary.metrics:
         lines.append(f"Evaluation ({evaluated_on(summary.split)}; candidate vs last blessed "
                      "model):")
-        for name in HEADLINE_METRICS:
-            if name in summary.metrics:
+        for name in headline(summary.metrics):
+            if isinstance(summary.metrics[name], (int, float)):
                 base = summary.baseline_metrics.get(name)
                 base_text = f"{base:.4f}" if base is not None else "none yet"
                 lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")

@@ -202,6 +202,11 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
     if not input_path.is_file():
         raise BatchInputError(f"no such input file: {input_path}")
     check_columns(input_path, key)
+    from models import problem as P
+
+    problem = P.from_model(str(model_dir))  # the contract it was trained under
+    if problem is not None:
+        P.activate(problem)
     predict = tf.saved_model.load(model_dir).signatures["serving_default"]
     summary = BatchSummary(model=model_dir, output=str(output_path))
     writer = _Writer(output_path)

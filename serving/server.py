@@ -46,6 +46,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from control import marks
+from models import problem as P
 from models.model import PROBABILITY
 from serving import (
     auth,
@@ -206,6 +207,9 @@ class ModelRepository:
         path = self.base_path / str(version)
         started = time.monotonic()
         try:
+            problem = P.from_model(str(path))  # the contract it was trained under
+            if problem is not None:
+                P.activate(problem)
             model = tf.saved_model.load(str(path))
             if payloads.RAW_SIGNATURE not in model.signatures:
                 raise ValueError(f"no {payloads.RAW_SIGNATURE!r} signature")

@@ -57,6 +57,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.transforms import trigger, window
 
 from models import contract
+from models import problem as P
 
 log = logging.getLogger("serving.stream")
 
@@ -206,6 +207,9 @@ class NewestVersion:
             return
         path = versions.version_dir(self.serving_dir, newest)
         try:
+            problem = P.from_model(str(path))  # the contract it was trained under
+            if problem is not None:
+                P.activate(problem)
             model = tf.saved_model.load(path)
             signature = model.signatures[payloads.RAW_SIGNATURE]
             warmup = f"{path}/{payloads.WARMUP_FILE}"

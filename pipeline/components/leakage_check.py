@@ -123,35 +123,62 @@ class Side:
         return self.sample.drop(columns="_key") if len(self.sample) else pd.DataFrame()
 
 
-def single_feature_auc(train: pd.DataFrame, evaluation: pd.DataFrame) -> dict[str, float]:
-    """Each column's AUC on eval as the only predictor, fitted on train: the value itself
+def single_feature_auc(train: pd.DataFrame, evaluation: pd.DataFrame,
+                       y_train: np.ndarray | None = None, y_eval: np.ndarray | None = None,
+                       task: str = "", skip: set | None = None) -> dict[str, float]:
+    """Each column's signal on eval as the only predictor, fitted on train: the value itself
     (either direction) and its label rate per category or per quantile bin, the best of
-    them."""
+    them. Binary: AUC; multiclass: the mean of one-vs-rest AUCs over the classes;
+    regression: R² of the column's mean label per category or bin (0 when worse than the
+    mean). Labels, task and the columns to skip default to the active problem's."""
+    y_train = labels(train) if y_train is None else y_train
+    y_eval = labels(evaluation) if y_eval is None else y_eval
+    task = task or F.TASK
+    label_columns = set(F.PROBLEM.label.columns()) if skip is None else skip
+    if task == "regression":
+        return _sorted(_regression_signal(train, evaluation, y_train, y_eval, label_columns))
+    if task == "multiclass":
+        per_class = [_binary_signal(train, evaluation, (y_train == c).astype(int),
+                                    (y_eval == c).astype(int), label_columns)
+                     for c in sorted(set(y_train.tolist()) & set(y_eval.tolist())) if c >= 0]
+        names = set().union(*per_class) if per_class else set()
+        return _sorted({n: round(float(np.mean([s.get(n, 0.5) for s in per_class])), 4)
+                        for n in names})
+    return _sorted(_binary_signal(train, evaluation, y_train, y_eval, label_columns))
+
+
+def _sorted(found: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+
+
+def _keys(x_train: pd.Series, x_eval: pd.Series):
+    """(numbers or None, category keys of train, of eval): quantile bins of a numeric column,
+    the values of another."""
+    numbers_train = pd.to_numeric(x_train, errors="coerce")
+    numbers_eval = pd.to_numeric(x_eval, errors="coerce")
+    if numbers_eval.notna().mean() > 0.5 and numbers_train.notna().any():
+        filled = numbers_eval.fillna(numbers_train.median()).to_numpy(float)
+        edges = np.unique(np.nanquantile(numbers_train.to_numpy(float), np.linspace(0, 1, 21)))
+        return (filled, np.digitize(numbers_train.fillna(np.inf), edges).astype(str),
+                np.digitize(numbers_eval.fillna(np.inf), edges).astype(str))
+    return (None, x_train.fillna("").astype(str).to_numpy(),
+            x_eval.fillna("").astype(str).to_numpy())
+
+
+def _binary_signal(train, evaluation, y_train, y_eval, skip: set) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
-    y_train, y_eval = labels(train), labels(evaluation)
-    if len(set(y_eval)) < 2 or len(set(y_train)) < 2:
+    if len(set(y_eval.tolist())) < 2 or len(set(y_train.tolist())) < 2:
         return {}
     prior, found = y_train.mean(), {}
     for name in evaluation.columns:
-        if name in F.PROBLEM.label.columns() or name not in train:
+        if name in skip or name not in train:
             continue
-        x_train, x_eval = train[name], evaluation[name]
-        numbers_train = pd.to_numeric(x_train, errors="coerce")
-        numbers_eval = pd.to_numeric(x_eval, errors="coerce")
+        filled, keys_train, keys_eval = _keys(train[name], evaluation[name])
         scores = []
-        if numbers_eval.notna().mean() > 0.5 and numbers_train.notna().any():
-            filled = numbers_eval.fillna(numbers_train.median()).to_numpy(float)
-            if np.unique(filled).size > 1:
-                auc = roc_auc_score(y_eval, filled)
-                scores.append(max(auc, 1 - auc))
-            edges = np.unique(np.nanquantile(numbers_train.to_numpy(float),
-                                             np.linspace(0, 1, 21)))
-            keys_train = np.digitize(numbers_train.fillna(np.inf), edges).astype(str)
-            keys_eval = np.digitize(numbers_eval.fillna(np.inf), edges).astype(str)
-        else:
-            keys_train = x_train.fillna("").astype(str).to_numpy()
-            keys_eval = x_eval.fillna("").astype(str).to_numpy()
+        if filled is not None and np.unique(filled).size > 1:
+            auc = roc_auc_score(y_eval, filled)
+            scores.append(max(auc, 1 - auc))
         rates = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
             ["sum", "count"])
         smoothed = (rates["sum"] + 20 * prior) / (rates["count"] + 20)  # a category's rate
@@ -160,7 +187,26 @@ def single_feature_auc(train: pd.DataFrame, evaluation: pd.DataFrame) -> dict[st
             scores.append(roc_auc_score(y_eval, encoded))
         if scores:
             found[name] = round(float(max(scores)), 4)
-    return dict(sorted(found.items(), key=lambda kv: -kv[1]))
+    return found
+
+
+def _regression_signal(train, evaluation, y_train, y_eval, skip: set) -> dict[str, float]:
+    y_train, y_eval = np.asarray(y_train, float), np.asarray(y_eval, float)
+    spread = float(np.sum((y_eval - y_eval.mean()) ** 2))
+    if spread <= 0:
+        return {}
+    prior, found = y_train.mean(), {}
+    for name in evaluation.columns:
+        if name in skip or name not in train:
+            continue
+        _, keys_train, keys_eval = _keys(train[name], evaluation[name])
+        means = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
+            ["sum", "count"])
+        smoothed = (means["sum"] + 20 * prior) / (means["count"] + 20)
+        encoded = pd.Series(keys_eval).map(smoothed).fillna(prior).to_numpy(float)
+        r2 = 1.0 - float(np.sum((y_eval - encoded) ** 2)) / spread
+        found[name] = round(max(0.0, r2), 4)
+    return found
 
 
 def served_absence(request_log: str, train: pd.DataFrame) -> dict[str, dict[str, float]]:
