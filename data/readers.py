@@ -349,6 +349,11 @@ def kind_of(schema_type: str | None, stats: dict[str, int]) -> str:
     return enc.BYTES
 
 
+def text(column: pa.Array) -> pa.Array:
+    """A column's cells as trimmed text ("" where empty), whatever type it was read as."""
+    return _text(column)
+
+
 def typed_columns(batch: pa.RecordBatch, kinds: dict[str, str]) -> list[enc.Column]:
     """The batch's columns as the encoder takes them; a column that this file lacks is
     written without values."""
@@ -397,3 +402,89 @@ def _empty(kind: str, rows: int):
     if kind == enc.BYTES:
         return pa.array([b""] * rows, pa.large_binary())
     return np.zeros(rows, np.float32 if kind == enc.FLOAT else np.int64)
+
+
+def columns_of(path: str, delimiter: str | None = None) -> list[str]:
+    """A file's column names, read from its header (CSV) or footer (Parquet) only."""
+    if file_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return [n for n in pq.read_schema(_open(path)).names if not INDEX.match(n)]
+    head = _head(path)
+    if not head.strip():
+        return []
+    _check_not_binary(path, head)
+    try:
+        names, _ = header(path, head, delimiter)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: the header line is not UTF-8 text ({e.reason} at byte "
+                         f"{e.start}): export the file as CSV UTF-8") from e
+    return [n for n in names if not INDEX.match(n)]
+
+
+DECIMAL_COMMA = re.compile(r"^-?\d+,\d+$")
+
+
+def check_against_schema(paths: list[str], types: dict[str, str], delimiter: str | None,
+                         time_column: str = "", time_format: str = "unix_seconds",
+                         problem_hint: str = "") -> None:
+    """Whole-file causes, said in one line before any row is read (InputError): none of the
+    schema's columns in a file (another dataset?), a header that differs from the schema in
+    case or spacing only, numbers written with decimal commas (a locale's export), a time
+    column whose values are not times. The data gate names everything else."""
+    expected = set(types)
+    if not expected:
+        return
+    folded = {re.sub(r"\s+", "", n).casefold(): n for n in expected}
+    for path in paths:
+        names = columns_of(path, delimiter)
+        if not names:
+            continue
+        found = expected & set(names)
+        near = {n: folded[re.sub(r"\s+", "", n).casefold()] for n in names
+                if n not in expected and re.sub(r"\s+", "", n).casefold() in folded}
+        near = {n: s for n, s in near.items() if s not in found}
+        if near:
+            shown = ", ".join(f"{n!r} is {s!r} there" for n, s in list(near.items())[:5])
+            raise InputError(f"{path}: the header differs from the schema in case or spacing "
+                             f"({shown}): rename the columns, or write the schema for this "
+                             "data")
+        if not found:
+            raise InputError(
+                f"{path}: none of the problem's {len(expected)} columns are here (it has "
+                f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''}; the schema "
+                f"expects {', '.join(sorted(expected)[:8])}{', ...' if len(expected) > 8 else ''}"
+                f"). Another dataset? {problem_hint}")
+    first = next((p for p in paths if file_format(p) != "parquet"), None)
+    if first is None:
+        return
+    batch = next(iter(read_batches(first, delimiter)), None)
+    if batch is None:
+        return
+    sample = batch.slice(0, 2000)
+    for name in sample.schema.names:
+        if types.get(name) not in (enc.INT, enc.FLOAT):
+            continue
+        values = [v for v in text(sample.column(name)).to_pylist() if v]
+        commas = [v for v in values if DECIMAL_COMMA.match(v)]
+        if values and len(commas) > len(values) / 2:
+            raise InputError(f"{first}: column {name!r} holds numbers with decimal commas "
+                             f"({commas[0]!r}): a locale's export; write the file with '.' "
+                             "decimals (and ',' or ';' between columns)")
+    if time_column and time_column in sample.schema.names:
+        values = [v for v in text(sample.column(time_column)).to_pylist() if v]
+        if values and time_format == "unix_seconds":
+            bad = [v for v in values if not re.match(r"^[+-]?\d+(\.0*)?$", v)]
+            if len(bad) > len(values) / 2:
+                raise InputError(f"{first}: time column {time_column!r} holds {bad[0]!r}, "
+                                 "not UNIX seconds; if it is a date or ISO 8601 time, say "
+                                 "`time: {column: ..., format: iso8601}` in problem.yaml")
+        elif values:
+            import pandas as pd
+
+            parsed = pd.to_datetime(pd.Series(values), errors="coerce", format="ISO8601",
+                                    utc=True)
+            if parsed.isna().mean() > 0.5:
+                raise InputError(f"{first}: time column {time_column!r} holds "
+                                 f"{values[int(parsed.isna().to_numpy().argmax())]!r}, not an "
+                                 "ISO 8601 time")

@@ -92,7 +92,7 @@ def time_split(config: PipelineConfig) -> TimeSplit | None:
     if config.split_method() != "time":
         return None
     return TimeSplit(config.time_column, config.eval_fraction, config.eval_days,
-                     config.eval_gap_days)
+                     config.eval_gap_days, config.problem().time_format)
 
 
 def output_config(config: PipelineConfig) -> example_gen_pb2.Output:

@@ -195,18 +195,20 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
     the server needs to answer from them: serving/hybrid.py)."""
     import tensorflow as tf
 
-    from models.model import PROBABILITY
     from serving import hybrid
 
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
         raise BatchInputError(f"no such input file: {input_path}")
-    check_columns(input_path, key)
     from models import problem as P
+    from models.model import output_key
 
     problem = P.from_model(str(model_dir))  # the contract it was trained under
     if problem is not None:
         P.activate(problem)
+    check_columns(input_path, key)
+    task = P.current().task
+    classes = list(P.current().label.classes)
     predict = tf.saved_model.load(model_dir).signatures["serving_default"]
     summary = BatchSummary(model=model_dir, output=str(output_path))
     writer = _Writer(output_path)
@@ -226,20 +228,20 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
                     summary.bad += len(decoded.bad)
                     room = BAD_EXAMPLES_SHOWN - len(summary.bad_examples)
                     summary.bad_examples += decoded.bad[:max(room, 0)]
-                probabilities = []
+                answers = []
                 for start in range(0, len(decoded.keys), batch_rows):
                     batch = to_tensors(decoded.inputs, slice(start, start + batch_rows))
-                    probabilities.append(predict(**batch)[PROBABILITY].numpy())
-                if probabilities:
-                    writer.write(pd.DataFrame({key: decoded.keys.to_numpy(),
-                                               "probability": np.concatenate(probabilities)}))
+                    answers.append(predict(**batch)[output_key(task)].numpy())
+                if answers:
+                    columns = answer_columns(np.concatenate(answers), task, classes)
+                    writer.write(pd.DataFrame({key: decoded.keys.to_numpy(), **columns}))
                     summary.predicted += len(decoded.keys)
                 now = time.monotonic()
                 if now - last_log >= log_every_seconds:
                     log.info("%d rows (%d bad) in %.0f s: %.0f rows/s", summary.rows,
                              summary.bad, now - started, summary.rows / (now - started))
                     last_log = now
-        writer.close([key, "probability"])
+        writer.close([key, *answer_columns(np.zeros((0, len(classes) or 1)), task, classes)])
     finally:
         if writer.tmp.exists():
             writer.tmp.unlink()
@@ -252,6 +254,19 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
         key=key, version=model_version if model_version is not None else
         versions.version_of(model_dir), model=str(model_dir), rows=summary.predicted))
     return summary
+
+
+def answer_columns(values: np.ndarray, task: str, classes: list[str]) -> dict[str, np.ndarray]:
+    """The output columns of a batch of answers: `probability` (binary), `prediction`
+    (regression), or `class` and one `probability_<class>` per class (multiclass)."""
+    if task == "regression":
+        return {"prediction": values.reshape(-1)}
+    if task != "multiclass":
+        return {"probability": values.reshape(-1)}
+    values = values.reshape(-1, len(classes))
+    chosen = np.array(classes, dtype=object)[values.argmax(axis=1)] if len(values) else \
+        np.array([], dtype=object)
+    return {"class": chosen, **{f"probability_{c}": values[:, i] for i, c in enumerate(classes)}}
 
 
 def describe(summary: BatchSummary) -> str:

@@ -262,9 +262,17 @@ def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]
     return M.instance_tensors(instances), row_format
 
 
+def _json_values(value: Any) -> Any:
+    """String outputs (a multiclass model's class names) as text, as TF Serving writes
+    them: JSON has no bytes."""
+    if isinstance(value, list):
+        return [_json_values(v) for v in value]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def encode_predictions(outputs: Mapping[str, tf.Tensor], row_format: bool) -> dict[str, Any]:
     """Signature outputs -> TF Serving's response: bare values when there is one output."""
-    values = {k: v.numpy().tolist() for k, v in outputs.items()}
+    values = {k: _json_values(v.numpy().tolist()) for k, v in outputs.items()}
     for name, column in values.items():  # a model exported without the graph's guard
         bad = [i for i, v in enumerate(np.ravel(column))
                if isinstance(v, float) and not np.isfinite(v)]

@@ -46,6 +46,8 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import tensorflow as tf
 from google.protobuf import struct_pb2
 from tensorflow_metadata.proto.v0 import schema_pb2
@@ -113,13 +115,35 @@ NO_CUT = 2**62  # no time to cut at: every row is older
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """The eval split is the newest `eval_fraction` of the rows by `column` (UNIX seconds),
-    or with `eval_days` the newest that many days; train ends `gap_days` before it."""
+    """The eval split is the newest `eval_fraction` of the rows by `column` (UNIX seconds,
+    or ISO 8601 text with `format` iso8601), or with `eval_days` the newest that many days;
+    train ends `gap_days` before it."""
 
     column: str
     eval_fraction: float = 0.25
     eval_days: float = 0.0
     gap_days: float = 0.0
+    format: str = "unix_seconds"
+
+    def seconds(self, batch) -> tuple[np.ndarray, np.ndarray] | None:
+        """(UNIX seconds, valid) of each row of a batch; None when the batch lacks the
+        column. A value that is not a time is invalid, never an error: validation names
+        it, and the row goes to train."""
+        if self.column not in batch.schema.names:
+            return None
+        text = readers.text(batch.column(self.column))
+        if self.format == "iso8601":
+            import pandas as pd
+
+            parsed = pd.to_datetime(pd.Series(text.to_pylist()), errors="coerce",
+                                    format="ISO8601", utc=True)
+            valid = parsed.notna().to_numpy()
+            seconds = parsed.astype("int64").to_numpy() // 10**9
+            return np.where(valid, seconds, 0), valid
+        whole = pc.match_substring_regex(text, r"^[+-]?\d+(\.0*)?$")
+        numbers = pc.cast(pc.if_else(whole, text, "0"), pa.float64())
+        valid = whole.to_numpy(zero_copy_only=False).astype(bool)
+        return numbers.to_numpy(zero_copy_only=False).astype(np.int64), valid
 
     def cut(self, hours: dict[int, int]) -> tuple[int, int]:
         """(first second of eval, first second after train) from rows per hour, on hour
@@ -144,14 +168,14 @@ class TimeSplit:
                 "--eval-fraction)")
         return eval_from, eval_from - round(self.gap_days * DAY)
 
-    def assign(self, column: enc.Column | None, rows: int, eval_from: int,
+    def assign(self, seconds: tuple[np.ndarray, np.ndarray] | None, rows: int, eval_from: int,
                train_before: int) -> np.ndarray:
         """0 (train), 1 (eval) or -1 (the gap) per row; rows without a time are train."""
-        if column is None or column.kind != enc.INT:  # not whole seconds: validation says so
+        if seconds is None:
             return np.zeros(rows, np.int64)
-        seconds = np.asarray(column.values, np.int64)
-        side = np.where(seconds >= eval_from, 1, np.where(seconds < train_before, 0, -1))
-        return np.where(column.valid, side, 0)
+        values, valid = seconds
+        side = np.where(values >= eval_from, 1, np.where(values < train_before, 0, -1))
+        return np.where(valid, side, 0)
 
 
 def time_split(custom: dict[str, Any]) -> TimeSplit | None:
@@ -159,26 +183,26 @@ def time_split(custom: dict[str, Any]) -> TimeSplit | None:
     return TimeSplit(**dict(values)) if values else None
 
 
-def hours_of(batch, column: str) -> dict[int, int]:
-    """Rows per hour of `column` in a batch (its values that are whole seconds)."""
-    if column not in batch.schema.names:
+def hours_of(batch, by_time: TimeSplit) -> dict[int, int]:
+    """Rows per hour of the time column in a batch (its values that are times)."""
+    seconds = by_time.seconds(batch)
+    if seconds is None:
         return {}
-    seconds = readers.typed_columns(batch, {column: enc.INT})[0]
-    hours, counts = np.unique(np.asarray(seconds.values)[seconds.valid] // HOUR,
-                              return_counts=True)
+    values, valid = seconds
+    hours, counts = np.unique(values[valid] // HOUR, return_counts=True)
     return dict(zip(hours.tolist(), counts.tolist(), strict=True))
 
 
 def profile_block(element: Element, delimiter: str | None,
-                  time_column: str = "") -> dict[str, Any]:
+                  by_time: TimeSplit | None = None) -> dict[str, Any]:
     columns: dict[str, dict[str, int]] = {}
     hours: dict[int, int] = {}
     rows = 0
     _, path, _, block = element
     for batch in readers.read_batches(path, delimiter, block):
         rows += batch.num_rows
-        if time_column:
-            for hour, count in hours_of(batch, time_column).items():
+        if by_time:
+            for hour, count in hours_of(batch, by_time).items():
                 hours[hour] = hours.get(hour, 0) + count
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             seen = readers.profile(column)
@@ -246,11 +270,11 @@ class EncodeAndWrite(beam.DoFn):
                 columns = readers.typed_columns(batch, column_kinds)
                 records = enc.to_arrow(*enc.serialize(columns, batch.num_rows)).to_pylist()
                 if cut:
-                    time = next((c for c in columns if c.name == self._by_time.column), None)
-                    splits = self._by_time.assign(time, len(records), *cut)
+                    seconds = self._by_time.seconds(batch)
+                    splits = self._by_time.assign(seconds, len(records), *cut)
                     left_out[GAP] += int((splits == GAP).sum())
-                    left_out[NO_TIME] += len(records) if time is None or time.kind != enc.INT \
-                        else int((~time.valid).sum())
+                    left_out[NO_TIME] += len(records) if seconds is None \
+                        else int((~seconds[1]).sum())
                 else:
                     splits = self._splits(records)
                 for record, split in zip(records, splits, strict=True):
@@ -341,6 +365,11 @@ class Executor(BaseExampleGenExecutor):
             if not files:
                 raise readers.InputError(f"{os.path.join(base, pattern)}: matches no file")
             file_format = readers.span_format(files)
+            readers.check_against_schema(
+                files, types, delimiter, by_time.column if by_time else "",
+                by_time.format if by_time else "unix_seconds",
+                "Write its problem: python -m tools.problem init --data DATA --label COLUMN "
+                "--out DIR, then run with --problem-dir DIR")
             uris = [os.path.join(examples.uri, f"Split-{n}") for n in names]
             for uri in uris:
                 fileio.makedirs(uri)
@@ -352,7 +381,7 @@ class Executor(BaseExampleGenExecutor):
                         | f"Spread[{number}]" >> beam.Reshuffle())
             profile = (elements
                        | f"Profile[{number}]" >> beam.Map(
-                           profile_block, delimiter, by_time.column if by_time else "")
+                           profile_block, delimiter, by_time)
                        | f"Merge[{number}]" >> beam.CombineGlobally(merge_profiles))
             rows = (elements
                     | f"Write[{number}]" >> beam.ParDo(
