@@ -530,6 +530,15 @@ def from_model(model_dir: str) -> Problem | None:
         return None
 
 
+def binary_only(what: str, problem: Problem | None = None) -> None:
+    """Refuses, in one line, a part that is built for binary problems so far (README: Your
+    own problem), instead of an answer that would be wrong without a word."""
+    problem = problem or current()
+    if problem.task != "binary":
+        raise ProblemError(f"{what} is built for binary problems so far; {problem.name!r} is "
+                           f"a {problem.task} problem (README: Your own problem)")
+
+
 def default_directory() -> str:
     return os.environ.get(PROBLEM_DIR_ENV) or str(SCHEMA_DIR)
 

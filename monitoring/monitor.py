@@ -38,6 +38,7 @@ import numpy as np
 
 from control import marks as control_marks
 from models import features as F
+from models import problem as P
 from serving import request_log
 
 log = logging.getLogger("monitor")
@@ -220,6 +221,10 @@ def read_labels(path: Path, key: str) -> dict[str, int]:
     if not path.is_file():
         raise MonitorError(f"no labels file at {path}")
     problem = F.PROBLEM
+    try:
+        P.binary_only("the monitor's late-label quality (AUC, calibration)", problem)
+    except P.ProblemError as e:
+        raise MonitorError(str(e)) from None
     labels = {}
     with path.open(newline="") as f:
         reader = csv.DictReader(f)

@@ -140,6 +140,14 @@ class Rollouts:
         chosen = [self._version(v) for v in versions] if versions else pushed[-(newest or 2):]
         if len(set(chosen)) < 2:
             raise RolloutError(f"a bandit needs two or more pushed versions; pushed: {pushed}")
+        from models import problem as P
+
+        for version in chosen:  # rewards are probabilities of 0/1 outcomes
+            try:
+                P.binary_only("the outcome bandit", P.from_model(
+                    str(Path(self.base_path) / str(version))) or P.current())
+            except P.ProblemError as e:
+                raise RolloutError(str(e)) from None
         state = B.Bandit([B.Arm(v) for v in sorted(set(chosen))], **settings)
         rollout = self.state()
         rollout.bandit = [a.version for a in state.arms]

@@ -580,6 +580,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving.stream: no pushed model under {args.serving_dir}: run the pipeline "
               "first (make run)", file=sys.stderr)
         return 2
+    from serving import versions
+
+    pushed = versions.pushed_versions(Path(args.serving_dir)) \
+        if Path(args.serving_dir).is_dir() else []
+    problem = P.from_model(str(Path(args.serving_dir) / str(pushed[-1]))) if pushed else None
+    try:
+        P.binary_only("the stream's warehouse rows (one probability per event)", problem)
+    except P.ProblemError as e:
+        print(f"serving.stream: {e}", file=sys.stderr)
+        return 2
 
     def work():
         pipeline = beam.Pipeline(options=options)

@@ -256,8 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
 
+    from models import problem as P
     from settings.layout import Layout
 
+    try:
+        P.binary_only("tools.ablation (the loss in AUC without each feature)")
+    except P.ProblemError as e:
+        print(f"tools.ablation: {e}", file=sys.stderr)
+        return 2
     config = Layout.load(env=os.environ)
 
     def work():

@@ -223,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="where backtest.json and backtest.html go")
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
+    from models import problem as P
+
+    try:
+        P.binary_only("tools.backtest (AUC beside gradient-boosted classifiers)",
+                      config.problem())
+    except P.ProblemError as e:
+        print(f"tools.backtest: {e}", file=sys.stderr)
+        return 2
 
     def work():
         rows = read_rows(args.data_root)

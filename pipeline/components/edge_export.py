@@ -47,10 +47,17 @@ def EdgeExport(
     split: Parameter[str] = "eval",
     max_auc_loss: Parameter[float] = 0.005,
 ) -> None:
+    from models import problem as P
     from serving import tflite_export
 
+    saved = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    problem = P.from_model(saved) or P.current()
     if not model_blessing.get_int_custom_property("blessed"):
         summary = {"exported": False, "note": "not blessed by the Evaluator; no edge export"}
+        log.warning("EdgeExport: %s", summary["note"])
+    elif problem.task != "binary":
+        summary = {"exported": False, "note": f"the TFLite comparison (AUC) is built for "
+                                              f"binary problems so far; this is {problem.task}"}
         log.warning("EdgeExport: %s", summary["note"])
     else:
         saved_model = path_utils.serving_model_path(
