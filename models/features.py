@@ -25,6 +25,9 @@ __all__ = ["Feature", "Kind", "by_kind", "load_schema", "raw_feature_spec", "raw
 YEAR_SLICE = "time_year_xf"  # e.g. 2016
 QUARTER_SLICE = "time_quarter_xf"  # e.g. b"2016-Q3"
 TIME_SLICES = (YEAR_SLICE, QUARTER_SLICE)
+# 1 where the problem's `label.observed` rule holds: the Evaluator's slice of rows whose
+# label is really observed.
+OBSERVED_SLICE = "label_observed_xf"
 
 
 def _views(problem: Problem) -> dict[str, Any]:

@@ -135,17 +135,21 @@ def _as_text(x) -> tf.Tensor:
     return tf.strings.as_string(values)
 
 
+def rule_values(rule: P.Rule, inputs: dict) -> tf.Tensor:
+    """A problem's rule over raw columns, 0/1 per row (absent: 0 or "", as in Python)."""
+    texts = rule.string_columns()
+    columns = {c: _dense(inputs[c], "") if c in texts
+               else tf.cast(_dense(inputs[c], 0), tf.float32) for c in rule.columns}
+    return tf.cast(rule.evaluate(columns, _TfOps), tf.int64)
+
+
 def label(inputs: dict, problem: P.Problem) -> tf.Tensor:
     """The label as the model learns it: 0/1 (binary), the class index (multiclass; -1 for a
     value outside the problem's classes, which the schema's domain keeps out), or the value
     (regression, log1p'd when the problem says so)."""
     spec = problem.label
     if spec.rule:
-        rule = P.Rule(spec.rule)
-        texts = rule.string_columns()
-        columns = {c: _dense(inputs[c], "") if c in texts
-                   else tf.cast(_dense(inputs[c], 0), tf.float32) for c in rule.columns}
-        return tf.cast(rule.evaluate(columns, _TfOps), tf.int64)
+        return rule_values(P.Rule(spec.rule), inputs)
     raw = inputs[spec.column]
     if problem.task == "regression":
         value = tf.cast(_dense(raw, 0), tf.float32)
@@ -208,6 +212,9 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor],
     # The label's sources are absent when serving; tf.Transform prunes this output then.
     if all(c in inputs for c in problem.label.columns()):
         outputs[problem.label_xf] = label(inputs, problem)
+    observed = P.Rule(problem.label.observed) if problem.label.observed else None
+    if observed and all(c in inputs for c in observed.columns):
+        outputs[F.OBSERVED_SLICE] = rule_values(observed, inputs)
     # Likewise when serving, where no time is sent: only the Evaluator slices on these.
     if problem.time_column in inputs and problem.time_format == "unix_seconds":
         outputs.update(time_slices(inputs[problem.time_column]))

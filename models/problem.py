@@ -181,6 +181,9 @@ class Label:
     positive: str = ""  # binary with a column: the value that is the positive class
     classes: tuple[str, ...] = ()  # multiclass: the classes, in the order the model answers
     log: bool = False  # regression: learn log1p(label), answer in the label's own units
+    # A rule true where the label is really observed (the taxi's tips are recorded for card
+    # trips only): the Evaluator reports every metric on those rows beside all rows.
+    observed: str = ""
 
     def columns(self) -> tuple[str, ...]:
         return Rule(self.rule).columns if self.rule else (self.column,)
@@ -248,6 +251,8 @@ class Problem:
             object.__setattr__(self, "blessing", DEFAULT_BLESSING[self.task])
         try:
             self.label.columns()
+            if self.label.observed:
+                Rule(self.label.observed)
         except ProblemError as e:
             raise ProblemError(f"{where}: {e}") from None
 

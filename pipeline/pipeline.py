@@ -159,6 +159,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             metrics.append(tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"))
     time_slices = F.TIME_SLICES if problem.time_column and \
         problem.time_format == "unix_seconds" else ()
+    if problem.label.observed:  # the rows whose label is really observed, beside all rows
+        time_slices = (F.OBSERVED_SLICE, *time_slices)
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
             signature_name=EVAL_SIGNATURE,

@@ -147,6 +147,12 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
                 base = summary.baseline_metrics.get(name)
                 base_text = f"{base:.4f}" if base is not None else "none yet"
                 lines.append(f"  {name:<18} {summary.metrics[name]:.4f}   baseline {base_text}")
+    observed = summary.observed_metrics
+    name = next((n for n in headline(observed) if n != "example_count"), None)
+    if name is not None and name in summary.metrics:
+        lines.append(f"Where the label is observed ({observed.get('example_count', 0):,.0f} "
+                     f"rows): {name} {observed[name]:.4f}, against {summary.metrics[name]:.4f} "
+                     "on every row")
     holdout = in_time_line(summary)
     if holdout:
         lines.append(holdout)

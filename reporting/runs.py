@@ -67,6 +67,8 @@ class RunSummary:
     contamination: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The Trainer's AUC on the share of the training period it held out (a random split).
     in_time_holdout: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The metrics on the rows whose label is observed (the problem's label.observed slice).
+    observed_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def wall_seconds(self) -> float:
@@ -310,8 +312,19 @@ def _read_metrics(summary: RunSummary, uri: str) -> None:
     import tensorflow_model_analysis as tfma
 
     try:
+        from models.features import OBSERVED_SLICE
+
         for slice_metrics in tfma.load_metrics(uri):
-            if slice_metrics.slice_key.single_slice_keys:
+            keys = slice_metrics.slice_key.single_slice_keys
+            if len(keys) == 1 and keys[0].column == OBSERVED_SLICE and \
+                    keys[0].int64_value == 1:
+                for key_and_value in slice_metrics.metric_keys_and_values:
+                    key, value = key_and_value.key, key_and_value.value
+                    if value.HasField("double_value") and not key.is_diff and \
+                            key.model_name != "baseline":
+                        summary.observed_metrics[key.name] = value.double_value.value
+                continue
+            if keys:
                 continue  # overall slice only here; slices are in the report
             for key_and_value in slice_metrics.metric_keys_and_values:
                 key, value = key_and_value.key, key_and_value.value

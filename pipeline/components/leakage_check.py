@@ -282,6 +282,17 @@ def check(uri: str, split_names: list[str], split: dict[str, Any], schema_uri: s
                 f"feature '{name}' alone predicts the label with AUC {auc:.4f} on the eval "
                 f"split (> {max_single_auc}): likely leakage, a value known only once the "
                 "outcome is; check how the column is filled")
+    degenerate = unobserved_categories(train.frame())
+    result["unobserved_categories"] = degenerate
+    observed = F.PROBLEM.label.observed
+    for found in degenerate:
+        said = (f"the label is {found['label']} for all but {found['other']} of the "
+                f"{found['rows']:,} rows where '{found['column']}' is {found['value']!r} "
+                f"({found['share']:.0%} of the training rows): is the label observed there? "
+                "A model judged on them mostly learns the category")
+        result["flags"].append(said + (f" (problem.yaml: the Evaluator also reports the rows "
+                                        f"where {observed})" if observed else
+                                        " (problem.yaml: label.observed reports the rest)"))
     for name in outside_serving(schema_uri) if schema_uri else []:
         result["flags"].append(f"model feature '{name}' is not in the schema's SERVING "
                                "environment: available in training, absent when serving")
@@ -294,6 +305,37 @@ def check(uri: str, split_names: list[str], split: dict[str, Any], schema_uri: s
                 f"served rows but {shares['training']:.0%} of training rows: the model "
                 "learned from a value serving rarely has")
     return result
+
+
+UNOBSERVED_SHARE = 0.2  # a category this large whose label never varies is flagged
+UNOBSERVED_ROWS = 100
+UNOBSERVED_ODD = 0.001  # ... whose label never varies, but for this share of its rows
+
+
+def unobserved_categories(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Categories (of a column of text) whose every row has the same label, covering a large
+    share of the rows: where the label is probably not observed at all (the Chicago data
+    records no tip on cash trips), so a model judged there mostly learns the category."""
+    if F.TASK != "binary" or frame.empty:
+        return []
+    y = labels(frame)
+    skip = set(F.PROBLEM.label.columns())
+    found = []
+    for name in frame.columns:
+        if name in skip or pd.to_numeric(frame[name], errors="coerce").notna().mean() > 0.5:
+            continue
+        values = frame[name].map(_plain).fillna("").astype(str)
+        stats = pd.DataFrame({"k": values, "y": y}).groupby("k")["y"].agg(["mean", "count"])
+        for value, row in stats.iterrows():
+            share = row["count"] / len(frame)
+            rate = float(row["mean"])
+            odd = round(min(rate, 1 - rate) * row["count"])  # rows with the other label
+            if odd <= UNOBSERVED_ODD * row["count"] and share >= UNOBSERVED_SHARE and \
+                    row["count"] >= UNOBSERVED_ROWS:
+                found.append({"column": name, "value": str(_plain(value)),
+                              "label": int(round(rate)), "other": int(odd),
+                              "share": round(float(share), 4), "rows": int(row["count"])})
+    return found
 
 
 def _overlaps(result: dict, split: dict, train: Side, evaluation: Side, group: str,
