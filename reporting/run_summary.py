@@ -52,7 +52,7 @@ def pushed_lines(summary: RunSummary) -> list[str]:
 def evaluated_on(split: dict[str, Any]) -> str:
     """What the eval split is, in the words the summary and the report use."""
     if split.get("by") == "time" and split.get("eval_from") is not None:
-        return (f"out of time: the trips from {utc(split['eval_from'])} on, newer than every "
+        return (f"out of time: the rows from {utc(split['eval_from'])} on, newer than every "
                 "training row")
     if split.get("by") == "group":
         return f"a split by '{split['feature']}': groups the model never trained on"

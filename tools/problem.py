@@ -137,7 +137,7 @@ def read_columns(data: str, delimiter: str | None = None):
                 for name in frame.columns:  # CSV cells come as bytes: text, as a person reads
                     if frame[name].dtype == object:
                         frame[name] = frame[name].map(
-                            lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes)
+                            lambda v: (v.decode("utf-8", "replace") or None) if isinstance(v, bytes)
                             else v)
                 for name in frame.columns:
                     if name not in columns:
@@ -188,20 +188,20 @@ def check_label(label: Column | None, name: str, task: str, order: list[str]) ->
 
 def time_format(column: Column, sample, name: str) -> str:
     """unix_seconds or iso8601, or a one-line refusal."""
-    import pandas as pd
-
     values = sample[name].dropna()
     if column.numeric and column.whole:
         if column.minimum >= 0 and column.maximum < 1e11:
             return "unix_seconds"
         raise ProblemInitError(f"time column {name!r} holds numbers from {column.minimum:g} to "
                                f"{column.maximum:g}: not UNIX seconds")
-    try:
-        pd.to_datetime(values, format="ISO8601", utc=True)
-    except (ValueError, TypeError) as e:
+    from data.readers import iso_seconds
+
+    texts = [str(v) for v in values]
+    _, valid = iso_seconds(texts)
+    if not len(texts) or not valid.all():
+        bad = texts[int((~valid).argmax())] if len(texts) else "no value"
         raise ProblemInitError(f"time column {name!r} cannot be parsed as UNIX seconds or "
-                               f"ISO 8601 ({str(e).splitlines()[0][:120]}); e.g. "
-                               f"{values.iloc[0]!r}") from None
+                               f"ISO 8601 (e.g. {bad!r})")
     return "iso8601"
 
 
@@ -262,6 +262,7 @@ def write_schema(out: Path, order: list[str], columns: dict[str, Column], sample
                  string_columns: set[str]) -> Path:
     """TFDV's schema inferred from the sample, then: presence from the missing rates over
     every row, the label kept out of serving, the classes as the label's domain."""
+    import pandas as pd
     import tensorflow_data_validation as tfdv
     from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -270,7 +271,7 @@ def write_schema(out: Path, order: list[str], columns: dict[str, Column], sample
         if name in string_columns or not columns[name].numeric:
             typed[name] = typed[name].astype(object)
         else:
-            typed[name] = typed[name].astype(float)
+            typed[name] = pd.to_numeric(typed[name], errors="coerce")
     stats = tfdv.generate_statistics_from_dataframe(typed)
     schema = tfdv.infer_schema(stats, infer_feature_shape=False)
     schema.default_environment.extend(["TRAINING", "SERVING"])

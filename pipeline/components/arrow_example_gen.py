@@ -133,13 +133,7 @@ class TimeSplit:
             return None
         text = readers.text(batch.column(self.column))
         if self.format == "iso8601":
-            import pandas as pd
-
-            parsed = pd.to_datetime(pd.Series(text.to_pylist()), errors="coerce",
-                                    format="ISO8601", utc=True)
-            valid = parsed.notna().to_numpy()
-            seconds = parsed.astype("int64").to_numpy() // 10**9
-            return np.where(valid, seconds, 0), valid
+            return readers.iso_seconds(text.to_pylist())
         whole = pc.match_substring_regex(text, r"^[+-]?\d+(\.0*)?$")
         numbers = pc.cast(pc.if_else(whole, text, "0"), pa.float64())
         valid = whole.to_numpy(zero_copy_only=False).astype(bool)
