@@ -9,7 +9,6 @@ blesses and pushes it, within a stated margin of gradient-boosted trees on the s
 naming its feature); `python -m serving.batch_predict` scores it in batch.
 """
 
-import glob
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from data import public
 from models import problem as P
 from models.local_cluster import free_ports
 from settings.layout import PROJECT_ROOT
+from tools import reference
 
 # How close to gradient-boosted trees on the same split a blessed model must come.
 MARGIN = {"binary": ("auc", 0.03), "multiclass": ("accuracy", 0.05),
@@ -33,51 +33,6 @@ MARGIN = {"binary": ("auc", 0.03), "multiclass": ("accuracy", 0.05),
 def command(*args, timeout=600, env=None):
     return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def split_rows(output_root, name, split):
-    """Every column of the rows ExampleGen wrote to `split`."""
-    import tensorflow as tf
-
-    files = glob.glob(f"{output_root}/pipelines/{name}/ExampleGen/examples/*/Split-{split}/*")
-    rows = []
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
-        row = {}
-        for key, feature in tf.train.Example.FromString(record.numpy()).features.feature.items():
-            values = list(getattr(feature, feature.WhichOneof("kind") or "float_list").value)
-            value = values[0] if values else None
-            row[key] = value.decode() if isinstance(value, bytes) else value
-        rows.append(row)
-    return rows
-
-
-def trees_metric(problem: P.Problem, train: list[dict], evaluation: list[dict]) -> float:
-    """Gradient-boosted trees on the problem's features, the same train and eval rows."""
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.metrics import roc_auc_score
-
-    def matrix(rows):
-        out = []
-        for f in problem.features:
-            values = [r.get(f.name) for r in rows]
-            try:
-                out.append([np.nan if v in (None, "") else float(v) for v in values])
-            except (TypeError, ValueError):
-                out.append([hash(str(v)) % 1000 for v in values])
-        return np.array(out).T
-
-    def labels(rows):
-        return problem.raw_labels({c: [r.get(c) for r in rows] for c in problem.label.columns()})
-
-    x_train, y_train, x_eval, y_eval = matrix(train), labels(train), matrix(evaluation), \
-        labels(evaluation)
-    if problem.task == "regression":
-        model = HistGradientBoostingRegressor(random_state=0).fit(x_train, y_train)
-        return float(np.sqrt(np.mean((model.predict(x_eval) - y_eval) ** 2)))
-    model = HistGradientBoostingClassifier(random_state=0).fit(x_train, y_train)
-    if problem.task == "binary":
-        return float(roc_auc_score(y_eval, model.predict_proba(x_eval)[:, 1]))
-    return float(np.mean(model.predict(x_eval) == y_eval))
 
 
 @pytest.fixture(scope="module", params=sorted(public.TABLES))
@@ -106,8 +61,9 @@ def test_a_table_and_a_label_reach_a_blessed_pushed_model_near_the_trees(own_pro
     summary = runs.summarize(f"{output_root}/metadata/{problem.name}.db", problem.name)
     metric, margin = MARGIN[problem.task]
     ours = summary.metrics[metric]
-    trees = trees_metric(problem, split_rows(output_root, problem.name, "train"),
-                         split_rows(output_root, problem.name, "eval"))
+    root = f"{output_root}/pipelines/{problem.name}"
+    trees = reference.trees_metric(problem, reference.split_rows(root, "train"),
+                                   reference.split_rows(root, "eval"))
     print(f"{table}: {metric} {ours:.4f}, gradient-boosted trees {trees:.4f}")
     if problem.task == "regression":
         assert ours <= trees * (1 + margin), (ours, trees)
