@@ -278,11 +278,13 @@ def _read_json_if_there(path: str) -> Any:
 def _read_json(path: str) -> Any:
     from tfx.dsl.io import fileio
 
+    from tensorflow.errors import OpError
+
     try:
         with fileio.open(path) as f:
             return json.load(f)
-    except (OSError, ValueError) as e:  # NotFoundError is an OSError
-        log.warning("could not read %s: %s", path, e)
+    except (OSError, ValueError, OpError) as e:  # TF's NotFoundError is an OpError, not an
+        log.warning("could not read %s: %s", path, e)  # OSError: a file stock TFX never wrote
         return None
 
 
