@@ -4,11 +4,12 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env run vertex-offline data test lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache bench-distributed bench-faults clean
+.PHONY: help env run vertex-offline data test test-fast lint lock bench bench-serving bench-warm-start bench-tflite bench-input bench-scale bench-cache bench-distributed bench-faults clean
 
 help:
 	@echo "make run    - set up .venv if needed, materialize the bundled data, run the local pipeline (ARGS='--help' for options)"
 	@echo "make test   - set up .venv if needed, run the whole test suite (PYTEST_ARGS='-k name' to narrow)"
+	@echo "make test-fast - every test but those that run a whole pipeline, a compiled job or a cluster (minutes)"
 	@echo "make vertex-offline - compile the Vertex pipeline and run the compiled job here (ARGS for settings)"
 	@echo "make lint   - ruff check, and import-linter's layer contracts (pyproject.toml)"
 	@echo "make lock   - regenerate requirements.lock from requirements.txt"
@@ -37,6 +38,9 @@ vertex-offline: data
 
 test: env
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: env
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: env
 	$(VENV)/bin/ruff check .

@@ -51,11 +51,22 @@ SLOWEST_FIRST = ("tests/test_vertex_offline.py", "tests/test_pipeline_e2e.py",
 GIB_PER_WORKER = 4  # measured peak of a pipeline test with its subprocesses, plus headroom
 
 
+# The modules that run a whole pipeline, a compiled job, a cluster or a streaming job: marked
+# `slow`, so `make test-fast` (pytest -m "not slow") leaves them out. `make test` and CI run
+# every test.
+SLOW = (*SLOWEST_FIRST, "tests/test_own_problem.py", "tests/test_vertex_runner.py",
+        "tests/test_kubeflow_runner.py", "tests/test_image.py", "tests/test_quiet_commands.py",
+        "tools/backtest_test.py", "tests/test_bootstrap.py")
+
+
 def pytest_collection_modifyitems(items):
     def rank(item) -> int:
         path = item.nodeid.split("::")[0]
         return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
 
+    for item in items:
+        if item.nodeid.split("::")[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
     items.sort(key=rank)  # stable: tests keep their order within a module
 
 

@@ -77,7 +77,14 @@ def parse_time(value: Any) -> float:
         if not math.isfinite(value):
             raise ValueError(f"{value!r} is not a time")
         return float(value)
-    when = datetime.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    text = str(value).strip()
+    try:  # UNIX seconds as text: what a CSV cell holds
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        return parse_time(number)
+    when = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return when.timestamp()
@@ -474,8 +481,9 @@ def watched_files(pipeline, folder: str, interval: float, stop_after: float | No
     """New .jsonl and .csv files under `folder`, each read once as it lands (Beam's
     MatchContinuously: a real unbounded source on the local runner)."""
     from apache_beam.io import fileio
+    from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
-    stop = time.time() + stop_after if stop_after else window.MAX_TIMESTAMP.micros / 1e6
+    stop = Timestamp.of(time.time() + stop_after) if stop_after else MAX_TIMESTAMP
     return (pipeline
             | "Watch" >> fileio.MatchContinuously(f"{folder.rstrip('/')}/*.*", interval=interval,
                                                   stop_timestamp=stop)

@@ -230,3 +230,21 @@ def test_no_pushed_model_is_said_before_anything_runs(tmp_path, capsys):
                         str(tmp_path / "nothing")]) == 2
     assert "no pushed model" in capsys.readouterr().err
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_event_times_from_a_csv_cell_and_a_stream_without_a_stop_are_accepted(tmp_path):
+    """A CSV cell holding UNIX seconds is a time (it was dead-lettered as "Invalid
+    isoformat string"), and the README's command without --stop-after builds its source
+    (it ended in an AttributeError on `window.MAX_TIMESTAMP`)."""
+    import apache_beam as beam
+
+    assert stream.parse_time("1700000000") == 1700000000.0
+    assert stream.parse_time(" 1700000000.5 ") == 1700000000.5
+    assert stream.parse_time("2023-11-14T22:13:20Z") == 1700000000.0
+    with pytest.raises(ValueError):
+        stream.parse_time("nan")
+    with pytest.raises(ValueError):
+        stream.parse_time("yesterday")
+    pipeline = beam.Pipeline()
+    events = stream.watched_files(pipeline, str(tmp_path), 1.0, None)
+    assert isinstance(events, beam.pvalue.PCollection)
