@@ -21,7 +21,7 @@ COMMANDS = ["local_runner.py", "vertex_runner.py", "-m serving.server", "-m serv
             "-m serving.stream", "-m serving.tflite_example", "-m monitoring.monitor",
             "-m tools.backtest", "-m tools.marks", "-m tools.approval", "-m tools.ablation",
             "-m tools.bootstrap_schema", "-m reporting.report", "-m data.simulator",
-            "-m data.bundled"]
+            "-m data.bundled", "-m tools.problem", "-m tools.reference", "-m data.public"]
 
 # One cheap invocation each: (command line, its exit status, a line it must print).
 VERTEX = ["--gcp-project", "my-project", "--gcp-region", "us-central1", "--image",
@@ -46,6 +46,9 @@ CHEAP = [
     ("-m tools.bootstrap_schema --data-root {tmp}/empty --out {tmp}/inferred", 2, "no files"),
     ("-m reporting.report --list", 2, "run the pipeline first"),
     ("-m data.simulator --out {tmp}/sim --span 1 --rows 20", 0, "span 1: 20 rows"),
+    ("-m tools.problem init --data {tmp}/empty --label y --out {tmp}/p", 2, "no files under"),
+    ("-m tools.reference", 2, "no ExampleGen output"),
+    ("-m data.public materialize nope", 2, "no public table 'nope'"),
 ]
 
 

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # a command: TensorFlow's import-time C++ lines go t
 
 import argparse
 import glob
+import os
 import sys
 
 import numpy as np
@@ -98,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m tools.reference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    configs.add_arguments(parser, cloud=False)
+    parser.add_argument("--problem-dir", help="the problem (default PROBLEM_DIR: the taxi's)")
+    parser.add_argument("--output-root", help="the run's outputs (default OUTPUT_ROOT)")
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("problem_dir", args.problem_dir),
+                                   ("output_root", args.output_root)) if v}
     try:
-        config = configs.from_args(args)
+        config = configs.PipelineConfig.load(env=os.environ, **overrides)
     except configs.ConfigError as e:
         print(f"tools.reference: {e}", file=sys.stderr)
         return 2
