@@ -52,6 +52,17 @@ class Rollout:
 
 
 def load_state(config_dir: str | Path) -> Rollout:
+    """The rollout state in `config_dir` (local or gs://, where a Dataflow job reads it);
+    none written yet is no rollout."""
+    if "://" in str(config_dir):
+        import tensorflow as tf
+
+        remote = f"{str(config_dir).rstrip('/')}/{STATE_FILE}"
+        if not tf.io.gfile.exists(remote):
+            return Rollout()
+        data = json.loads(tf.io.gfile.GFile(remote).read())
+        return Rollout(**{f.name: data[f.name] for f in dataclasses.fields(Rollout)
+                          if f.name in data})
     path = Path(config_dir) / STATE_FILE
     if not path.is_file():
         return Rollout()

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from control import marks
-from serving import auth, bandit, body_limits, connections, model_config, routes
+from serving import answering, auth, bandit, body_limits, connections, model_config, routes
 from serving import pause as pause_mod
 
 log = logging.getLogger("serving.router")
@@ -41,35 +41,33 @@ VIA = "1.1 serving.router"
 
 
 class RoutingState:
-    """What serving.rollout says now: labels, canary fraction, bandit weights, versions."""
+    """What serving.rollout says now (serving/answering.py's Snapshot: labels, canary
+    fraction, bandit weights, pause, versions), replaced whole every poll, never field by
+    field; each request reads it once."""
 
     def __init__(self, config_dir: str | Path, poll_seconds: float = 1.0,
                  control_dir: str | None = None):
         self.config_dir = Path(config_dir)
         self.control_dir = control_dir
-        self.pause: pause_mod.Pause | None = None
-        self.marks: tuple = ()
         self.store = bandit.BanditStore(self.config_dir)
         self.poll_seconds = poll_seconds
-        self.labels: dict[str, int] = {}
-        self.canary_fraction = 0.0
-        self.weights: dict[int, float] = {}
-        self.versions: list[int] = []
+        self.snapshot = answering.Snapshot()
+        self.marks: tuple = ()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def pause(self) -> pause_mod.Pause | None:
+        return self.snapshot.pause
+
     def refresh(self) -> None:
-        rollout = model_config.load_state(self.config_dir)
-        running = self.store.load() if rollout.bandit else None
-        self.labels, self.versions = rollout.labels(), rollout.versions
-        self.canary_fraction = rollout.canary_fraction if "canary" in self.labels else 0.0
-        self.weights = running.weights if running else {}
-        paused = pause_mod.from_dict(rollout.pause)
-        if paused != self.pause:
-            log.warning("%s", f"PAUSED, {paused.fallback} answers: {paused.reason}" if paused
+        snapshot = answering.Snapshot.read(self.config_dir)
+        if snapshot.pause != self.snapshot.pause:
+            log.warning("%s", f"PAUSED, {snapshot.pause.fallback} answers: "
+                        f"{snapshot.pause.reason}" if snapshot.pause
                         else "resumed: traffic goes to the models again")
-        self.pause = paused
         self.marks = tuple(marks.active(self.control_dir)) if self.control_dir else ()
+        self.snapshot = snapshot
 
     def start(self) -> None:
         self.refresh()
@@ -128,15 +126,15 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
             bandit.check_request_id(request_id)
         except model_config.RolloutError as e:
             return self._error(HTTPStatus.BAD_REQUEST, str(e))
-        state = self.server.state
-        if state.pause is not None and path.startswith(prefix) and path.endswith(PREDICT):
-            return self._paused(state.pause, prefix, body)
+        snap = self.server.state.snapshot  # read once: the whole request sees one state
+        if snap.pause is not None and path.startswith(prefix) and path.endswith(PREDICT):
+            return self._paused(snap.pause, prefix, body)
         if path != f"{prefix}{PREDICT}":
             return self._forward("POST", self.path, body)  # versioned, labelled, other models
-        if not state.versions:
+        if not snap.versions:
             return self._forward("POST", self.path, body)  # no rollout: TF Serving's newest
-        version, route = bandit.pick_version(state.labels, state.canary_fraction,
-                                             state.weights, state.versions, self.server.rng)
+        answer = answering.choose(snap, snap.versions, self.server.rng)
+        version, route = answer.version, answer.route
         status, data, headers = self._upstream(
             "POST", f"{prefix}/versions/{version}{PREDICT}", body)
         if status is None:
@@ -201,7 +199,7 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
             state = self.server.state
             reply = auth.take_feedback(self.server.auth, self.headers, self.client_address[0],
                                        body_limits.parse_json(body), state.store,
-                                       state.pause is not None, state.marks,
+                                       state.snapshot.pause is not None, state.marks,
                                        state.control_dir, "router")
         except body_limits.BodyRefused as e:
             return self._error(e.status, str(e))

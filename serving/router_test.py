@@ -53,7 +53,7 @@ def test_the_router_splits_unversioned_traffic_and_passes_the_rest_through(
                                 {"instances": [{"fare": "twelve"}]})
     assert status == 400 and "instance 0" in body["error"]  # TF Serving's error, unchanged
     rollouts.promote()  # the canary becomes stable; the router reads it on its next poll
-    assert wait_for(lambda: router.state.labels.get("stable") == 2)
+    assert wait_for(lambda: router.state.snapshot.labels.get("stable") == 2)
     _, _, headers = post_json(f"{router.url}/v1/models/{MODEL}:predict", {"instances": rows[:1]})
     assert headers["X-Served-By"] == "2;stable"
 
@@ -62,7 +62,7 @@ def test_the_bandit_learns_through_the_router_and_a_missing_upstream_is_a_502(
         served, rows):
     rollouts, upstream, router, config = served
     rollouts.start_bandit([1, 2], None, reward="accuracy", min_labels=10)
-    assert wait_for(lambda: router.state.weights)  # read on the router's next poll
+    assert wait_for(lambda: router.state.snapshot.bandit)  # read on the router's next poll
     url = f"{router.url}/v1/models/{MODEL}"
     for round_ in range(6):  # bounded: 6 rounds of 20 keyed requests, labels after each
         labels = []

@@ -49,6 +49,7 @@ from control import marks
 from models import problem as P
 from models.model import PROBABILITY
 from serving import (
+    answering,
     auth,
     bandit,
     body_limits,
@@ -248,34 +249,26 @@ class ModelRepository:
 
     # ------------------------------------------------------------ routing
 
-    def fallback(self, paused: pause_mod.Pause) -> tuple[LoadedVersion, str]:
-        """The version that answers while paused with `previous`."""
-        loaded = self.snapshot.versions.get(paused.version)
-        if loaded is None:
-            raise Unavailable(f"serving is paused and its fallback, version {paused.version}, "
-                              f"is not loaded (yet); loaded: {sorted(self.snapshot.versions)}")
-        return loaded, paused.route()
+    def answer(self, snap: Snapshot, version: str | None, label: str | None,
+               rng: random.Random) -> answering.Answer:
+        """Who answers a request under `snap` (serving/answering.py: the rule the router and
+        the stream follow too)."""
+        rollout = answering.Snapshot(labels=snap.labels, canary_fraction=snap.canary_fraction,
+                                     bandit=snap.bandit, pause=snap.pause)
+        try:
+            return answering.choose(rollout, snap.versions, rng, version, label)
+        except answering.NoVersion as e:
+            raise NotFound(f"model {self.model_name}: {e}"
+                           + (f" under {self.base_path}" if not snap.versions else "")) from None
 
     def resolve(self, version: str | None, label: str | None,
                 rng: random.Random) -> tuple[LoadedVersion, str]:
-        """(version to serve, how it was chosen): explicit version or label, else the split."""
+        """(version to serve, how it was chosen) for a read (status, metadata): explicit
+        version or label, else the split; a pause does not change what they describe."""
         snap = self.snapshot
-        if version is not None:
-            if not version.isdigit() or int(version) not in snap.versions:
-                raise NotFound(f"version {version} of model {self.model_name} is not being "
-                               f"served; available: {sorted(snap.versions)}")
-            return snap.versions[int(version)], f"version:{version}"
-        if label is not None:
-            if label not in snap.labels:
-                raise NotFound(f"label {label!r} of model {self.model_name} is not assigned to "
-                               f"a served version; labels: {snap.labels or 'none'}")
-            return snap.versions[snap.labels[label]], label
-        if not snap.versions:
-            raise NotFound(f"model {self.model_name} has no servable version under "
-                           f"{self.base_path}")
-        chosen, route = bandit.pick_version(snap.labels, snap.canary_fraction, snap.bandit,
-                                            snap.versions, rng)
-        return snap.versions[chosen], route
+        unpaused = dataclasses.replace(snap, pause=None)
+        answer = self.answer(unpaused, version, label, rng)
+        return snap.versions[answer.version], answer.route
 
     def status(self, version: str | None, label: str | None) -> dict:
         snap = self.snapshot
@@ -383,14 +376,15 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
                 bandit.check_request_id(request_id)
             except model_config.RolloutError as e:
                 raise payloads.RequestError(str(e)) from None
-            paused = repo.snapshot.pause
-            if paused is not None and paused.fallback == "refuse":
-                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": paused.refusal()},
-                                   paused.headers())
-            if paused is not None and paused.fallback == "constant":
+            snap = repo.snapshot  # read once: the whole request sees one state
+            paused = snap.pause
+            answer = repo.answer(snap, match.version, match.label, self.server.rng)
+            if answer.refusal is not None:
+                return self._reply(HTTPStatus.SERVICE_UNAVAILABLE, {"error": answer.refusal},
+                                   paused.headers() if paused else {})
+            if answer.constant is not None:
                 return self._constant(repo, body, paused)
-            chosen, route = repo.fallback(paused) if paused is not None else \
-                repo.resolve(match.version, match.label, self.server.rng)
+            chosen, route = snap.versions[answer.version], answer.route
             signature_name = body.get("signature_name") or payloads.RAW_SIGNATURE \
                 if isinstance(body, dict) else payloads.RAW_SIGNATURE
             if signature_name not in chosen.model.signatures:

@@ -44,6 +44,7 @@ import io
 import json
 import logging
 import math
+import random
 import sys
 import time
 import uuid
@@ -58,6 +59,7 @@ from apache_beam.transforms import trigger, window
 
 from models import contract
 from models import problem as P
+from serving import answering
 
 log = logging.getLogger("serving.stream")
 
@@ -171,48 +173,69 @@ def file_events(readable) -> Iterable[Any]:
 # ---------------------------------------------------------------- the model
 
 
-class NewestVersion:
-    """The newest pushed version under `serving_dir`, loaded with its warmup requests
-    replayed, and swapped for a newer one only once that one is loaded whole. While serving
-    is paused (`serving.rollout pause`, read from `config_dir`), the pause's fallback."""
+class RolloutVersions:
+    """The version the rollout says answers (serving/answering.py: the rule the server and
+    the router follow: a pause's fallback, the bandit, the canary, `stable`, else the newest
+    pushed), decided once per bundle from one snapshot of the rollout state, read again
+    every `poll_seconds`. Each version is loaded whole (warmup replayed) before it answers;
+    one that fails to load is never replaced by another under its name: its rows are
+    refused with the reason."""
 
-    def __init__(self, serving_dir: str, poll_seconds: float, config_dir: str = ""):
+    def __init__(self, serving_dir: str, poll_seconds: float, config_dir: str = "",
+                 seed: int | None = None):
         self.serving_dir, self.poll_seconds = serving_dir, poll_seconds
         self.config_dir = config_dir
-        self.version: int | None = None
-        self.signature = None
-        self.pause = None
+        self.snapshot = answering.Snapshot()
+        self.pushed: list[int] = []
+        self.loaded: dict[int, Any] = {}  # version -> serving signature
+        self.failed: dict[int, str] = {}  # version -> why it did not load
+        self.rng = random.Random(seed)
         self._checked = -math.inf
-        self.current()
-        if self.signature is None:
+        self._refresh()
+        if not self.pushed:
             raise FileNotFoundError(f"no pushed model version under {serving_dir}: run the "
                                     "pipeline so the Pusher pushes one")
 
-    def current(self) -> tuple[int, Any]:
+    @property
+    def pause(self):
+        return self.snapshot.pause
+
+    def current(self) -> tuple[answering.Answer, Any]:
+        """(who answers this bundle, its signature or None)."""
         now = time.monotonic()
         if now - self._checked >= self.poll_seconds:
             self._checked = now
-            self._maybe_load()
-        return self.version, self.signature
+            self._refresh()
+        answer = answering.choose(self.snapshot, self.pushed, self.rng)
+        if answer.version is None:
+            return answer, None
+        signature = self._signature(answer.version)
+        if signature is None:
+            return answering.Answer(None, answer.route, refusal=(
+                f"version {answer.version} ({answer.route}) did not load: "
+                f"{self.failed.get(answer.version, 'unknown error')}")), None
+        return answer, signature
 
-    def _maybe_load(self) -> None:
+    def _refresh(self) -> None:
+        from serving import versions
+
+        snapshot = answering.Snapshot.read(self.config_dir)
+        if snapshot.pause != self.snapshot.pause:
+            log.warning("stream: %s", f"PAUSED, {snapshot.pause.fallback} answers: "
+                        f"{snapshot.pause.reason}" if snapshot.pause else "resumed")
+        self.snapshot = snapshot
+        self.pushed = versions.pushed_versions(self.serving_dir)
+
+    def _signature(self, version: int):
+        if version in self.loaded:
+            return self.loaded[version]
+        if version in self.failed:
+            return None
         import tensorflow as tf
 
-        from serving import model_config, payloads, versions
-        from serving import pause as pause_mod
+        from serving import payloads, versions
 
-        if self.config_dir and Path(self.config_dir).is_dir():
-            paused = pause_mod.from_dict(model_config.load_state(self.config_dir).pause)
-            if paused != self.pause:
-                log.warning("stream: %s", f"PAUSED, {paused.fallback} answers: "
-                            f"{paused.reason}" if paused else "resumed")
-            self.pause = paused
-        newest = versions.newest_version(self.serving_dir)
-        if self.pause is not None and self.pause.fallback == "previous":
-            newest = self.pause.version
-        if newest is None or newest == self.version:
-            return
-        path = versions.version_dir(self.serving_dir, newest)
+        path = versions.version_dir(self.serving_dir, version)
         try:
             problem = P.from_model(str(path))  # the contract it was trained under
             if problem is not None:
@@ -223,15 +246,18 @@ class NewestVersion:
             if tf.io.gfile.exists(warmup):
                 for call, tensors in payloads.warmup_calls(model, warmup):
                     call(**tensors)
-        except Exception as e:  # noqa: BLE001 - keep scoring with the version that works
-            log.error("version %s under %s did not load; %s scores on: %s", newest,
-                      self.serving_dir, self.version, e)
-            return
-        log.info("streaming with version %s (was %s)", newest, self.version)
-        self._model, self.signature, self.version = model, signature, newest
+        except Exception as e:  # noqa: BLE001 - said with every row it would have scored
+            self.failed[version] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            log.error("version %s under %s did not load: %s", version, self.serving_dir,
+                      self.failed[version])
+            return None
+        log.info("streaming with version %s", version)
+        signature._model = model  # keeps the model's variables alive with its signature
+        self.loaded[version] = signature
+        return signature
 
 
-class RawRowsModelHandler(ModelHandler[dict, PredictionResult, NewestVersion]):
+class RawRowsModelHandler(ModelHandler[dict, PredictionResult, RolloutVersions]):
     """RunInference's handler for the raw-feature signature: a batch of contract-checked
     rows -> one call with a tensor per feature -> P(big tipper) per row, with the version."""
 
@@ -242,26 +268,29 @@ class RawRowsModelHandler(ModelHandler[dict, PredictionResult, NewestVersion]):
             max_batch
         self.config_dir = config_dir
 
-    def load_model(self) -> NewestVersion:
-        return NewestVersion(self.serving_dir, self.poll_seconds, self.config_dir)
+    def load_model(self) -> RolloutVersions:
+        return RolloutVersions(self.serving_dir, self.poll_seconds, self.config_dir)
 
-    def run_inference(self, batch: Sequence[dict], model: NewestVersion,
+    def run_inference(self, batch: Sequence[dict], model: RolloutVersions,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
-        """The model's probabilities; while paused the fallback's, said in `model_id`
-        (`3;paused`, `constant;paused`, `refuse;paused`: a refused event is a dead letter)."""
+        """The answering version's probabilities, said in `model_id` (`3;stable`,
+        `2;canary`, `3;paused`, `constant;paused`); rows no model may answer (a refusing
+        pause, a fallback that did not load) carry the reason and become dead letters."""
         from models import model as M
 
-        version, signature = model.current()
+        answer, signature = model.current()
         paused = model.pause
-        if paused is not None and paused.fallback != "previous":
-            value = paused.constant if paused.fallback == "constant" else None
-            return [PredictionResult({**e, "paused": paused.log_field()}, value,
-                                     paused.route()) for e in batch]
+        marked = ({"paused": paused.log_field()} if paused else {})
+        if signature is None:
+            value = answer.constant
+            refusing = paused is not None and paused.fallback == "refuse"  # said as a pause
+            reason = {"refused": answer.refusal} if answer.refusal and not refusing else {}
+            return [PredictionResult({**e, **marked, **reason}, value, answer.route)
+                    for e in batch]
         outputs = signature(**M.instance_tensors([e["instance"] for e in batch]))
         probabilities = outputs[M.PROBABILITY].numpy().reshape(-1)
-        route = paused.route() if paused is not None else str(version)
-        return [PredictionResult({**e, "paused": paused.log_field()} if paused else e,
-                                 float(p), route)
+        route = answer.route if answer.paused else f"{answer.version};{answer.route}"
+        return [PredictionResult({**e, **marked}, float(p), route)
                 for e, p in zip(batch, probabilities, strict=True)]
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
@@ -283,7 +312,7 @@ class PredictionRows(beam.DoFn):
             beam.metrics.Metrics.counter(NAMESPACE, "dead_letters").inc()
             yield beam.pvalue.TaggedOutput(DEAD, {
                 "event": json.dumps({"key": event["key"], **event["features"]}, default=str),
-                "reason": f"serving is paused: {paused['reason']}",
+                "reason": event.get("refused") or f"serving is paused: {paused['reason']}",
                 "event_time": event["event_time"]})
             return
         beam.metrics.Metrics.counter(NAMESPACE, "predictions").inc()

@@ -248,3 +248,38 @@ def test_event_times_from_a_csv_cell_and_a_stream_without_a_stop_are_accepted(tm
     pipeline = beam.Pipeline()
     events = stream.watched_files(pipeline, str(tmp_path), 1.0, None)
     assert isinstance(events, beam.pvalue.PCollection)
+
+
+def test_the_stream_answers_by_the_rollout_a_rollback_and_a_fallback_that_fails(
+        serving, rows, tmp_path, exported_models):
+    """The stream follows the same rule as the server and the router
+    (serving/answering.py): after a rollback `stable` answers, not the newest push; a
+    `previous` fallback that cannot load refuses its rows with the reason, never scoring
+    them with another version under its name."""
+    from serving.rollout import Rollouts
+
+    push(exported_models[1], serving, 2)
+    config = tmp_path / "config"
+    rollouts = Rollouts(MODEL, serving, config)
+    rollouts.set_stable(2)
+    rollouts.set_stable(1)  # rolled back: 2 is the newest push, 1 answers
+
+    def run(out):
+        events = TestStream().advance_watermark_to(0).add_elements(
+            [TimestampedValue(event(r, str(i), 10 + i), 10 + i) for i, r in enumerate(rows[:6])]
+        ).advance_watermark_to_infinity()
+        return run_test_stream(events, serving, out, config_dir=str(config))
+
+    found = run(tmp_path / "out")
+    assert found == {"events": 6, "predictions": 6, "dead_letters": 0}
+    assert set(predictions(tmp_path / "out")["version"]) == {1}
+
+    (serving / "1" / "saved_model.pb").write_bytes(b"not a model")  # 1 can no longer load
+    rollouts.set_stable(2)
+    rollouts.reason = "a bad push"
+    rollouts.pause("previous", version=1)
+    found = run(tmp_path / "out2")
+    assert found == {"events": 6, "predictions": 0, "dead_letters": 6}
+    reasons = {d["reason"] for d in dead_letters(tmp_path / "out2")}
+    assert len(reasons) == 1 and "version 1" in next(iter(reasons)) and \
+        "did not load" in next(iter(reasons)), reasons
