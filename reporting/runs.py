@@ -276,9 +276,8 @@ def _read_json_if_there(path: str) -> Any:
 
 
 def _read_json(path: str) -> Any:
-    from tfx.dsl.io import fileio
-
     from tensorflow.errors import OpError
+    from tfx.dsl.io import fileio
 
     try:
         with fileio.open(path) as f:
