@@ -171,3 +171,44 @@ def test_whole_percentages_keep_the_floor_and_add_up_to_100():
     assert B.percentages({1: 0.004, 2: 0.996}) == {1: 1, 2: 99}  # never rounded to nothing
     assert sum(B.percentages({1: 1 / 3, 2: 1 / 3, 3: 1 / 3}).values()) == 100
     assert B.percentages({1: 0.0, 2: 1.0}) == {1: 0, 2: 100}
+
+
+def test_resume_under_concurrent_feedback_loses_no_label(tmp_path):
+    """Labels posted while serving is paused are held and applied at resume. A server whose
+    view of the pause is a poll old keeps posting "held" labels after `resume` took the held
+    ones: they must be applied, not left in a held file nobody reads until the next resume."""
+    import threading
+    import time
+
+    base, config = tmp_path / "serving", tmp_path / "config"
+    for version in (1, 2):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / "saved_model.pb").write_bytes(b"")
+    rollouts = Rollouts(MODEL, base, config, reason="labels in flight")
+    rollouts.start_bandit([1, 2], None, reward="accuracy", floor=0.05)
+    store = B.BanditStore(config)
+    keys = [f"k{i}" for i in range(200)]
+    store.routed(1, [(k, 0.9) for k in keys[:100]], rows=100)
+    store.routed(2, [(k, 0.2) for k in keys[100:]], rows=100)
+    rollouts.pause("constant", constant=0.3)
+    started = threading.Event()
+
+    def labeller(part: list[str]) -> None:
+        started.wait(10)
+        for start in range(0, len(part), 5):  # posted as the stale server would: "paused"
+            store.feedback([(k, 1) for k in part[start:start + 5]], paused=True)
+            time.sleep(0.005)
+
+    threads = [threading.Thread(target=labeller, args=(keys[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    started.set()
+    time.sleep(0.05)
+    rollouts.resume()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    applied = sum(a.labels for a in store.load().arms)
+    held = config / B.HELD_FILE
+    left = held.read_text().splitlines() if held.is_file() else []
+    assert applied == 200 and left == [], (applied, len(left))
