@@ -197,13 +197,13 @@ def test_resume_under_concurrent_feedback_loses_no_label(tmp_path):
         started.wait(10)
         for start in range(0, len(part), 5):  # posted as the stale server would: "paused"
             store.feedback([(k, 1) for k in part[start:start + 5]], paused=True)
-            time.sleep(0.005)
+            time.sleep(0.02)  # 0.2 s in all: resume comes half-way
 
     threads = [threading.Thread(target=labeller, args=(keys[i::4],)) for i in range(4)]
     for t in threads:
         t.start()
     started.set()
-    time.sleep(0.05)
+    time.sleep(0.1)
     rollouts.resume()
     for t in threads:
         t.join(timeout=30)
