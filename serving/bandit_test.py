@@ -212,3 +212,27 @@ def test_resume_under_concurrent_feedback_loses_no_label(tmp_path):
     held = config / B.HELD_FILE
     left = held.read_text().splitlines() if held.is_file() else []
     assert applied == 200 and left == [], (applied, len(left))
+
+
+def test_feedback_from_a_file_takes_the_path_feedback_over_http_takes(tmp_path):
+    """`serving.rollout feedback FILE` (labels on Vertex) is held while paused and recorded
+    in the audit log under who ran it, as `:feedback` is."""
+    from control import records
+
+    base, config, control = tmp_path / "serving", tmp_path / "config", str(tmp_path / "control")
+    for version in (1, 2):
+        (base / str(version)).mkdir(parents=True)
+        (base / str(version) / "saved_model.pb").write_bytes(b"")
+    rollouts = Rollouts(MODEL, base, config, control_dir=control, who="alice",
+                        reason="labels from the warehouse")
+    rollouts.start_bandit([1, 2], None, reward="accuracy", floor=0.05)
+    B.BanditStore(config).routed(1, [(f"k{i}", 0.9) for i in range(10)], rows=10)
+    rollouts.pause("constant", constant=0.3)
+    result = rollouts.feedback([(f"k{i}", 1) for i in range(10)])
+    assert result.held == 10 and result.accepted == 0
+    assert sum(a.labels for a in B.BanditStore(config).load().arms) == 0
+    _, released = rollouts.resume()
+    assert released.accepted == 10
+    (record,) = records.read(control, ("feedback",))
+    assert record.who == "alice" and record.details["held"] == 10
+    assert record.details["via"] == "serving.rollout feedback"

@@ -158,7 +158,19 @@ class Rollouts:
         return self._save(rollout, f"bandit over {rollout.bandit}")
 
     def feedback(self, labels: list[tuple[str, int]]) -> B.FeedbackResult:
-        return self.bandits.feedback(labels)[0]
+        """Labels from a file, by the path `:feedback` takes: held while paused, not learned
+        inside a contamination mark, recorded in the audit log under who ran it (access to
+        the rollout's folder is the credential)."""
+        from control import marks
+
+        active = tuple(marks.active(self.control_dir)) if self.control_dir else ()
+        result, _ = self.bandits.feedback(labels, paused=bool(self.state().pause),
+                                          marks=active)
+        if self.control_dir:
+            records.append(self.control_dir, "feedback", self.reason, self.who,
+                           labels=len(labels), accepted=result.accepted, held=result.held,
+                           via="serving.rollout feedback")
+        return result
 
     def _end_bandit(self, rollout: Rollout, winner: int | None, action: str) -> Rollout:
         self.bandits.end(action)
@@ -369,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
                                   min_labels=args.min_labels)
         elif args.command == "feedback":
             result = rollouts.feedback(B.labels_from_file(args.file, args.key, args.label))
-            print(f"feedback: {result.accepted} labels applied, {result.duplicates} already "
-                  f"labelled, {len(result.unknown)} for keys the bandit never routed (kept in "
-                  f"{args.config_dir}/{B.UNMATCHED_FILE})")
+            print(f"feedback: {result.accepted} labels applied, {result.held} held while "
+                  f"paused, {result.contaminated} inside a contamination mark (not learned), "
+                  f"{result.duplicates} already labelled, {len(result.unknown)} for keys the "
+                  f"bandit never routed (kept in {args.config_dir}/{B.UNMATCHED_FILE})")
         elif args.command == "pause":
             _pause(rollouts, args)
         elif args.command == "resume":
