@@ -245,30 +245,39 @@ class Rollouts:
 
 
 def _pause(rollouts: Rollouts, args: argparse.Namespace) -> None:
+    """Validate and record the pause first, then move the endpoint's traffic: a refused pause
+    changes nothing, and a move that fails leaves no pause recorded for traffic that did not
+    move."""
     if args.vertex_endpoint and (args.fallback != "previous" or not args.deployed_id):
         raise RolloutError("a Vertex endpoint answers only with a deployed model: pause it with "
                            "--fallback previous --deployed-id ID (the previous model's id)")
-    moved = vertex_split.take_all(args.vertex_endpoint, args.deployed_id) \
-        if args.vertex_endpoint else None
     rollout = rollouts.pause(args.fallback, args.version, args.constant)
-    if moved is not None:
-        rollout.pause["vertex"] = {"endpoint": args.vertex_endpoint, "split": moved}
-        model_config.write(rollouts.config_dir, rollouts.model_name, rollouts.config_base_path,
-                           rollout)
-        print(f"{args.vertex_endpoint}: all traffic to {args.deployed_id} (was {moved})")
+    if not args.vertex_endpoint:
+        return
+    try:
+        moved = vertex_split.take_all(args.vertex_endpoint, args.deployed_id)
+    except Exception:
+        rollouts.resume()  # nothing was held yet: the pause is taken back as it was made
+        raise
+    rollout.pause["vertex"] = {"endpoint": args.vertex_endpoint, "split": moved}
+    model_config.write(rollouts.config_dir, rollouts.model_name, rollouts.config_base_path,
+                       rollout)
+    print(f"{args.vertex_endpoint}: all traffic to {args.deployed_id} (was {moved})")
 
 
 def _resume(rollouts: Rollouts, args: argparse.Namespace) -> None:
+    """Restore the endpoint's split first, then clear the pause: a restore that fails leaves
+    the pause, and the split to restore, recorded."""
     vertex = rollouts.state().pause.get("vertex")
+    endpoint = args.vertex_endpoint or (vertex or {}).get("endpoint")
+    if endpoint and vertex:
+        vertex_split.restore(endpoint, vertex["split"])
+        print(f"{endpoint}: traffic split restored to {vertex['split']}")
     _, held = rollouts.resume(tuple(marks.active(rollouts.control_dir or "")))
     if held.accepted or held.contaminated:
         print(f"resume: {held.accepted} label(s) held during the pause applied"
               + (f", {held.contaminated} from a contaminated period not learned"
                  if held.contaminated else ""))
-    endpoint = args.vertex_endpoint or (vertex or {}).get("endpoint")
-    if endpoint and vertex:
-        vertex_split.restore(endpoint, vertex["split"])
-        print(f"{endpoint}: traffic split restored to {vertex['split']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,3 +85,48 @@ def test_pause_moves_a_vertex_endpoints_traffic_to_the_previous_model_and_resume
     assert rollout.main([*common, "resume", "--reason", "stock counts fixed"]) == 0
     assert V.OfflineEndpoint(endpoint.name).traffic_split == before
     assert [r.action for r in records.read(str(control))] == ["pause", "resume"]
+
+
+def test_a_refused_pause_moves_no_traffic_and_a_failed_restore_keeps_the_pause(
+        tmp_path, exported_models, monkeypatch, capsys):
+    """Validate first, move traffic second; restore before clearing: a pause that cannot be
+    made leaves the endpoint as it was, and a resume whose restore fails leaves the pause
+    (and the split to restore) recorded, so nothing is lost."""
+    from google.cloud import aiplatform
+
+    from pipeline.orchestration import vertex_boundary as V
+    from serving import model_config, rollout
+
+    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
+    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
+    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
+    image = "europe-docker.pkg.dev/acme/taxi/serving:1"
+    for name, model, share in (("v3", exported_models[0], 20), ("v4", exported_models[1], 80)):
+        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
+                                                         deployed_model_display_name=name)
+    ids = {m.display_name: m.id for m in endpoint.list_models()}
+    base, config = tmp_path / "serving", tmp_path / "config"
+    push(exported_models[0], base, 3)
+    push(exported_models[1], base, 4)
+    common = ["--model-name", MODEL, "--model-base-path", str(base), "--config-dir",
+              str(config), "--control-dir", str(tmp_path / "control")]
+    before = dict(V.OfflineEndpoint(endpoint.name).traffic_split)
+    assert rollout.main([*common, "pause", "--fallback", "previous", "--version", "99",
+                         "--reason", "x", "--vertex-endpoint", "taxi-endpoint",
+                         "--deployed-id", ids["v3"]]) == 2
+    assert "version 99 is not pushed" in capsys.readouterr().err
+    assert V.OfflineEndpoint(endpoint.name).traffic_split == before
+    assert not model_config.load_state(config).pause
+    assert rollout.main([*common, "pause", "--fallback", "previous", "--reason", "flooded",
+                         "--vertex-endpoint", "taxi-endpoint", "--deployed-id", ids["v3"]]) == 0
+    monkeypatch.setattr(rollout.vertex_split, "restore", _unreachable)
+    assert rollout.main([*common, "resume", "--reason", "fixed"]) == 2
+    kept = model_config.load_state(config).pause
+    assert kept and kept["vertex"]["split"] == before
+    assert V.OfflineEndpoint(endpoint.name).traffic_split == {ids["v3"]: 100}
+
+
+def _unreachable(endpoint, split):
+    from serving.model_config import RolloutError
+
+    raise RolloutError(f"{endpoint}: the endpoint could not be reached")
