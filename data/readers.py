@@ -409,7 +409,10 @@ def columns_of(path: str, delimiter: str | None = None) -> list[str]:
     if file_format(path) == "parquet":
         import pyarrow.parquet as pq
 
-        return [n for n in pq.read_schema(_open(path)).names if not INDEX.match(n)]
+        try:
+            return [n for n in pq.read_schema(_open(path)).names if not INDEX.match(n)]
+        except (pa.ArrowInvalid, OSError):  # not Parquet after all: the reader says so
+            return []
     head = _head(path)
     if not head.strip():
         return []

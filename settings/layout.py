@@ -66,19 +66,16 @@ class Layout(Settings):
         "output_root", "pipeline_root", "metadata_path", "serving_dir", "schema_dir", "problem_dir",
         "serving_config_dir", "serving_request_log", "control_dir")
 
-    problem_dir: str = setting(str(SCHEMA_DIR), "the problem: a folder with problem.yaml "
-                                                "(label, task, features) and its curated "
-                                                "schema.pbtxt (python -m tools.problem init "
-                                                "writes one for your table)")
-    pipeline_name: str = setting("", "pipeline name in MLMD (default: the problem's name)")
+    problem_dir: str = setting(str(SCHEMA_DIR), "problem.yaml and its schema.pbtxt "
+                                                "(python -m tools.problem init)")
+    pipeline_name: str = setting("", "pipeline name in MLMD (default: the problem's)")
     output_root: str = setting(str(PROJECT_ROOT / "outputs"),
                                "parent of pipeline root, metadata and serving dir")
     pipeline_root: str = setting("", "artifacts (default OUTPUT_ROOT/pipelines/NAME)")
     metadata_path: str = setting("", "MLMD SQLite file (default OUTPUT_ROOT/metadata/NAME.db)")
     serving_dir: str = setting("", "versioned dir TF Serving watches "
                                    "(default OUTPUT_ROOT/serving/NAME)")
-    schema_dir: str = setting("", "curated schema directory (default: PROBLEM_DIR; in a "
-                                  "compiled job, its copy in the image)")
+    schema_dir: str = setting("", "curated schema directory (default: PROBLEM_DIR)")
     serving_model_name: str = setting("", "model name in TF Serving URLs (default PIPELINE_NAME)")
     serving_config_dir: str = setting("", "models.config and rollout state "
                                           "(default OUTPUT_ROOT/tf_serving/NAME)")
