@@ -191,6 +191,7 @@ class RolloutVersions:
         self.failed: dict[int, str] = {}  # version -> why it did not load
         self.rng = random.Random(seed)
         self._checked = -math.inf
+        self.version_known = False  # a state was read: a later failed read keeps it
         self._refresh()
         if not self.pushed:
             raise FileNotFoundError(f"no pushed model version under {serving_dir}: run the "
@@ -219,7 +220,15 @@ class RolloutVersions:
     def _refresh(self) -> None:
         from serving import versions
 
-        snapshot = answering.Snapshot.read(self.config_dir)
+        try:
+            snapshot = answering.Snapshot.read(self.config_dir)
+        except Exception as e:  # noqa: BLE001 - unreadable is not "not paused"
+            if self.version_known:
+                log.error("stream: the rollout state at %s could not be read; answering by "
+                          "the state read before: %s", self.config_dir, e)
+                return
+            raise
+        self.version_known = True
         if snapshot.pause != self.snapshot.pause:
             log.warning("stream: %s", f"PAUSED, {snapshot.pause.fallback} answers: "
                         f"{snapshot.pause.reason}" if snapshot.pause else "resumed")
@@ -616,6 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.bigquery_table and not Path(args.serving_dir).is_dir():
         print(f"serving.stream: no pushed model under {args.serving_dir}: run the pipeline "
               "first (make run)", file=sys.stderr)
+        return 2
+    if args.bigquery_table and "://" not in (args.config_dir or ""):
+        print(f"serving.stream: a Dataflow job's workers cannot read --config-dir "
+              f"{args.config_dir or '(none)'} on this machine, so a pause or a rollback would "
+              "never reach them: give the rollout's folder in Cloud Storage (--config-dir "
+              "gs://BUCKET/PATH, as serving.rollout --config-dir writes it)", file=sys.stderr)
         return 2
     from serving import versions
 

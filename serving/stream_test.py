@@ -283,3 +283,29 @@ def test_the_stream_answers_by_the_rollout_a_rollback_and_a_fallback_that_fails(
     reasons = {d["reason"] for d in dead_letters(tmp_path / "out2")}
     assert len(reasons) == 1 and "version 1" in next(iter(reasons)) and \
         "did not load" in next(iter(reasons)), reasons
+
+
+def test_a_pause_in_a_remote_rollout_folder_reaches_the_stream(serving, rows, tmp_path,
+                                                                capsys):
+    """On Dataflow the rollout state lives in Cloud Storage: read through TensorFlow's file
+    systems (`ram://` here, as `gs://` there), a pause there holds for the stream; and a
+    Dataflow job given a folder on the submitting machine is refused before it starts."""
+    import tensorflow as tf
+
+    from serving.rollout import Rollouts
+
+    local = tmp_path / "config"
+    Rollouts(MODEL, serving, local, reason="flooded warehouse").pause("constant", constant=0.4)
+    remote = f"ram://{tmp_path.name}/config"
+    tf.io.gfile.makedirs(remote)
+    tf.io.gfile.copy(str(local / "rollout.json"), f"{remote}/rollout.json", overwrite=True)
+    events = TestStream().advance_watermark_to(0).add_elements(
+        [TimestampedValue(event(r, str(i), 10 + i), 10 + i) for i, r in enumerate(rows[:4])]
+    ).advance_watermark_to_infinity()
+    found = run_test_stream(events, serving, tmp_path / "out", config_dir=remote)
+    assert found == {"events": 4, "predictions": 4, "dead_letters": 0}
+    assert set(predictions(tmp_path / "out")["probability"]) == {0.4}
+    assert stream.main(["--pubsub-subscription", "projects/p/subscriptions/s",
+                        "--bigquery-table", "p:d.t", "--serving-dir", str(serving),
+                        "--config-dir", str(local)]) == 2
+    assert "cannot read --config-dir" in capsys.readouterr().err
