@@ -37,7 +37,7 @@ CHEAP = [
     ("-m serving.hybrid analyze --request-log {tmp}/none.jsonl", 2, "no such request log"),
     ("-m serving.batch_predict --input {tmp}/none.csv --output {tmp}/p.parquet", 2,
      "no pushed model version"),
-    ("-m serving.stream --watch {tmp}/none", 2, ""),
+    ("-m serving.stream --watch {tmp}/none", 2, "no pushed model under"),
     ("-m monitoring.monitor --log {tmp}/none.jsonl", 2, "no request log"),
     ("-m tools.backtest --data-root {tmp}/empty", 2, "no data files"),
     ("-m tools.marks list", 0, "active marks (0)"),
