@@ -22,12 +22,21 @@ BATCH = 8192
 
 
 def active(marks_json: str, control_dir: str) -> list[marks_lib.Mark]:
-    """The marks given when the pipeline was built, and those in the control folder now
-    (a scheduled job compiled before a mark still honours it), each once."""
-    found = {m.id: m for m in marks_lib.from_json(marks_json)}
+    """The marks in force when the step runs: the control folder's audit log, which holds
+    every mark and every removal (a job compiled before a mark honours it, and one compiled
+    before a removal no longer does); without a folder, those given when it was built."""
     if control_dir:
-        found.update({m.id: m for m in marks_lib.active(control_dir)})
-    return list(found.values())
+        return marks_lib.active(control_dir)
+    return marks_lib.from_json(marks_json)
+
+
+def digest(marks: list[marks_lib.Mark]) -> str:
+    """A short digest of the marks rows were cleaned of: part of the cache keys of what was
+    computed from those rows."""
+    import hashlib
+
+    return hashlib.sha256(marks_lib.to_json(sorted(marks, key=lambda m: m.id)).encode()
+                          ).hexdigest()[:16] if marks else ""
 
 
 def _columns(records: list[bytes], names: set[str]) -> dict[str, np.ndarray]:

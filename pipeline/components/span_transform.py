@@ -27,7 +27,8 @@ from pipeline.components.span_window import SOURCES_FILE
 
 
 def span_dataset_key(file_pattern: str) -> str | None:
-    """`span-N-<digest of the span artifact>` for a window split's files, or None when the
+    """`span-N-<digest of the span artifact and its marks>` for a window split's files, or
+    None when the
     pattern is not a window split with a recorded source (TFX's own key is kept then)."""
     split_dir = os.path.dirname(str(file_pattern))
     split = os.path.basename(split_dir).removeprefix("Split-")
@@ -38,7 +39,7 @@ def span_dataset_key(file_pattern: str) -> str | None:
         source = json.load(f).get(split)
     if not source:
         return None
-    digest = hashlib.sha256(source["uri"].encode()).hexdigest()[:16]
+    digest = hashlib.sha256((source["uri"] + source.get("marks", "")).encode()).hexdigest()[:16]
     return f"span-{source['span']}-{digest}"
 
 

@@ -58,3 +58,29 @@ def test_a_re_ingested_span_is_a_new_key(tmp_path):
 
 def test_files_outside_a_window_keep_tfxs_key(tmp_path):
     assert span_dataset_key(str(tmp_path / "Split-train" / "*")) is None
+
+
+def test_a_mark_changes_the_keys_and_a_removal_reaches_a_job_compiled_before_it(tmp_path):
+    """The analyzer cache of a span is keyed by the marks its rows were cleaned of: a new
+    mark on an older span is analysed again without the marked rows. And the control
+    folder decides which marks hold when a step runs: a job compiled while a mark was
+    active (its marks parameter) stops honouring it once it is removed."""
+    from control import marks
+    from pipeline.components import contamination
+
+    control = str(tmp_path / "control")
+    one = _span(tmp_path, 1)
+    clean = _window(tmp_path, "clean", [one], 1)
+    mark = marks.add(control, 0, 10, "trip_start_timestamp", "a broken sensor")
+    compiled = marks.to_json(marks.active(control))  # what a job compiled now carries
+    window = standard_artifacts.Examples()
+    window.uri = str(tmp_path / "marked")
+    SpanWindow.EXECUTOR_SPEC.executor_class().Do(
+        {"examples": [one]}, {"window": [window]},
+        {"spans": 1, "marks": compiled, "control_dir": control})
+    assert span_dataset_key(f"{clean}/Split-train_0/*") != \
+        span_dataset_key(f"{window.uri}/Split-train_0/*")
+    assert [m.id for m in contamination.active(compiled, control)] == [mark.id]
+    marks.remove(control, mark.id, "the sensor was fine")
+    assert contamination.active(compiled, control) == []
+    assert [m.id for m in contamination.active(compiled, "")] == [mark.id]

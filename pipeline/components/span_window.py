@@ -161,8 +161,11 @@ def SpanWindow(
     window.set_string_custom_property(
         "spans", json.dumps([int(a.span or 0) for a in newest_first]))
     _copy_split(newest, window)
-    # Which span artifact each split holds: SpanTransform keys its analyzer cache by it.
-    sources = {split: {"span": int(a.span or 0), "uri": a.uri}
+    # Which span artifact each split holds, and the marks its rows were cleaned of:
+    # SpanTransform keys its analyzer cache by both, so a mark on an older span is analysed
+    # again without the marked rows instead of read from the cache with them.
+    marks_digest = contamination.digest(honoured)
+    sources = {split: {"span": int(a.span or 0), "uri": a.uri, "marks": marks_digest}
                for split, a in zip(splits, newest_first, strict=False)}
     with fileio.open(os.path.join(window.uri, SOURCES_FILE), "w") as f:
         f.write(json.dumps(sources))
