@@ -67,6 +67,31 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def without_marked(rows: list[dict[str, str]], control_dir: str) -> list[dict[str, str]]:
+    """The rows no active contamination mark covers (control/marks.py), as every run of
+    the pipeline leaves them out; the count left out is logged."""
+    from control import marks
+
+    active = marks.active(control_dir) if control_dir else []
+    if not active or not rows:
+        return rows
+    keep = np.ones(len(rows), bool)
+    for mark in active:
+        seconds = np.array([_seconds(r.get(mark.column, "")) for r in rows], dtype=float)
+        columns = {name: np.array([r.get(name, "") for r in rows], dtype=object)
+                   for name in mark.where}
+        keep &= ~mark.covers(seconds, columns)
+    log.info("contamination marks leave out %d of %d rows", int((~keep).sum()), len(rows))
+    return [r for r, k in zip(rows, keep, strict=True) if k]
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def origins(rows: list[dict[str, str]], time_column: str, period: str, count: int,
             min_train: int, min_test: int) -> list[tuple[str, list[int], list[int]]]:
     """(period, train row indices, test row indices) of the newest `count` origins that have
@@ -233,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     def work():
-        rows = read_rows(args.data_root)
+        rows = without_marked(read_rows(args.data_root), config.control_dir)
         return backtest(rows, args.out / "work", args.period, args.origins, args.steps,
                         config.hparams, config.seed, config.time_column, args.min_rows,
                         max(1, args.min_rows // 10))

@@ -45,3 +45,16 @@ def test_too_little_history_is_refused_with_what_to_change(tmp_path, monkeypatch
     monkeypatch.setenv("TAXI_OUTPUT_ROOT", str(tmp_path / "outputs"))
     assert backtest.main(["--data-root", str(data)]) == 2
     assert "try a shorter --period or lower --min-rows" in capsys.readouterr().err
+
+
+def test_the_backtest_leaves_out_what_contamination_marks_cover(tmp_path):
+    from control import marks
+    from tools import backtest
+
+    rows = [{"trip_start_timestamp": str(t), "payment_type": p}
+            for t, p in ((100, "Cash"), (150, "Card"), (300, "Cash"))]
+    control = str(tmp_path / "control")
+    assert backtest.without_marked(rows, control) == rows
+    marks.add(control, 100, 200, "trip_start_timestamp", "a broken meter",
+              where={"payment_type": "Cash"})
+    assert backtest.without_marked(rows, control) == rows[1:]
