@@ -205,9 +205,11 @@ class BanditStore:
             return bandit
 
     def routed(self, version: int, keys_and_probabilities: list[tuple[str, float]],
-               rows: int) -> list[str]:
-        """Records `rows` routed to `version`, and the keyed ones in the ledger; returns the
-        keys already in the ledger instead (recording nothing): each id is answered once."""
+               rows: int, features: list[dict] | None = None) -> list[str]:
+        """Records `rows` routed to `version`, and the keyed ones in the ledger (with each
+        row's raw values, which a contamination mark's filter is checked against); returns
+        the keys already in the ledger instead (recording nothing): each id is answered
+        once."""
         with self.locked():
             bandit = self.load()
             if bandit is None or version not in {a.version for a in bandit.arms}:
@@ -221,9 +223,14 @@ class BanditStore:
             if keys_and_probabilities:
                 with open(self.dir / LEDGER_FILE, "a", encoding="utf-8") as f:
                     now = time.time()
+                    rows_of = features if features and len(features) == len(
+                        keys_and_probabilities) else [None] * len(keys_and_probabilities)
                     f.writelines(json.dumps({"key": k, "version": version, "p": p,
-                                             "time": now}) + "\n"
-                                 for k, p in keys_and_probabilities)
+                                             "time": now,
+                                             **({"features": r} if r is not None else {})},
+                                            default=str) + "\n"
+                                 for (k, p), r in zip(keys_and_probabilities, rows_of,
+                                                      strict=True))
             self.save(bandit)
         return []
 
@@ -351,11 +358,23 @@ class BanditStore:
 
 
 def _contaminated(record: dict, marks: Collection) -> bool:
-    """Whether a ledger record's request was served inside a mark (marks with a `where`
-    filter name data columns the ledger does not hold: they apply to training data only)."""
+    """Whether a ledger record's request was served inside a mark: its time within the
+    stretch and, for a mark with a `where` filter, its raw values matching every one (a
+    request whose values were not recorded is taken as matching: a mark means "learn
+    nothing from this", and nothing says it is outside)."""
+    from control.marks import _text
+
     served = record.get("time")
-    return served is not None and any(
-        not m.where and m.start <= served < m.end for m in marks)
+    if served is None:
+        return False
+    for mark in marks:
+        if not mark.start <= served < mark.end:
+            continue
+        values = record.get("features")
+        if not mark.where or values is None or all(
+                _text(values.get(k)) == v for k, v in mark.where.items()):
+            return True
+    return False
 
 
 def parse_label(value: Any, where: str) -> int:

@@ -166,6 +166,27 @@ def test_labels_of_requests_served_inside_a_contamination_mark_are_not_learned(s
     assert sum(a.labels for a in B.BanditStore(config).load().arms) == 0
 
 
+def test_a_mark_with_a_filter_holds_for_the_bandit_on_the_rows_it_names(served, rows):
+    """A mark on cash trips only: labels of cash requests in the stretch are not learned,
+    those of other requests in it are."""
+    base, config, control, server, _ = served
+    Rollouts(MODEL, base, config).start_bandit([1, 2], None, reward="accuracy")
+    assert wait_for(lambda: predict(server.url, rows[:1])[2]["X-Served-By"].endswith("bandit"),
+                    seconds=LOAD)
+    cash = [r for r in rows if r.get("payment_type") == "Cash"][:2]
+    card = [r for r in rows if r.get("payment_type") not in ("Cash", "", None)][:2]
+    assert len(cash) == 2 and len(card) == 2
+    start = int(time.time()) - 1
+    for i, row in enumerate(cash + card):
+        predict(server.url, [row], request_id=f"trip-{i}")
+    marks.add(control, start, int(time.time()) + 1, "request time", "a broken card reader",
+              where={"payment_type": "Cash"}, who="ops-anna")
+    time.sleep(3 * POLL)
+    status, reply, _ = post_json(f"{server.url}/v1/models/{MODEL}:feedback", {"labels": [
+        {"key": f"trip-{i}", "label": 0} for i in range(4)]})
+    assert status == 200 and reply["contaminated"] == 2 and reply["accepted"] == 2, reply
+
+
 def test_a_router_that_has_not_polled_yet_says_the_server_s_fallback_answered(served, rows):
     """Between a pause and the router's next poll, the server already answers with its
     fallback: the router passes on what the server says, not its own routing."""

@@ -262,6 +262,13 @@ def _decode_raw(body: dict, max_batch: int) -> tuple[dict[str, tf.Tensor], bool]
     return M.instance_tensors(instances), row_format
 
 
+def rows_of(inputs: Mapping[str, tf.Tensor]) -> list[dict[str, Any]]:
+    """The raw signature's input tensors as one dict of plain values per row."""
+    columns = {name: _json_values(tensor.numpy().tolist()) for name, tensor in inputs.items()}
+    size = len(next(iter(columns.values()))) if columns else 0
+    return [{name: values[i] for name, values in columns.items()} for i in range(size)]
+
+
 def _json_values(value: Any) -> Any:
     """String outputs (a multiclass model's class names) as text, as TF Serving writes
     them: JSON has no bytes."""

@@ -142,7 +142,7 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
         if "X-Paused" in headers:  # the server paused before this router's next poll: its
             return self._reply(status, data, headers)  # fallback answered, and says so
         if route == "bandit" and status == HTTPStatus.OK:
-            taken = self._record(version, data)
+            taken = self._record(version, data, body)
             if taken:
                 return self._error(HTTPStatus.CONFLICT, bandit.already_answered(taken))
         self._reply(status, data, {**headers, "X-Served-By": f"{version};{route}"})
@@ -177,7 +177,7 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
         self._reply(HTTPStatus.OK, json.dumps({key: [paused.constant] * count}).encode(),
                     headers)
 
-    def _record(self, version: int, data: bytes) -> list[str]:
+    def _record(self, version: int, data: bytes, body: bytes) -> list[str]:
         """Writes a bandit-routed answer's keys to the ledger; the keys it already held
         instead (nothing recorded: the answer is not given)."""
         try:
@@ -186,7 +186,8 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
             rows = response.get("predictions", response.get("outputs"))
             count = len(rows) if isinstance(rows, list) else \
                 len(next(iter(rows.values()))) if isinstance(rows, dict) and rows else 1
-            return self.server.state.store.routed(version, keyed, count)
+            return self.server.state.store.routed(version, keyed, count,
+                                                  _request_rows(body))
         except (ValueError, TypeError, StopIteration):
             log.warning("could not read the keys of a bandit-routed answer; not recorded")
             return []
@@ -241,6 +242,22 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
                                 f"TF Serving at {self.server.upstream} did not answer: "
                                 f"{type(e).__name__}: {e}")
         return None, b"", {}
+
+
+def _request_rows(body: bytes) -> list[dict] | None:
+    """A :predict body's rows as sent (row or columnar format), for the bandit's ledger;
+    None when it holds no raw rows."""
+    try:
+        request = json.loads(body or b"null")
+        if "instances" in request and all(isinstance(r, dict) for r in request["instances"]):
+            return request["instances"]
+        columns = request.get("inputs")
+        if isinstance(columns, dict) and columns:
+            size = len(next(iter(columns.values())))
+            return [{k: v[i] for k, v in columns.items()} for i in range(size)]
+    except (ValueError, TypeError, AttributeError, IndexError, StopIteration):
+        pass
+    return None
 
 
 class Router(connections.BoundedServer):

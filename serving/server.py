@@ -409,7 +409,9 @@ class Handler(body_limits.LimitedBody, connections.BoundedHandler):
             response = payloads.encode_predictions(outputs, rows)
             if route == "bandit":
                 taken = repo.bandit.routed(
-                    chosen.version, bandit.keyed_probabilities(response, request_id), size)
+                    chosen.version, bandit.keyed_probabilities(response, request_id), size,
+                    payloads.rows_of(inputs) if signature_name == payloads.RAW_SIGNATURE
+                    else None)
                 if taken:
                     raise Conflict(bandit.already_answered(taken))
             from_table = [p is not None for p in found] if found else None
