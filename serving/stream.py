@@ -97,10 +97,15 @@ class ParseEvent(beam.DoFn):
     or a dead letter with the reason."""
 
     def __init__(self, key_field: str = "key", time_field: str = "event_time",
-                 tally: str = ""):
+                 tally: str = "", problem_dir: str = ""):
         self.key_field, self.time_field, self.tally = key_field, time_field, tally
+        self.problem_dir = problem_dir  # the contract the served model carries
         self.events = beam.metrics.Metrics.counter(NAMESPACE, "events")
         self.dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+
+    def setup(self):
+        if self.problem_dir:  # on every worker: the rows are read by the model's contract
+            P.activate(P.load(self.problem_dir))
 
     def start_bundle(self):
         self.seen = 0
@@ -455,8 +460,15 @@ def score(events: beam.PCollection, settings: StreamSettings, tally: str = ""
           ) -> tuple[beam.PCollection, beam.PCollection]:
     """Events -> (prediction rows, dead letters), both in event-time windows; `tally`: a
     file the events read are counted in (local runs)."""
+    from serving import versions
+
+    newest = versions.newest_version(settings.serving_dir)
+    problem_dir = f"{versions.version_dir(settings.serving_dir, newest)}/" \
+        f"{P.MODEL_PROBLEM_DIR}" if newest is not None else ""
+    if problem_dir and P.from_model(versions.version_dir(settings.serving_dir, newest)) is None:
+        problem_dir = ""  # a model exported before the problem travelled with it
     parsed = events | "Contract" >> beam.ParDo(
-        ParseEvent(settings.key_field, settings.time_field, tally)).with_outputs(
+        ParseEvent(settings.key_field, settings.time_field, tally, problem_dir)).with_outputs(
             DEAD, main=VALID)
     windowing = window.FixedWindows(settings.window_seconds)
     lateness = settings.allowed_lateness_seconds

@@ -136,6 +136,36 @@ def test_the_pushed_model_answers_with_its_contract_online_and_in_batch(own_prob
     assert expected[problem.task] <= set(scored.columns)
 
 
+def test_the_stream_scores_a_binary_problem_and_refuses_the_others_in_one_line(own_problem,
+                                                                             tmp_path):
+    """The stream's warehouse rows carry one probability per event: a binary problem's
+    rows are scored (the contract the model carries), another task is refused before the
+    job starts."""
+    import csv
+
+    table, _, output_root, problem, _ = own_problem
+    serving_dir = f"{output_root}/serving/{problem.name}"
+    watch, out = tmp_path / "watch", tmp_path / "out"
+    watch.mkdir()
+    with open(public.materialize(table), newline="") as f:
+        rows = [{k: v for k, v in r.items() if k not in problem.label.columns()}
+                for r, _ in zip(csv.DictReader(f), range(20), strict=False)]
+    with open(watch / "events.jsonl", "w") as f:
+        for i, row in enumerate(rows):
+            f.write(json.dumps({"key": str(i), "event_time": 1700000000 + i, **row}) + "\n")
+    done = command("-m", "serving.stream", "--watch", str(watch), "--out", str(out),
+                   "--serving-dir", serving_dir, "--config-dir", str(tmp_path / "config"),
+                   "--stop-after", "20", "--interval", "1",
+                   env={"TAXI_OUTPUT_ROOT": str(tmp_path / "o")})
+    if problem.task != "binary":
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert done.returncode == 2 and len(lines) == 1 and "binary problems" in lines[0], \
+            done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "20 events in = 20 predictions + 0 dead letters" in done.stdout, done.stdout
+
+
 def test_tables_that_are_not_the_problem_s_stop_at_the_gate_in_one_line(tmp_path):
     """Another dataset, a header in upper case, decimal commas: exit 2 and one line naming
     the whole-file cause, before any component ends in a traceback."""
