@@ -57,7 +57,8 @@ def test_label_is_tip_over_twenty_percent_of_fare(transformed):
 
 def test_every_feature_has_a_transformed_output(transformed):
     expected = {f.transformed for f in F.FEATURES} | {f.bucket_name for f in F.by_kind(F.Kind.GEO)}
-    assert expected | {F.LABEL_XF, *F.TIME_SLICES} == set(transformed)
+    observed = {F.OBSERVED_SLICE} if F.PROBLEM.label.observed else set()
+    assert expected | {F.LABEL_XF, *F.TIME_SLICES} | observed == set(transformed)
 
 
 def test_numeric_is_zscored_and_missing_takes_the_mean(transformed):

@@ -154,7 +154,8 @@ def test_the_command_line_starts_feeds_and_shows_a_bandit(tmp_path, exported_mod
     B.BanditStore(config).routed(2, [("trip-7", 0.8)], rows=1)
     (tmp_path / "labels.csv").write_text("key,label\ntrip-7,1\ntrip-8,0\n")
     assert rollout.main([*where, "feedback", str(tmp_path / "labels.csv")]) == 0
-    assert "1 labels applied, 0 already labelled, 1 for keys the bandit never routed" in \
+    assert "1 labels applied, 0 held while paused, 0 inside a contamination mark (not " \
+        "learned), 0 already labelled, 1 for keys the bandit never routed" in \
         capsys.readouterr().out
     (tmp_path / "bad.csv").write_text("key,label\ntrip-9,2\n")
     assert rollout.main([*where, "feedback", str(tmp_path / "bad.csv")]) == 2
