@@ -603,7 +603,8 @@ def run_fn(fn_args) -> None:
     chief's model, which TFX checks for on every replica."""
     custom = dict(fn_args.custom_config or {})
     problem = P.from_custom_config(custom)  # the problem this Trainer was handed, with the
-    if fn_args.schema_path:  # schema as this Trainer received it (a job's machine has no other)
+    # schema as this Trainer received it where its own folder is not here (a job's machine)
+    if fn_args.schema_path and not tf.io.gfile.exists(problem.schema_file):
         P.activate(dataclasses.replace(problem, schema_path=fn_args.schema_path))
     hp = _hparams_from(fn_args)
     distribution = D.choose(custom.get("distribution") or "auto")

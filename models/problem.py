@@ -573,14 +573,21 @@ def activate(problem: Problem | str | None) -> Problem:
     return problem
 
 
+def adopt(problem: Problem | None) -> Problem:
+    """Makes a model's or a step's problem the active one, unless the active one is that
+    problem already (which then keeps its own folder and schema): None changes nothing."""
+    if problem is None:
+        return current()
+    with _lock:
+        if _active is not None and _active.to_dict() == problem.to_dict():
+            return _active
+    return activate(problem)
+
+
 def from_custom_config(custom_config: Mapping[str, Any] | None) -> Problem:
     """The problem a component was handed (custom_config["problem"]), made active; the
     active one stays (with its folder) when it is that problem."""
     text = (custom_config or {}).get("problem")
     if not text:
         return current()
-    handed = Problem.from_json(text)
-    with _lock:
-        if _active is not None and _active.to_dict() == handed.to_dict():
-            return _active
-    return activate(handed)
+    return adopt(Problem.from_json(text))

@@ -204,8 +204,7 @@ def predict_csv(input_path: Path, output_path: Path, model_dir: str, key: str = 
     from models.model import output_key
 
     problem = P.from_model(str(model_dir))  # the contract it was trained under
-    if problem is not None:
-        P.activate(problem)
+    P.adopt(problem)
     check_columns(input_path, key)
     task = P.current().task
     classes = list(P.current().label.classes)

@@ -26,8 +26,7 @@ def probe(model_dir: str, warmup_file: str, repeats: int = 3) -> dict:
     from serving import payloads
 
     problem = P.from_model(model_dir)
-    if problem is not None:
-        P.activate(problem)
+    P.adopt(problem)
     task = P.current().task
     started = time.perf_counter()
     model = tf.saved_model.load(model_dir)

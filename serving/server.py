@@ -209,8 +209,7 @@ class ModelRepository:
         started = time.monotonic()
         try:
             problem = P.from_model(str(path))  # the contract it was trained under
-            if problem is not None:
-                P.activate(problem)
+            P.adopt(problem)
             model = tf.saved_model.load(str(path))
             if payloads.RAW_SIGNATURE not in model.signatures:
                 raise ValueError(f"no {payloads.RAW_SIGNATURE!r} signature")

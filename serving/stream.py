@@ -105,7 +105,7 @@ class ParseEvent(beam.DoFn):
 
     def setup(self):
         if self.problem_dir:  # on every worker: the rows are read by the model's contract
-            P.activate(P.load(self.problem_dir))
+            P.adopt(P.load(self.problem_dir))
 
     def start_bundle(self):
         self.seen = 0
@@ -252,8 +252,7 @@ class RolloutVersions:
         path = versions.version_dir(self.serving_dir, version)
         try:
             problem = P.from_model(str(path))  # the contract it was trained under
-            if problem is not None:
-                P.activate(problem)
+            P.adopt(problem)
             model = tf.saved_model.load(path)
             signature = model.signatures[payloads.RAW_SIGNATURE]
             warmup = f"{path}/{payloads.WARMUP_FILE}"

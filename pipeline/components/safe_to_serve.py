@@ -47,8 +47,7 @@ def check(model_path: str, examples_uri: str, output_uri: str, model_name: str,
     from serving.payloads import WARMUP_FILE, warmup_records
 
     problem = P.from_model(model_path)  # the contract the model was trained under
-    if problem is not None:
-        P.activate(problem)
+    P.adopt(problem)
     stamped = path_utils.stamped_model_path(output_uri)
     io_utils.copy_dir(model_path, stamped)
     warmup_path = os.path.join(stamped, WARMUP_FILE)
