@@ -156,6 +156,15 @@ def header(path: str, head: bytes, delimiter: str | None = None) -> tuple[list[s
     return names, delimiter
 
 
+def _text_header(path: str, head: bytes, delimiter: str | None) -> tuple[list[str], str]:
+    """header(), or InputError naming the file when the header line is not UTF-8."""
+    try:
+        return header(path, head, delimiter)
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: the header line is not UTF-8 text ({e.reason} at byte "
+                         f"{e.start}): export the file as CSV UTF-8") from e
+
+
 Block = tuple[int, int]  # CSV: [start, stop) in bytes; Parquet: [first, stop) row groups
 
 
@@ -241,11 +250,7 @@ def read_batches(path: str, delimiter: str | None = None,
         log.warning("%s is empty: no rows", path)
         return
     _check_not_binary(path, head)
-    try:
-        names, delimiter = header(path, head, delimiter)
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: the header line is not UTF-8 text ({e.reason} at byte "
-                         f"{e.start}): export the file as CSV UTF-8") from e
+    names, delimiter = _text_header(path, head, delimiter)
     duplicated = sorted({n for n in names if names.count(n) > 1 and not INDEX.match(n)})
     if duplicated:
         raise InputError(f"{path}: column(s) {duplicated} appear more than once in the header")
@@ -417,11 +422,7 @@ def columns_of(path: str, delimiter: str | None = None) -> list[str]:
     if not head.strip():
         return []
     _check_not_binary(path, head)
-    try:
-        names, _ = header(path, head, delimiter)
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: the header line is not UTF-8 text ({e.reason} at byte "
-                         f"{e.start}): export the file as CSV UTF-8") from e
+    names, _ = _text_header(path, head, delimiter)
     return [n for n in names if not INDEX.match(n)]
 
 

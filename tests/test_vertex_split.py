@@ -55,23 +55,12 @@ def test_pause_moves_a_vertex_endpoints_traffic_to_the_previous_model_and_resume
         tmp_path, exported_models, monkeypatch, capsys):
     """Through the offline Vertex endpoint: Vertex answers only with a deployed model, so the
     fallback is the previous model's deployment; the split before the pause comes back."""
-    from google.cloud import aiplatform
-
     from control import records
     from pipeline.orchestration import vertex_boundary as V
     from serving import rollout
 
-    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
-    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
-    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
-    image = "europe-docker.pkg.dev/acme/taxi/serving:1"
-    for name, model, share in (("v3", exported_models[0], 20), ("v4", exported_models[1], 80)):
-        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
-                                                         deployed_model_display_name=name)
-    ids = {m.display_name: m.id for m in endpoint.list_models()}
-    base, config, control = tmp_path / "serving", tmp_path / "config", tmp_path / "control"
-    push(exported_models[0], base, 3)
-    push(exported_models[1], base, 4)
+    endpoint, ids, base = _two_deployments(tmp_path, monkeypatch, exported_models)
+    config, control = tmp_path / "config", tmp_path / "control"
     common = ["--model-name", MODEL, "--model-base-path", str(base), "--config-dir", str(config),
               "--control-dir", str(control)]
     before = dict(V.OfflineEndpoint(endpoint.name).traffic_split)
@@ -92,22 +81,11 @@ def test_a_refused_pause_moves_no_traffic_and_a_failed_restore_keeps_the_pause(
     """Validate first, move traffic second; restore before clearing: a pause that cannot be
     made leaves the endpoint as it was, and a resume whose restore fails leaves the pause
     (and the split to restore) recorded, so nothing is lost."""
-    from google.cloud import aiplatform
-
     from pipeline.orchestration import vertex_boundary as V
     from serving import model_config, rollout
 
-    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
-    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
-    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
-    image = "europe-docker.pkg.dev/acme/taxi/serving:1"
-    for name, model, share in (("v3", exported_models[0], 20), ("v4", exported_models[1], 80)):
-        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
-                                                         deployed_model_display_name=name)
-    ids = {m.display_name: m.id for m in endpoint.list_models()}
-    base, config = tmp_path / "serving", tmp_path / "config"
-    push(exported_models[0], base, 3)
-    push(exported_models[1], base, 4)
+    endpoint, ids, base = _two_deployments(tmp_path, monkeypatch, exported_models)
+    config = tmp_path / "config"
     common = ["--model-name", MODEL, "--model-base-path", str(base), "--config-dir",
               str(config), "--control-dir", str(tmp_path / "control")]
     before = dict(V.OfflineEndpoint(endpoint.name).traffic_split)
@@ -130,3 +108,24 @@ def _unreachable(endpoint, split):
     from serving.model_config import RolloutError
 
     raise RolloutError(f"{endpoint}: the endpoint could not be reached")
+
+
+def _two_deployments(tmp_path, monkeypatch, exported_models):
+    """The offline Vertex endpoint with versions 3 (20%) and 4 (80%) deployed, and both
+    pushed: (endpoint, deployed ids by name, serving base)."""
+    from google.cloud import aiplatform
+
+    from pipeline.orchestration import vertex_boundary as V
+
+    monkeypatch.setenv(V.ROOT_ENV, str(tmp_path / "vertex"))
+    monkeypatch.setattr(aiplatform, "Endpoint", V.OfflineEndpoint)
+    endpoint = V.OfflineEndpoint.create("taxi-endpoint")
+    image = "europe-docker.pkg.dev/acme/taxi/serving:1"
+    for name, model, share in (("v3", exported_models[0], 20), ("v4", exported_models[1], 80)):
+        V.OfflineModel.upload(name, model, image).deploy(endpoint, traffic_percentage=share,
+                                                         deployed_model_display_name=name)
+    ids = {m.display_name: m.id for m in endpoint.list_models()}
+    base = tmp_path / "serving"
+    push(exported_models[0], base, 3)
+    push(exported_models[1], base, 4)
+    return endpoint, ids, base
