@@ -43,6 +43,7 @@ def exported_models(transform_dir, tmp_path_factory):
 # worker at a time (`--dist loadscope`: module fixtures such as a pipeline run are made once).
 # The longest modules start first, so none of them is left to run alone at the end.
 SLOWEST_FIRST = ("tests/test_vertex_offline.py", "tests/test_pipeline_e2e.py",
+                 "tests/test_own_problem.py",
                  "tests/test_dynamic_training.py", "models/distribution_test.py",
                  "models/fault_tolerance_test.py",
                  "serving/stream_test.py", "tests/test_humans.py", "tests/test_leakage.py",
@@ -54,7 +55,8 @@ GIB_PER_WORKER = 4  # measured peak of a pipeline test with its subprocesses, pl
 # The modules that run a whole pipeline, a compiled job, a cluster or a streaming job: marked
 # `slow`, so `make test-fast` (pytest -m "not slow") leaves them out. `make test` and CI run
 # every test.
-SLOW = (*SLOWEST_FIRST, "tests/test_own_problem.py", "tests/test_vertex_runner.py",
+SLOW = (*SLOWEST_FIRST, "tests/test_own_problem.py", "tests/test_bench.py",
+        "tests/test_vertex_runner.py",
         "tests/test_kubeflow_runner.py", "tests/test_image.py", "tests/test_quiet_commands.py",
         "tools/backtest_test.py", "tests/test_bootstrap.py")
 
