@@ -165,6 +165,15 @@ def _keys(x_train: pd.Series, x_eval: pd.Series):
             x_eval.fillna("").astype(str).to_numpy())
 
 
+def _mean_by_key(keys_train, y_train, keys_eval, prior: float) -> np.ndarray:
+    """Each eval row's mean training label of its key (category or bin), shrunk towards
+    `prior` by 20 rows' weight; `prior` for a key training never saw."""
+    means = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
+        ["sum", "count"])
+    smoothed = (means["sum"] + 20 * prior) / (means["count"] + 20)
+    return pd.Series(keys_eval).map(smoothed).fillna(prior).to_numpy(float)
+
+
 def _binary_signal(train, evaluation, y_train, y_eval, skip: set) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
@@ -179,10 +188,7 @@ def _binary_signal(train, evaluation, y_train, y_eval, skip: set) -> dict[str, f
         if filled is not None and np.unique(filled).size > 1:
             auc = roc_auc_score(y_eval, filled)
             scores.append(max(auc, 1 - auc))
-        rates = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
-            ["sum", "count"])
-        smoothed = (rates["sum"] + 20 * prior) / (rates["count"] + 20)  # a category's rate
-        encoded = pd.Series(keys_eval).map(smoothed).fillna(prior).to_numpy(float)
+        encoded = _mean_by_key(keys_train, y_train, keys_eval, prior)  # a category's rate
         if np.unique(encoded).size > 1:
             scores.append(roc_auc_score(y_eval, encoded))
         if scores:
@@ -200,10 +206,7 @@ def _regression_signal(train, evaluation, y_train, y_eval, skip: set) -> dict[st
         if name in skip or name not in train:
             continue
         _, keys_train, keys_eval = _keys(train[name], evaluation[name])
-        means = pd.DataFrame({"k": keys_train, "y": y_train}).groupby("k")["y"].agg(
-            ["sum", "count"])
-        smoothed = (means["sum"] + 20 * prior) / (means["count"] + 20)
-        encoded = pd.Series(keys_eval).map(smoothed).fillna(prior).to_numpy(float)
+        encoded = _mean_by_key(keys_train, y_train, keys_eval, prior)
         r2 = 1.0 - float(np.sum((y_eval - encoded) ** 2)) / spread
         found[name] = round(max(0.0, r2), 4)
     return found
