@@ -2,9 +2,10 @@
 """Streaming predictions against one REST call per event, at the same offered rate, in one
 run: events/s scored and event-to-prediction latency (p50, p99).
 
-  stream   `python -m serving.stream --watch DIR` (Beam's local runner) in its own process;
-           events land as a JSONL file every --tick seconds, each with its event time = the
-           moment it was written; latency = the warehouse row's processing time - that
+  stream   `python -m serving.stream --watch DIR` (the folder source's event-time loop) in
+           its own process; events land as a JSONL file every --tick seconds, each with its
+           event time = the moment it was written; latency = the warehouse row's processing
+           time - that
   REST     the local server in its own process; one keep-alive client calls :predict once
            per event at the same pace; latency = the answer's time - the event's (its round
            trip, and the wait behind earlier events when the client falls behind)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +52,7 @@ def run_stream(serving_dir: str, rows: list[dict], rate: float, seconds: float, 
     incoming.mkdir(parents=True)
     job = subprocess.Popen(
         [sys.executable, "-m", "serving.stream", "--watch", str(incoming), "--out", str(out),
-         "--serving-dir", serving_dir, "--stop-after", str(seconds + 60), "--interval",
+         "--serving-dir", serving_dir, "--stop-after", str(seconds + 90), "--interval",
          str(tick), "--window-seconds", "10", "--poll-seconds", "3600"], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(30)  # start-up: TensorFlow, Beam, the model (not part of the figures)
@@ -63,6 +65,7 @@ def run_stream(serving_dir: str, rows: list[dict], rate: float, seconds: float, 
                                for i, r in enumerate(batch)))
         tmp.rename(incoming / f"{n:06d}.jsonl")
         count += len(batch)
+    job.send_signal(signal.SIGTERM)  # it reads what has landed, then ends
     job.communicate(timeout=seconds + 180)
     import pandas as pd
 

@@ -37,15 +37,15 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import datetime
 import fcntl
-import io
 import json
 import logging
 import math
 import random
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -162,17 +162,6 @@ def _append(path: str, lines: list[str]) -> None:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write("\n".join(lines) + "\n")
         fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def file_events(readable) -> Iterable[Any]:
-    """The events of a file that landed: JSON lines, or CSV rows (strings, '' absent)."""
-    text = readable.read_utf8()
-    if readable.metadata.path.endswith(".csv"):
-        yield from csv.DictReader(io.StringIO(text))
-        return
-    for line in text.splitlines():
-        if line.strip():
-            yield line
 
 
 # ---------------------------------------------------------------- the model
@@ -455,20 +444,24 @@ class StreamSettings:
     config_dir: str = ""  # serving.rollout's: a pause there is honoured
 
 
+def served_problem_dir(serving_dir: str) -> str:
+    """Where the newest pushed model keeps its problem (the contract events are read by),
+    or "" for a model exported before the problem travelled with it."""
+    from serving import versions
+
+    newest = versions.newest_version(serving_dir)
+    if newest is None or P.from_model(versions.version_dir(serving_dir, newest)) is None:
+        return ""
+    return f"{versions.version_dir(serving_dir, newest)}/{P.MODEL_PROBLEM_DIR}"
+
+
 def score(events: beam.PCollection, settings: StreamSettings, tally: str = ""
           ) -> tuple[beam.PCollection, beam.PCollection]:
     """Events -> (prediction rows, dead letters), both in event-time windows; `tally`: a
     file the events read are counted in (local runs)."""
-    from serving import versions
-
-    newest = versions.newest_version(settings.serving_dir)
-    problem_dir = f"{versions.version_dir(settings.serving_dir, newest)}/" \
-        f"{P.MODEL_PROBLEM_DIR}" if newest is not None else ""
-    if problem_dir and P.from_model(versions.version_dir(settings.serving_dir, newest)) is None:
-        problem_dir = ""  # a model exported before the problem travelled with it
     parsed = events | "Contract" >> beam.ParDo(
-        ParseEvent(settings.key_field, settings.time_field, tally, problem_dir)).with_outputs(
-            DEAD, main=VALID)
+        ParseEvent(settings.key_field, settings.time_field, tally,
+                   served_problem_dir(settings.serving_dir))).with_outputs(DEAD, main=VALID)
     windowing = window.FixedWindows(settings.window_seconds)
     lateness = settings.allowed_lateness_seconds
     valid = parsed[VALID] | "Windows" >> beam.WindowInto(
@@ -526,22 +519,6 @@ def bigquery_sinks(rows, dead, table: str) -> None:
             write_disposition=BigQueryDisposition.WRITE_APPEND)
 
 
-def watched_files(pipeline, folder: str, interval: float, stop_after: float | None):
-    """New .jsonl and .csv files under `folder`, each read once as it lands (Beam's
-    MatchContinuously: a real unbounded source on the local runner)."""
-    from apache_beam.io import fileio
-    from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
-
-    stop = Timestamp.of(time.time() + stop_after) if stop_after else MAX_TIMESTAMP
-    return (pipeline
-            | "Watch" >> fileio.MatchContinuously(f"{folder.rstrip('/')}/*.*", interval=interval,
-                                                  stop_timestamp=stop)
-            | "OnlyEvents" >> beam.Filter(lambda m: m.path.endswith((".jsonl", ".json",
-                                                                      ".csv")))
-            | "Read" >> fileio.ReadMatches()
-            | "Events" >> beam.FlatMap(file_events))
-
-
 def pubsub_messages(pipeline, subscription: str, topic: str, time_attribute: str):
     kwargs = {"subscription": subscription} if subscription else {"topic": topic}
     if time_attribute:
@@ -551,11 +528,9 @@ def pubsub_messages(pipeline, subscription: str, topic: str, time_attribute: str
 
 
 def build(pipeline, args: argparse.Namespace, settings: StreamSettings) -> None:
-    if args.watch:
-        events = watched_files(pipeline, args.watch, args.interval, args.stop_after)
-    else:
-        events = pubsub_messages(pipeline, args.pubsub_subscription, args.pubsub_topic,
-                                 args.pubsub_time_attribute)
+    """The Pub/Sub job's graph (the --watch source runs in serving/folder_stream.py)."""
+    events = pubsub_messages(pipeline, args.pubsub_subscription, args.pubsub_topic,
+                             args.pubsub_time_attribute)
     rows, dead = score(events, settings, "" if args.bigquery_table else f"{args.out}/{TALLY}")
     figures = window_figures(rows, dead, settings)
     if args.bigquery_table:
@@ -588,7 +563,8 @@ def parser(defaults) -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--watch", help="a folder whose new .jsonl/.csv files are read as they "
-                                        "land (the local source)")
+                                        "land (the local source; each window's line is "
+                                        "written as the watermark passes its end)")
     source.add_argument("--pubsub-subscription", help="projects/P/subscriptions/S (Dataflow)")
     source.add_argument("--pubsub-topic", help="projects/P/topics/T (Dataflow)")
     parser.add_argument("--pubsub-time-attribute", default="",
@@ -604,14 +580,18 @@ def parser(defaults) -> argparse.ArgumentParser:
                         help="the Pusher's versions (local or gs://): the newest scores")
     parser.add_argument("--config-dir", default=defaults.serving_config_dir,
                         help="serving.rollout's config dir: a pause there is honoured")
-    parser.add_argument("--window-seconds", type=int, default=60)
-    parser.add_argument("--allowed-lateness-seconds", type=int, default=300)
+    parser.add_argument("--window-seconds", type=int, default=60,
+                        help="fixed windows of event time, a line each in windows.jsonl")
+    parser.add_argument("--allowed-lateness-seconds", type=int, default=300,
+                        help="events later than their window's end + this are scored and "
+                             "written but left out of the window's figures")
     parser.add_argument("--poll-seconds", type=float, default=10.0,
                         help="how often to look for a newer pushed version")
     parser.add_argument("--interval", type=float, default=1.0,
                         help="--watch: how often to look for new files (seconds)")
     parser.add_argument("--stop-after", type=float, default=None,
-                        help="--watch: stop reading after this many seconds (default: never)")
+                        help="--watch: stop after this many seconds (default: never; Ctrl-C "
+                             "or SIGTERM stops it, with the summary)")
     parser.add_argument("--key-field", default="key")
     parser.add_argument("--time-field", default="event_time")
     return parser
@@ -654,12 +634,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serving.stream: {e}", file=sys.stderr)
         return 2
 
+    if args.watch and beam_args:
+        print(f"serving.stream: {' '.join(beam_args)}: Beam's options are for the Pub/Sub "
+              "job; --watch runs on this machine", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+
     def work():
+        if args.watch:
+            from serving.folder_stream import FolderStream
+
+            job = FolderStream(Path(args.watch), settings, Path(args.out), args.interval,
+                               args.stop_after, stop=stopping)
+            job.run()
+            return counts(args.out)
         pipeline = beam.Pipeline(options=options)
         build(pipeline, args, settings)
         pipeline.run().wait_until_finish()
         return counts(args.out) if not args.bigquery_table else None
 
+    def drain(signum, _frame):
+        """Ctrl-C or SIGTERM: read what has landed, close every window, print the summary;
+        a second Ctrl-C stops at once."""
+        log.warning("%s: reading what has landed and closing the windows (Ctrl-C again "
+                    "stops at once)", signal.Signals(signum).name)
+        stopping.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    if args.watch:
+        signal.signal(signal.SIGINT, drain)
+        signal.signal(signal.SIGTERM, drain)
     where = args.bigquery_table or args.out
     print(f"serving.stream: {args.watch or args.pubsub_subscription or args.pubsub_topic} -> "
           f"{where}; Ctrl-C stops it", flush=True)

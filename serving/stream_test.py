@@ -4,6 +4,7 @@ the real local source (files dropped while the job runs) with a version pushed m
 Every wait is bounded."""
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -134,12 +135,15 @@ def test_the_stream_the_rest_server_and_batch_predictions_give_the_same_probabil
 def test_files_dropped_into_a_running_job_are_scored_once_and_a_new_version_takes_over(
         serving, exported_models, rows, tmp_path):
     """The real local source: the command itself, files landing while it runs, version 2
-    pushed in between; every row scored once, by the version newest when it arrived."""
+    pushed in between; every row scored once, by the version newest when it arrived; a
+    SIGTERM (a scheduler stopping it) ends it with the summary."""
+    import signal
+
     incoming, out = tmp_path / "incoming", tmp_path / "out"
     incoming.mkdir()
     job = subprocess.Popen(
         [sys.executable, "-m", "serving.stream", "--watch", str(incoming), "--out", str(out),
-         "--serving-dir", str(serving), "--stop-after", "40", "--interval", "0.5",
+         "--serving-dir", str(serving), "--interval", "0.5",
          "--poll-seconds", "0.5", "--window-seconds", "5"], cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -161,6 +165,7 @@ def test_files_dropped_into_a_running_job_are_scored_once_and_a_new_version_take
         time.sleep(2.0)  # the next batch after a poll finds it
         drop("second.jsonl", [json.dumps({"key": f"two-{i}", **r}) for i, r in
                               enumerate(rows[:49])] + ['{"broken": '])
+        job.send_signal(signal.SIGTERM)  # what landed before it is still read
         stdout, stderr = job.communicate(timeout=120)
     finally:
         if job.poll() is None:
@@ -221,12 +226,9 @@ def test_no_pushed_model_is_said_before_anything_runs(tmp_path, capsys):
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def test_event_times_from_a_csv_cell_and_a_stream_without_a_stop_are_accepted(tmp_path):
+def test_event_times_from_a_csv_cell_are_read_as_unix_seconds_or_iso():
     """A CSV cell holding UNIX seconds is a time (it was dead-lettered as "Invalid
-    isoformat string"), and the README's command without --stop-after builds its source
-    (it ended in an AttributeError on `window.MAX_TIMESTAMP`)."""
-    import apache_beam as beam
-
+    isoformat string")."""
     assert stream.parse_time("1700000000") == 1700000000.0
     assert stream.parse_time(" 1700000000.5 ") == 1700000000.5
     assert stream.parse_time("2023-11-14T22:13:20Z") == 1700000000.0
@@ -234,9 +236,68 @@ def test_event_times_from_a_csv_cell_and_a_stream_without_a_stop_are_accepted(tm
         stream.parse_time("nan")
     with pytest.raises(ValueError):
         stream.parse_time("yesterday")
-    pipeline = beam.Pipeline()
-    events = stream.watched_files(pipeline, str(tmp_path), 1.0, None)
-    assert isinstance(events, beam.pvalue.PCollection)
+
+
+def test_the_readme_command_streams_a_window_s_line_as_it_closes_and_ctrl_c_drains(
+        serving, rows, tmp_path):
+    """`serving.stream --watch` as the README runs it, with no --stop-after: a window's
+    line lands within seconds of its end while the job runs (it landed only when the job
+    ended), an event two hours old is scored but left out of the figures, a CSV of UNIX
+    seconds is read, and Ctrl-C ends with the summary."""
+    import signal
+
+    incoming, out = tmp_path / "incoming", tmp_path / "out"
+    incoming.mkdir()
+    job = subprocess.Popen(
+        [sys.executable, "-m", "serving.stream", "--watch", str(incoming), "--out", str(out),
+         "--serving-dir", str(serving), "--interval", "0.5", "--window-seconds", "3",
+         "--allowed-lateness-seconds", "3"], cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def drop(name: str, text: str) -> None:
+        (incoming / f".{name}.tmp").write_text(text)
+        (incoming / f".{name}.tmp").rename(incoming / name)
+
+    def lines() -> list[dict]:
+        path = out / "windows.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+    try:
+        drop("warm.jsonl", event(rows[0], "warm", time.time()) + "\n")
+        deadline = time.monotonic() + 90
+        while not lines() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)  # the model loads; the warm event's window closes
+        assert lines(), job.communicate(timeout=30)[1][-3000:] if job.poll() is not None else ""
+        now = time.time()
+        drop("live.jsonl", "".join(event(r, f"live-{i}", now) + "\n"
+                                   for i, r in enumerate(rows[1:6]))
+             + event(rows[6], "old", now - 7200) + "\n")
+        with (incoming / ".unix.tmp").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["key", "event_time", *rows[7]])
+            writer.writeheader()
+            writer.writerow({"key": "csv-0", "event_time": f"{now:.3f}", **rows[7]})
+        (incoming / ".unix.tmp").rename(incoming / "unix.csv")
+        end = (now // 3 + 1) * 3  # the end of the live events' window
+        landed = None
+        while landed is None and time.time() < end + 30 and job.poll() is None:
+            if any(x["window_end"] == end for x in lines()):
+                landed = time.time()
+            time.sleep(0.1)
+        assert landed is not None and job.poll() is None, "no line while the job ran"
+        assert landed - end <= 5.0, f"the window's line landed {landed - end:.1f} s after its end"
+        live = [x for x in lines() if x["window_end"] == end]
+        assert [(x["timing"], x["events"]) for x in live] == [("on_time", 6)]
+        job.send_signal(signal.SIGINT)
+        stdout, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, stderr[-3000:]
+    assert "8 events in = 8 predictions + 0 dead letters" in stdout, stdout + stderr[-2000:]
+    assert "SIGINT" in stdout + stderr and "Traceback" not in stderr
+    assert sum(x["events"] for x in lines() if x["timing"] == "on_time") == 7  # not "old"
+    assert set(predictions(out)["key"]) == {"warm", "old", "csv-0"} | {
+        f"live-{i}" for i in range(5)}
 
 
 def test_the_stream_answers_by_the_rollout_a_rollback_and_a_fallback_that_fails(
