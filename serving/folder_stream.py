@@ -88,6 +88,7 @@ class FolderStream:
         self.handler = stream.RawRowsModelHandler(s.serving_dir, s.poll_seconds, s.max_batch,
                                                   s.config_dir)
         self.model = self.handler.load_model()
+        self.model.current()  # the answering version loads (warmup replayed) before any event
         self.rows = stream.PredictionRows()
         self.warehouse = stream.WindowedFiles(str(self.out / "predictions"), "parquet")
         self.request_log = stream.AppendRequestLog(str(self.out / "requests.jsonl"),

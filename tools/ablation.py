@@ -84,28 +84,43 @@ def probe(ids: int = 1):
     return F.Feature(NOISE_PROBE, F.Kind.INT_CATEGORY, "int", size=ids, embedding_dim=16)
 
 
-def load_arrays(transform_graph: str, examples: str, out: Path, max_rows: int, seed: int) -> Path:
+def load_arrays(transform_graph: str, examples: str, out: Path, max_rows: int, seed: int,
+                marks: list | None = None) -> Path:
     """Transformed train (every Split-train*) and eval rows, parsed once into one .npz the
     workers share, with the noise probe added to both. `examples` holds Transform's
-    written rows or raw rows, which go through the graph here as the Trainer does."""
+    written rows or raw rows, which go through the graph here as the Trainer does; the
+    rows contamination `marks` cover (those in force now, some perhaps made after the run
+    that wrote `examples`) are left out first."""
     import tensorflow as tf
     import tensorflow_transform as tft
 
     from models import features as F
     from models.model import examples_are_raw, model_input_names, transformed_parser
+    from pipeline.components import contamination
 
     output = tft.TFTransformOutput(transform_graph)
+    left_out: dict[str, int] = {}
     rng = np.random.default_rng(seed)
     arrays = {}
     for split, pattern in (("train", "Split-train*"), ("eval", "Split-eval")):
         files = sorted(tf.io.gfile.glob(os.path.join(examples, pattern, "*")))
         if not files:
             raise FileNotFoundError(f"no examples in {examples}/{pattern}")
-        parse = transformed_parser(output, examples_are_raw(files))
+        raw = examples_are_raw(files)
+        if marks and not raw:
+            raise ValueError(f"{examples} holds transformed rows, which keep no raw columns "
+                             "to apply the contamination marks to: rerun the pipeline "
+                             "(its Trainer reads raw rows by default), then ablate")
+        parse = transformed_parser(output, raw)
         records = tf.data.TFRecordDataset(files, compression_type="GZIP")
         if max_rows:
             records = records.take(max_rows)
-        parts = [parse(batch) for batch in records.batch(8192)]
+        parts = []
+        for batch in records.batch(8192).as_numpy_iterator():
+            if marks:
+                batch = batch[~contamination.left_out(list(batch), marks, left_out)]
+            if len(batch):
+                parts.append(parse(tf.constant(batch)))
         for name in [*model_input_names(), F.LABEL_XF]:
             arrays[f"{split}/{name}"] = np.concatenate(
                 [part[name].numpy().reshape(-1) for part in parts])
@@ -113,6 +128,9 @@ def load_arrays(transform_graph: str, examples: str, out: Path, max_rows: int, s
         if split == "train":
             ids = max(10, rows // PROBE_ROWS_PER_ID)
         arrays[f"{split}/{probe().transformed}"] = rng.integers(0, ids, rows)
+    if any(left_out.values()):
+        log.warning("left out %s rows under contamination marks (%s)",
+                    sum(left_out.values()), ", ".join(f"{k}: {v}" for k, v in left_out.items()))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **arrays)
     return out
@@ -155,12 +173,13 @@ def run_job(job: Job) -> Result:
 
 def ablate(transform_graph: str, examples: str, out_dir: Path, by: str = "feature",
            steps: int = 500, workers: int = 0, seed: int = 42, max_rows: int = 0,
-           hparams: dict | None = None) -> dict:
+           hparams: dict | None = None, marks: list | None = None) -> dict:
     """Runs the baseline and every leave-one-out job; returns the ranked result."""
     from models.model import hparams as merged_hparams
 
     workers = workers or os.cpu_count() or 1
-    data = load_arrays(transform_graph, examples, out_dir / "arrays.npz", max_rows, seed)
+    data = load_arrays(transform_graph, examples, out_dir / "arrays.npz", max_rows, seed,
+                       marks)
     threads = max(1, (os.cpu_count() or 1) // workers)
     hp = merged_hparams(hparams)
     jobs = [Job(unit, inputs, str(data), hp, steps, seed, threads)
@@ -253,9 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", type=Path, default=None,
                         help="output dir (default OUTPUT_ROOT/ablation)")
+    parser.add_argument("--control-dir", default=None,
+                        help="whose contamination marks leave rows out, those made since "
+                             "the run too (default CONTROL_DIR)")
     quiet.add_arguments(parser)
     args = parser.parse_args(argv)
 
+    from control import marks as control_marks
     from models import problem as P
     from settings.layout import Layout
 
@@ -270,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         graph, examples = (args.transform_graph, args.examples) if args.transform_graph \
             and args.examples else latest_training_inputs(config.metadata_path)
         out = args.out or Path(config.output_root) / "ablation"
+        marks = control_marks.active(args.control_dir or config.control_dir)
         return out, ablate(graph, examples, out, by=args.by, steps=args.steps,
-                           workers=args.workers, seed=args.seed, max_rows=args.max_rows)
+                           workers=args.workers, seed=args.seed, max_rows=args.max_rows,
+                           marks=marks)
 
     print("ablation: progress below; every library's log lines go to OUTPUT_ROOT/logs/",
           flush=True)

@@ -56,13 +56,28 @@ def _columns(records: list[bytes], names: set[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def left_out(records: list[bytes], marks: list[marks_lib.Mark],
+             counts: dict[str, int] | None = None) -> np.ndarray:
+    """Which of these serialized tf.Examples a mark covers (the first mark that covers a
+    row is counted in `counts`)."""
+    names = {m.column for m in marks} | {k for m in marks for k in m.where}
+    columns = _columns(records, names)
+    out = np.zeros(len(records), bool)
+    for mark in marks:
+        time = np.array([np.nan if v is None else float(v) for v in columns[mark.column]])
+        hit = mark.covers(time, columns) & ~out
+        if counts is not None:
+            counts[mark.id] = counts.get(mark.id, 0) + int(hit.sum())
+        out |= hit
+    return out
+
+
 def filter_files(files: list[str], dest_dir: str, marks: list[marks_lib.Mark],
                  prefix: str = "") -> dict[str, int]:
     """Copies `files` (gzipped tf.Example records) into `dest_dir` without the rows any of
     `marks` covers; returns the rows each mark left out."""
     fileio.makedirs(dest_dir)
     counts = dict.fromkeys((m.id for m in marks), 0)
-    names = {m.column for m in marks} | {k for m in marks for k in m.where}
     for path in files:
         target = os.path.join(dest_dir, f"{prefix}-{os.path.basename(path)}" if prefix
                               else os.path.basename(path))
@@ -70,15 +85,7 @@ def filter_files(files: list[str], dest_dir: str, marks: list[marks_lib.Mark],
             data = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(BATCH)
             for records in data.as_numpy_iterator():
                 records = list(records)
-                columns = _columns(records, names)
-                left_out = np.zeros(len(records), bool)
-                for mark in marks:
-                    time = np.array([np.nan if v is None else float(v)
-                                     for v in columns[mark.column]])
-                    hit = mark.covers(time, columns) & ~left_out
-                    counts[mark.id] += int(hit.sum())
-                    left_out |= hit
-                for record, out in zip(records, left_out, strict=True):
+                for record, out in zip(records, left_out(records, marks, counts), strict=True):
                     if not out:
                         writer.write(record)
     return counts
