@@ -9,43 +9,19 @@ import shutil
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
-from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
-from tfx.types import standard_component_specs as keys
-from tfx.utils import proto_utils
 
+from benchmarks import group_split
+from benchmarks.group_split import split_examples as example_gen
 from data import simulator
 from models import features as F
-from models.sample_transform import raw_rows_auc, train_and_export, write_transform
 from pipeline.components import arrow_example_gen as A
 from pipeline.components import leakage_check as L
 from pipeline.components.anomaly_gate import AnomalyGate, DataValidationError
 from reporting.artifacts import LEAKAGE_FILE
-from settings.layout import SCHEMA_DIR, SCHEMA_FILE
+from settings.layout import SCHEMA_DIR
 
 ROWS = 3000
-
-
-def example_gen(data: Path, out: Path, by_time: A.TimeSplit | None = None,
-                partition: str = "") -> dict:
-    """The real ArrowExampleGen executor on `data`; returns the split it recorded."""
-    split = example_gen_pb2.SplitConfig(splits=[
-        example_gen_pb2.SplitConfig.Split(name="train", hash_buckets=3),
-        example_gen_pb2.SplitConfig.Split(name="eval", hash_buckets=1)],
-        partition_feature_name=partition)
-    examples = standard_artifacts.Examples()
-    examples.uri = str(out)
-    component = A.ArrowExampleGen(input_base=str(data), schema_file=str(SCHEMA_FILE),
-                                  by_time=by_time)
-    A.Executor().Do({}, {keys.EXAMPLES_KEY: [examples]}, {
-        keys.INPUT_BASE_KEY: str(data),
-        keys.INPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name="single_split", pattern="*")])),
-        keys.OUTPUT_CONFIG_KEY: proto_utils.proto_to_json(example_gen_pb2.Output(
-            split_config=split)),
-        keys.CUSTOM_CONFIG_KEY: component.exec_properties[keys.CUSTOM_CONFIG_KEY]})
-    return json.loads(examples.get_string_custom_property("split"))
 
 
 def simulated(tmp_path: Path, *changes: str, rows: int = ROWS) -> Path:
@@ -110,41 +86,14 @@ def test_a_split_by_group_keeps_every_group_on_one_side_and_the_gate_checks_it(t
         gate(tmp_path, tmp_path / "out", split)
 
 
-def _rows(examples: Path, split: str) -> list[dict]:
-    """A split's raw rows as csv.DictReader gives them (strings, '' for absent)."""
-    out = []
-    for record in tf.data.TFRecordDataset(sorted(map(str, (examples / f"Split-{split}")
-                                                     .iterdir())), compression_type="GZIP"):
-        example = tf.train.Example.FromString(record.numpy())
-        row = {}
-        for name, feature in example.features.feature.items():
-            kind = feature.WhichOneof("kind")
-            values = list(getattr(feature, kind).value) if kind else []
-            value = values[0] if values else ""
-            row[name] = value.decode() if isinstance(value, bytes) else str(value)
-        out.append(row)
-    return out
-
-
-def _auc_after_training(tmp_path: Path, examples: Path, name: str) -> float:
-    from models.sample_transform import instance
-
-    root = write_transform(tmp_path / name, [instance(r) for r in _rows(examples, "train")])
-    model = train_and_export(root, tmp_path / name / "model", steps=400, seed=1, batch_size=64)
-    return raw_rows_auc(model, _rows(examples, "eval"))
-
-
 def test_a_group_effect_is_memorised_by_a_random_split_and_not_counted_by_a_group_split(
         tmp_path):
     """Each of 40 companies tips at its own rate, and that is all the signal: a random split
     lets the model learn each company's rate and scores it on the same companies; a split by
     company scores it on companies it never saw, where it can only guess, as it will for a
     new company in production."""
-    data = simulated(tmp_path, "group_effect=40:1.0", rows=4000)
-    example_gen(data, tmp_path / "random")
-    example_gen(data, tmp_path / "grouped", partition="company")
-    random_auc = _auc_after_training(tmp_path, tmp_path / "random", "random-model")
-    grouped_auc = _auc_after_training(tmp_path, tmp_path / "grouped", "grouped-model")
+    found = group_split.measure(tmp_path, rows=4000, companies=40, steps=400)
+    random_auc, grouped_auc = found["random_auc"], found["by_company_auc"]
     assert random_auc > 0.65, random_auc
     assert abs(grouped_auc - 0.5) < 0.08, grouped_auc  # new companies: nothing to go on
     assert random_auc - grouped_auc > 0.1
