@@ -117,6 +117,7 @@ def run_offline(args: argparse.Namespace, config: configs.PipelineConfig, job: P
     try:
         run = vertex_offline.OfflineRun(job, args.offline_root, target=config.profile,
                                         echo=lambda line: print(line, file=out, flush=True),
+                                        caching=args.job_cache,
                                         **({"parallelism": args.offline_parallelism}
                                            if args.offline_parallelism is not None else {}))
         if not config.bigquery_query:  # a query's rows come from the BigQuery boundary

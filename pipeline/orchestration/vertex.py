@@ -34,17 +34,24 @@ def compile_pipeline(config: configs.PipelineConfig, output: Path) -> Path:
     if output.exists():
         output.unlink()  # the runner refuses to overwrite
     runner.run(create_pipeline(config))
-    if config.require_approval:
-        _never_cache(output, "Pusher")
+    _never_cache(output, READ_AT_RUN_TIME + (("Pusher",) if config.require_approval else ()))
     return output
 
 
-def _never_cache(job_path: Path, task: str) -> None:
-    """A task that must run again on a rerun of the same job: the Pusher under
-    --require-approval, which reads the approvals when it runs (a cached refusal would never
-    push the model someone has since approved)."""
+# Tasks that read the control folder's contamination marks when they run: a new mark (or a
+# removal) on unchanged data must reach them, and through their outputs every task after.
+READ_AT_RUN_TIME = ("SpanExamples", "SpanWindow")
+
+
+def _never_cache(job_path: Path, tasks: tuple[str, ...]) -> None:
+    """Tasks that must run again on a rerun of the same job: those that read the marks when
+    they run, and the Pusher under --require-approval, which reads the approvals (a cached
+    refusal would never push the model someone has since approved)."""
     job = json.loads(job_path.read_text())
-    job["pipelineSpec"]["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
+    compiled = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    for task in tasks:
+        if task in compiled:
+            compiled[task]["cachingOptions"] = {"enableCache": False}
     job_path.write_text(json.dumps(job, indent=2, sort_keys=True))
 
 

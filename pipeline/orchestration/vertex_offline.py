@@ -20,18 +20,25 @@ folder the Dockerfile's COPY lines are replayed into (image_tree.py), which ever
 from with nothing of the checkout on its import path; its `python` is this interpreter,
 which has the same lock installed.
 
-What it cannot prove: IAM, quotas, that the images exist in their registries, Dataflow's
-and Vertex's own scheduling. Step caching is off (every task runs). Ready tasks run side by
-side, as on Vertex, up to `parallelism` (the cores) at a time.
+Step caching as Vertex does it: a task compiled with `cachingOptions.enableCache` whose
+cache key (its container, its parameters after the `preCacheCheck` hook, the names of its
+input artifacts, its output definitions) matches a task that succeeded in an earlier run
+under the same root does not run; its outputs are that run's artifacts, so the tasks
+downstream of it hit too. `caching=False` is `--no-job-cache` (Vertex's enable_caching
+False). What it cannot prove: IAM, quotas, that the images exist in their registries,
+Dataflow's and Vertex's own scheduling. Ready tasks run side by side, as on Vertex, up to
+`parallelism` (the cores) at a time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -82,6 +89,7 @@ class OfflineRun:
     # imports TFX, so more than the cores buys nothing).
     parallelism: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     echo: Callable[[str], None] = print
+    caching: bool = True  # each task as compiled; False: none (--no-job-cache)
     results: list[TaskResult] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -91,6 +99,8 @@ class OfflineRun:
         # the checkout, so a module the Dockerfile leaves out fails here as on Vertex.
         self.image = assemble(self.root / "image")
         self.store = ArtifactStore(self.root / "metadata" / "artifacts.jsonl")
+        self.cache = StepCache(self.root / "metadata" / "step_cache.jsonl")
+        self.cached: set[str] = set()
         job = json.loads(localize(self.job_path.read_text(), self.gcs, self.image))
         self.spec = job["pipelineSpec"]
         self.pipeline_root = job.get("runtimeConfig", {}).get("gcsOutputDirectory", "")
@@ -141,7 +151,8 @@ class OfflineRun:
                     if error is None:
                         done.add(name)
                         self.results.append(TaskResult(name, "SUCCEEDED", seconds))
-                        self.echo(f"{prefix} done in {seconds:6.1f} s")
+                        self.echo(f"{prefix} cached (an earlier run's outputs)"
+                                  if name in self.cached else f"{prefix} done in {seconds:6.1f} s")
                     else:
                         failed.append(name)
                         self.results.append(TaskResult(name, "FAILED", seconds, str(error)))
@@ -185,10 +196,18 @@ class OfflineRun:
         if hook and self.target == "vertex":  # ExampleGen's driver: span, version, fingerprint
             self.execute(f"{name}.driver", hook, executor_input)
             merge_driver_output(executor_input, read_output(executor_input))
+        key = cache_key(container, executor_input, component) \
+            if self.caching and task.get("cachingOptions", {}).get("enableCache") else None
+        if key and (earlier := self.cache.get(key)) is not None:
+            self.produced[name] = earlier
+            self.cached.add(name)
+            return
         self.execute(name, container, executor_input)
         outputs = executor_input["outputs"]["artifacts"]
         merge_outputs(outputs, read_output(executor_input))
         self.produced[name] = {k: v["artifacts"] for k, v in outputs.items()}
+        if key:
+            self.cache.put(key, self.produced[name])
         for artifacts in self.produced[name].values():
             for artifact in artifacts:
                 self.store.add(artifact, task=name, job=self.job_id)
@@ -256,6 +275,45 @@ class OfflineRun:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def cache_key(container: dict[str, Any], executor_input: dict[str, Any],
+              component: dict[str, Any]) -> str:
+    """What Vertex's step cache keys a task by: its container, its parameters, the names of
+    its input artifacts (new upstream outputs: a new key) and its output definitions; not
+    its output URIs, which are new in every run."""
+    inputs = executor_input["inputs"]
+    material = {
+        "container": container,
+        "parameters": {k: v for k, v in inputs.items() if k != "artifacts"},
+        "artifacts": {k: [a["name"] for a in v["artifacts"]]
+                      for k, v in sorted(inputs.get("artifacts", {}).items())},
+        "outputs": component.get("outputDefinitions", {}),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+class StepCache:
+    """key -> the outputs of the task that succeeded with it (the newest wins)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, list[dict[str, Any]]] | None:
+        if not self.path.exists():
+            return None
+        found = None
+        for line in self.path.read_text().splitlines():
+            record = json.loads(line) if line else {}
+            if record.get("key") == key:
+                found = record["outputs"]
+        return found
+
+    def put(self, key: str, outputs: dict[str, list[dict[str, Any]]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "outputs": outputs}) + "\n")
 
 
 def localize(job_text: str, gcs_dir: Path, image_dir: Path = PROJECT_ROOT) -> str:
