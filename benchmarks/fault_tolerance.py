@@ -26,7 +26,6 @@ import argparse
 import json
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,27 +144,30 @@ def main(argv: list[str] | None = None) -> int:
             runs[(interval, victim)].append(result)
             print(json.dumps({"interval": interval, "victim": victim, **result}), flush=True)
 
-    def median(job: tuple, key: str) -> float:
-        return statistics.median(r[key] for r in runs[job])
+    def median_run(job: tuple) -> dict:
+        """The run whose wall time is the median (the lower middle of an even count): its
+        row is one run's own figures, which add up (killed at, resumed from, lost)."""
+        ordered = sorted(runs[job], key=lambda r: r["wall_seconds"])
+        return ordered[(len(ordered) - 1) // 2]
 
     print(f"\n{args.steps} steps of a global batch of {args.batch}, chief + 1 worker "
-          f"(multi_worker), {args.repeats} runs each; medians")
+          f"(multi_worker), {args.repeats} runs each; each row is the median run by wall time")
     print(f"{'job':<32} {'backups':>7} {'backup ms':>9} {'wall s':>7} {'+wall s':>7} "
           f"{'killed@':>7} {'resumed@':>8} {'lost':>5} {'AUC':>7}")
     for interval, victim in jobs:
         job = (interval, victim)
+        run = median_run(job)
         name = (f"every {interval} steps" if interval else "no backups") + \
             (f", {victim} killed" if victim else ", uninterrupted")
-        reference = (interval, None) if victim else (0, None)
-        added = median(job, "wall_seconds") - median(reference, "wall_seconds")
-        killed = f"{median(job, 'killed_at_step'):.0f}" if victim else ""
-        resumed = f"{median(job, 'resumed_from_step'):.0f}" if victim else ""
-        lost = statistics.median(r["killed_at_step"] - r["resumed_from_step"]
-                                 for r in runs[job]) if victim else ""
-        lost = f"{lost:.0f}" if victim else ""
-        print(f"{name:<32} {median(job, 'backups'):>7.0f} {median(job, 'backup_ms'):>9.0f} "
-              f"{median(job, 'wall_seconds'):>7.1f} {added:>+7.1f} {killed:>7} {resumed:>8} "
-              f"{lost:>5} {median(job, 'auc'):>7.4f}")
+        reference = median_run((interval, None) if victim else (0, None))
+        added = run["wall_seconds"] - reference["wall_seconds"]
+        killed, resumed, lost = (
+            (f"{run['killed_at_step']:.0f}", f"{run['resumed_from_step']:.0f}",
+             f"{run['killed_at_step'] - run['resumed_from_step']:.0f}") if victim
+            else ("", "", ""))
+        print(f"{name:<32} {run['backups']:>7.0f} {run['backup_ms']:>9.0f} "
+              f"{run['wall_seconds']:>7.1f} {added:>+7.1f} {killed:>7} {resumed:>8} "
+              f"{lost:>5} {run['auc']:>7.4f}")
     print("\n+wall s: an interrupted job against the uninterrupted one with the same interval "
           "(both attempts, restart included); an uninterrupted one against no backups. "
           "backup ms: the chief's time inside the backups, all of them.")
