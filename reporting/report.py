@@ -189,11 +189,17 @@ def _backtest(backtest: dict) -> str:
     import pandas as pd
 
     origins = backtest["origins"]
+    columns = ["train_rows", "test_rows", "evaluated_auc", "refit_auc", "refit_gain",
+               "reference_auc"]
     frame = pd.DataFrame(origins).set_index("period")[
-        ["train_rows", "test_rows", "auc", "reference_auc"]]
+        [c for c in columns if c in origins[0]] or ["train_rows", "test_rows", "auc"]]
+    refit = (f" The refit (every row before the origin) against the evaluated model (the "
+             f"rows before the evaluation's cut): {backtest['mean_refit_gain']:+.4f} AUC on "
+             f"average, better at {backtest['refit_pays']} of {len(origins)} origins."
+             if "mean_refit_gain" in backtest else "")
     return (_p(f"{backtest['command']}, run {backtest['when']}: over {len(origins)} rolling "
                f"origins, mean AUC {backtest['mean_auc']:.4f}, worst {backtest['worst_auc']:.4f} "
-               f"(gradient-boosted trees: mean {backtest['mean_reference_auc']:.4f}).")
+               f"(gradient-boosted trees: mean {backtest['mean_reference_auc']:.4f}).{refit}")
             + views.img(views.backtest_png(origins), "backtest")
             + views.table(frame, "{:.4f}"))
 
@@ -258,6 +264,8 @@ def _lineage(summary: runs.RunSummary) -> str:
             ("transform graph", summary.artifacts.get("Transform", {}).get("TransformGraph", "")),
             ("model", summary.artifacts.get("Trainer", {}).get("Model", "")),
             ("evaluation", summary.evaluation_uri),
+            ("refit (what goes on to the push)",
+             summary.artifacts.get("RefitCheck", {}).get("Model", "")),
             ("pushed", summary.pushed_destination if summary.pushed else "")]
     return "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v or '-')}</td></tr>"
                                for k, v in rows) + "</table>"

@@ -264,7 +264,13 @@ def backtest_png(origins: list[dict]) -> bytes:
     """Each rolling origin's out-of-time AUC: the model and the gradient-boosted reference."""
     fig, ax = plt.subplots(figsize=(7, 3))
     labels = [o["period"] for o in origins]
-    ax.plot(labels, [o["auc"] for o in origins], "o-", label="this model")
+    if "evaluated_auc" in origins[0]:
+        ax.plot(labels, [o["evaluated_auc"] for o in origins], "^:",
+                label="evaluated (rows before the evaluation's cut)")
+        ax.plot(labels, [o["refit_auc"] for o in origins], "o-",
+                label="refit (every row before the period)")
+    else:
+        ax.plot(labels, [o["auc"] for o in origins], "o-", label="this model")
     ax.plot(labels, [o["reference_auc"] for o in origins], "s--",
             label="gradient-boosted trees")
     ax.set_ylabel("AUC on the next period")

@@ -5,9 +5,12 @@
 
 For each rolling origin (the start of a year, quarter or month), the model of
 models/model.py is trained as the pipeline trains it (the same preprocessing_fn analysed on
-the training rows, the configured steps, hyperparameters and seed) on every row before the
-origin, and scored on the period that starts there: the AUC a model retrained at that origin
-would have had over the next period. Beside it, a gradient-boosted-tree reference
+the training rows, the configured steps, hyperparameters and seed), twice: the evaluated
+model on the rows before the evaluation's cut (the newest EVAL_FRACTION of the rows before
+the origin held out, as ExampleGen's time split holds them out), and the refit on every row
+before the origin at the same steps per row; both are scored on the period that starts
+there. The gain (refit - evaluated) is what refitting after the blessing is worth on this
+data; `auc` is the model the settings push (REFIT). Beside it, a gradient-boosted-tree reference
 (scikit-learn) on the same rows, and for each origin's model its AUC on every later period
 (how fast it decays if not retrained). It prints per-origin, mean and worst AUC, writes
 `backtest.json` and `backtest.html`, and the run report shows the newest backtest.
@@ -147,11 +150,32 @@ class Reference:
         return self.model.predict_proba(self._matrix(rows))[:, 1]
 
 
+def eval_cut(rows: list[dict[str, str]], train: list[int], time_column: str,
+             fraction: float, days: float = 0.0, gap_days: float = 0.0) -> list[int]:
+    """The rows before an origin that the pipeline's evaluated model trains on: all but the
+    newest `fraction` of them (or `days`), less `gap_days` before that, as ExampleGen's time
+    split cuts them."""
+    times = np.array([_seconds(rows[i].get(time_column, "")) for i in train])
+    known = np.sort(times[~np.isnan(times)])
+    if not len(known):
+        return train
+    cut = known[-1] - days * 86400 if days else known[min(len(known) - 1,
+                                                          int(len(known) * (1 - fraction)))]
+    cut -= gap_days * 86400
+    return [i for i, t in zip(train, times, strict=True) if t < cut]
+
+
 def backtest(rows: list[dict[str, str]], work: Path, period: str = "year", count: int = 0,
              steps: int = 500, hparams: dict | None = None, seed: int = 42,
-             time_column: str = "", min_train: int = 1000, min_test: int = 100
-             ) -> dict[str, Any]:
-    """Trains and scores at every origin; returns what backtest.json records."""
+             time_column: str = "", min_train: int = 1000, min_test: int = 100,
+             eval_fraction: float = 0.25, eval_days: float = 0.0, eval_gap_days: float = 0.0,
+             refit: bool = True) -> dict[str, Any]:
+    """Trains and scores at every origin; returns what backtest.json records.
+
+    Per origin, the two models the pipeline can push: the evaluated one (trained on the rows
+    before the evaluation's cut, as judged by the Evaluator) and the refit (the same recipe
+    on every row before the origin, at the same steps per row); both scored on the period.
+    `auc` is the one the settings push (`refit`)."""
     from sklearn.metrics import roc_auc_score
 
     from models import features as F
@@ -164,50 +188,78 @@ def backtest(rows: list[dict[str, str]], work: Path, period: str = "year", count
                          f"in {len(rows):,} rows: try a shorter --period or lower --min-rows")
     labels = np.array([F.raw_label(r) for r in rows])
     periods = {name: test for name, _, test in cuts}
+
+    def trained(folder: Path, indices: list[int], model_steps: int) -> str:
+        shutil.rmtree(folder, ignore_errors=True)  # a former backtest's files
+        graph = write_transform(folder, [instance(rows[i]) for i in indices], materialize=False)
+        return train_and_export(graph, folder / "model", steps=model_steps, seed=seed,
+                                hparams=hparams, raw=True)
+
     results = []
     for number, (name, train, test) in enumerate(cuts, start=1):
         started = time.monotonic()
-        log.info("origin %d/%d: %s: training on %d rows before it, scoring its %d rows",
-                 number, len(cuts), name, len(train), len(test))
-        folder = work / name
-        shutil.rmtree(folder, ignore_errors=True)  # a former backtest's files
-        graph = write_transform(folder, [instance(rows[i]) for i in train], materialize=False)
-        model = train_and_export(graph, folder / "model", steps=steps, seed=seed,
-                                 hparams=hparams, raw=True)
+        recipe = eval_cut(rows, train, time_column, eval_fraction, eval_days, eval_gap_days)
+        refit_steps = max(1, round(steps * len(train) / max(1, len(recipe))))
+        log.info("origin %d/%d: %s: the evaluated model on %d rows (%d steps), the refit on "
+                 "all %d before it (%d steps); scoring its %d rows", number, len(cuts), name,
+                 len(recipe), steps, len(train), refit_steps, len(test))
+        evaluated = trained(work / name / "evaluated", recipe, steps)
+        refitted = trained(work / name / "refit", train, refit_steps)
+        pushed = refitted if refit else evaluated
         reference = Reference(seed).fit([rows[i] for i in train], labels[train])
-        later = {p: round(raw_rows_auc(model, [rows[i] for i in idx]), 4)
+        test_rows = [rows[i] for i in test]
+        evaluated_auc = round(raw_rows_auc(evaluated, test_rows), 4)
+        refit_auc = round(raw_rows_auc(refitted, test_rows), 4)
+        later = {p: round(raw_rows_auc(pushed, [rows[i] for i in idx]), 4)
                  for p, idx in periods.items() if p > name}
         results.append({
             "period": name, "train_rows": len(train), "test_rows": len(test),
-            "auc": round(raw_rows_auc(model, [rows[i] for i in test]), 4),
+            "evaluated_rows": len(recipe), "evaluated_auc": evaluated_auc,
+            "refit_steps": refit_steps, "refit_auc": refit_auc,
+            "refit_gain": round(refit_auc - evaluated_auc, 4),
+            "auc": refit_auc if refit else evaluated_auc,
             "reference_auc": round(float(roc_auc_score(
-                labels[test], reference.scores([rows[i] for i in test]))), 4),
+                labels[test], reference.scores(test_rows))), 4),
             "later_periods_auc": later, "seconds": round(time.monotonic() - started, 1)})
-        log.info("origin %s: AUC %.4f (trees %.4f) in %.0f s", name, results[-1]["auc"],
-                 results[-1]["reference_auc"], results[-1]["seconds"])
+        log.info("origin %s: evaluated %.4f, refit %.4f (trees %.4f) in %.0f s", name,
+                 evaluated_auc, refit_auc, results[-1]["reference_auc"],
+                 results[-1]["seconds"])
     aucs = [r["auc"] for r in results]
     reference_aucs = [r["reference_auc"] for r in results]
+    gains = [r["refit_gain"] for r in results]
     return {"period": period, "time_column": time_column, "rows": len(rows),
-            "settings": {"steps": steps, "hparams": hparams or {}, "seed": seed},
+            "settings": {"steps": steps, "hparams": hparams or {}, "seed": seed,
+                         "refit": refit, "eval_fraction": eval_fraction,
+                         "eval_days": eval_days, "eval_gap_days": eval_gap_days},
             "origins": results, "mean_auc": round(float(np.mean(aucs)), 4),
             "worst_auc": round(float(np.min(aucs)), 4),
             "mean_reference_auc": round(float(np.mean(reference_aucs)), 4),
-            "worst_reference_auc": round(float(np.min(reference_aucs)), 4)}
+            "worst_reference_auc": round(float(np.min(reference_aucs)), 4),
+            "mean_refit_gain": round(float(np.mean(gains)), 4),
+            "refit_pays": sum(g > 0 for g in gains)}
 
 
 def describe(result: dict[str, Any]) -> list[str]:
-    lines = [f"{'origin':<10} {'train rows':>10} {'test rows':>9} {'AUC':>7} {'trees':>7}"]
+    pushed = "refit" if result["settings"].get("refit", True) else "evaluated"
+    lines = [f"{'origin':<10} {'train rows':>10} {'test rows':>9} {'evaluated':>9} "
+             f"{'refit':>7} {'gain':>7} {'trees':>7}"]
     for r in result["origins"]:
         lines.append(f"{r['period']:<10} {r['train_rows']:>10,} {r['test_rows']:>9,} "
-                     f"{r['auc']:>7.4f} {r['reference_auc']:>7.4f}")
-    lines.append(f"{'mean':<10} {'':>10} {'':>9} {result['mean_auc']:>7.4f} "
-                 f"{result['mean_reference_auc']:>7.4f}")
-    lines.append(f"{'worst':<10} {'':>10} {'':>9} {result['worst_auc']:>7.4f} "
-                 f"{result['worst_reference_auc']:>7.4f}")
+                     f"{r['evaluated_auc']:>9.4f} {r['refit_auc']:>7.4f} "
+                     f"{r['refit_gain']:>+7.4f} {r['reference_auc']:>7.4f}")
+    lines.append(f"{'mean':<10} {'':>10} {'':>9} {'':>9} {'':>7} "
+                 f"{result['mean_refit_gain']:>+7.4f} {result['mean_reference_auc']:>7.4f}")
+    lines.append(f"the pushed model ({pushed}): mean AUC {result['mean_auc']:.4f}, worst "
+                 f"{result['worst_auc']:.4f}; trees: mean {result['mean_reference_auc']:.4f}, "
+                 f"worst {result['worst_reference_auc']:.4f}")
+    origins_count = len(result["origins"])
+    lines.append(f"the refit (every row before the origin) beat the evaluated model (the rows "
+                 f"before the evaluation's cut) at {result['refit_pays']} of {origins_count} "
+                 f"origins, by {result['mean_refit_gain']:+.4f} AUC on average")
     first = result["origins"][0]
     if first["later_periods_auc"]:
         aged = ", ".join(f"{p} {a:.4f}" for p, a in first["later_periods_auc"].items())
-        lines.append(f"the {first['period']} model, never retrained: {aged}")
+        lines.append(f"the {first['period']} model ({pushed}), never retrained: {aged}")
     return lines
 
 
@@ -261,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = without_marked(read_rows(args.data_root), config.control_dir)
         return backtest(rows, args.out / "work", args.period, args.origins, args.steps,
                         config.hparams, config.seed, config.time_column, args.min_rows,
-                        max(1, args.min_rows // 10))
+                        max(1, args.min_rows // 10), config.eval_fraction, config.eval_days,
+                        config.eval_gap_days, config.refit)
 
     print(f"backtest: {args.data_root} by {args.period}; progress below, library logs in "
           "OUTPUT_ROOT/logs/", flush=True)

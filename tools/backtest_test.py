@@ -25,11 +25,22 @@ def test_the_command_prints_every_origin_mean_and_worst_beside_the_trees(
     assert first["later_periods_auc"].keys() == {"2016"} and last["later_periods_auc"] == {}
     for origin in result["origins"]:
         assert 0.6 < origin["auc"] <= 1.0 and 0.6 < origin["reference_auc"] <= 1.0
-        assert f"{origin['period']:<10}" in out and f"{origin['auc']:>7.4f}" in out
+        # The refit column: the evaluated model (rows before the evaluation's cut, 3/4 of
+        # them) against the refit (every row before the origin, at the same steps per row).
+        assert origin["evaluated_rows"] < origin["train_rows"]
+        assert abs(origin["evaluated_rows"] - 0.75 * origin["train_rows"]) <= 2
+        assert origin["refit_steps"] == round(60 * origin["train_rows"] /
+                                              origin["evaluated_rows"])
+        assert origin["auc"] == origin["refit_auc"]  # refit is on: the refit is pushed
+        assert origin["refit_gain"] == round(origin["refit_auc"] - origin["evaluated_auc"], 4)
+        shown = [origin["period"], f"{origin['train_rows']:,}", f"{origin['test_rows']:,}",
+                 f"{origin['evaluated_auc']:.4f}", f"{origin['refit_auc']:.4f}",
+                 f"{origin['refit_gain']:+.4f}"]
+        assert re.search("^" + r"\s+".join(map(re.escape, shown)), out, re.M), out
     assert result["worst_auc"] == min(o["auc"] for o in result["origins"])
-    for line in ("mean", "worst"):
-        model, trees = result[f"{line}_auc"], result[f"{line}_reference_auc"]
-        assert re.search(rf"^{line}\s+{model:.4f}\s+{trees:.4f}$", out, re.M), out
+    assert f"the pushed model (refit): mean AUC {result['mean_auc']:.4f}, worst " \
+        f"{result['worst_auc']:.4f}" in out
+    assert f"at {result['refit_pays']} of 2 origins, by {result['mean_refit_gain']:+.4f}" in out
     # The run report shows the newest backtest, with its plot.
     pipeline_root = tmp_path / "outputs" / "pipelines" / "taxi-big-tipper"
     assert json.loads(report.backtest_path(str(pipeline_root)).read_text()) == result
@@ -37,6 +48,7 @@ def test_the_command_prints_every_origin_mean_and_worst_beside_the_trees(
         **result, "command": "python -m tools.backtest", "when": "today"})
     assert "Backtest: how the model does on periods it has not seen" in page
     assert "worst" in page and "data:image/png;base64," in page
+    assert f"{result['mean_refit_gain']:+.4f} AUC on average" in page
 
 
 def test_too_little_history_is_refused_with_what_to_change(tmp_path, monkeypatch, capsys):
