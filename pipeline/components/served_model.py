@@ -31,6 +31,23 @@ def has_saved_model(path: str | None) -> bool:
     return bool(path) and fileio.exists(os.path.join(path, "saved_model.pb"))
 
 
+def evaluated_behind(served: str) -> str:
+    """A served refit's evaluated model (RefitCheck's record inside it), if still there: the
+    baseline a candidate is judged against, as the resolver picks elsewhere. The refit has
+    trained on rows a new evaluation may hold out again (the same data rerun), where it
+    would score as if it had never seen them."""
+    import json
+
+    from reporting.artifacts import REFIT_FILE
+
+    record = os.path.join(served, "assets.extra", REFIT_FILE)
+    if not fileio.exists(record):
+        return ""
+    with fileio.open(record) as f:
+        evaluated = (json.load(f).get("evaluated") or {}).get("model", "")
+    return evaluated if has_saved_model(evaluated) else ""
+
+
 @component
 def ServedModel(
     model: OutputArtifact[standard_artifacts.Model],
@@ -42,11 +59,13 @@ def ServedModel(
         log.info("no model served under %s yet: no baseline, no warm start", serving_dir)
         model.set_int_custom_property("found", 0)
         return
-    io_utils.copy_dir(source, path_utils.serving_model_path(model.uri))
+    evaluated = evaluated_behind(source)
+    io_utils.copy_dir(evaluated or source, path_utils.serving_model_path(model.uri))
     model.set_int_custom_property("found", 1)
     model.set_string_custom_property("served_version", str(version))
-    model.set_string_custom_property("source", source)
-    log.info("baseline: served version %s (%s)", version, source)
+    model.set_string_custom_property("source", evaluated or source)
+    log.info("baseline: served version %s (%s)", version,
+             f"a refit: the model evaluated for it, {evaluated}" if evaluated else source)
 
 
 class _Executor(evaluator_executor.Executor):
