@@ -65,6 +65,15 @@ def key_figure(node: str, outcome: runs.RunSummary, artifacts: list) -> str:
         text = f"{label} {value:.4f}" if isinstance(value, (int, float)) else "evaluated"
         text += f" (baseline {base:.4f})" if isinstance(base, (int, float)) else ""
         return text + (", blessed" if outcome.blessed else ", NOT blessed")
+    if node == "RefitCheck" and outcome.refit:
+        refit = outcome.refit
+        rows = ((refit.get("refit") or {}).get("rows") or {}).get("all", 0)
+        if refit.get("passed"):
+            return (f"refit on {rows:,} rows: within {refit['disagreement']:.3f} of the "
+                    "evaluated model, loss "
+                    f"{(refit.get('loss') or {}).get('ratio') or 0:.2f}x; goes on")
+        return f"refit NOT passed ({'; '.join(refit.get('reasons', []))[:160]}); goes on: " \
+            f"{refit.get('pushed')}"
     if node == "SafeToServe" and outcome.safe_to_serve is not None:
         return ("safe: " if outcome.safe_to_serve else "NOT safe: ") + \
             outcome.safe_to_serve_detail

@@ -613,6 +613,12 @@ def run_fn(fn_args) -> None:
         return
     raw_examples = bool(custom.get("raw_examples"))
     holdout = float(custom.get("in_time_holdout") or 0.0)
+    steps, refit = fn_args.train_steps, None
+    if custom.get("refit"):  # the blessed recipe on every row: same steps per row
+        steps, refit = refit_steps(fn_args.train_files, fn_args.train_steps)
+        holdout = 0.0  # the newest rows are the point: none held out
+        log.info("refit: %d rows (%d of them the evaluation's), %d steps", refit["rows"]["all"],
+                 refit["rows"]["added"], steps)
     seed = custom.get("seed")
     if seed is not None:
         tf.keras.utils.set_random_seed(int(seed))
@@ -636,7 +642,7 @@ def run_fn(fn_args) -> None:
     started = time.monotonic()
     model, history = fit(
         hp, tf_transform_output, fn_args.train_files, fn_args.eval_files,
-        steps=fn_args.train_steps, eval_steps=fn_args.eval_steps,
+        steps=steps, eval_steps=fn_args.eval_steps,
         rounds=int(custom.get("eval_rounds", 10)), seed=seed,
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
                    progress.for_strategy(distribution.strategy)],
@@ -663,6 +669,7 @@ def run_fn(fn_args) -> None:
                        "in_time_holdout": in_time,
                        "steps": steps_done, "resumed_from_step": resumed,
                        "contamination_marks": _trained_under(custom),
+                       "refit": refit,
                        "distribution": {"strategy": distribution.name,
                                         "replicas": distribution.replicas,
                                         "reason": distribution.reason},
@@ -681,6 +688,24 @@ def run_fn(fn_args) -> None:
              time.monotonic() - started)
     if backup:
         fault_tolerance.clear(backup)
+
+
+def refit_steps(train_files: list[str], recipe_steps: int) -> tuple[int, dict[str, Any]]:
+    """The refit's steps: the evaluated candidate's steps per row, over every row. Its first
+    file pattern is the evaluation split it adds (newest first, as the spans are)."""
+    def rows(pattern: str) -> int:
+        files = tf.io.gfile.glob(pattern)
+        if not files:
+            return 0
+        data = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        return int(data.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+
+    counts = [rows(p) for p in train_files]
+    recipe, every = sum(counts[1:]), sum(counts)
+    steps = max(1, round(recipe_steps * every / recipe)) if recipe else recipe_steps
+    return steps, {"rows": {"recipe": recipe, "added": counts[0], "all": every},
+                   "recipe_steps": recipe_steps, "steps": steps,
+                   "steps_per_row": round(recipe_steps / recipe, 6) if recipe else None}
 
 
 def _backup_dir(fn_args, custom: dict[str, Any], hp: dict[str, Any], base_model: str | None,

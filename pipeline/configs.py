@@ -157,6 +157,13 @@ class PipelineConfig(Layout):
                                             "it by its fingerprint (python -m tools.approval); "
                                             "until then the run ends waiting for approval")
 
+    # The refit after the blessing: the recipe on every row (components/refit_check.py)
+    refit: bool = setting(True, "once blessed, retrain on every row (eval's too); push it if "
+                                "RefitCheck passes")
+    refit_max_disagreement: float = setting(0.1, "RefitCheck: max mean answer gap")
+    refit_max_loss_factor: float = setting(1.5, "RefitCheck: max loss ratio, either way")
+    refit_fallback: str = setting("nothing", "if it fails: nothing|evaluated")
+
     # Safe to serve (between Evaluator and Pusher) and serving
     safe_to_serve: bool = setting(True, "before pushing, load the candidate in a separate process, "
                                         "replay warmup requests and check the budgets below")
@@ -288,6 +295,11 @@ class PipelineConfig(Layout):
             problems.append("predictions_bigquery_table must be project.dataset.table")
         if not 0.0 <= self.tflite_max_auc_loss <= 1.0:
             problems.append("tflite_max_auc_loss must be in [0, 1]")
+        if self.refit_fallback not in ("nothing", "evaluated"):
+            problems.append("refit_fallback must be one of nothing, evaluated")
+        if self.refit_max_disagreement <= 0 or self.refit_max_loss_factor < 1:
+            problems.append("refit_max_disagreement must be > 0 and refit_max_loss_factor "
+                            ">= 1")
         if self.beam_multi_processing_min_mb < 0:
             problems.append("beam_multi_processing_min_mb must be >= 0")
         if self.distribution not in DISTRIBUTIONS:

@@ -6,7 +6,8 @@ ArrowExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -
      SpanTransform, its cache keyed by span) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
   -> Evaluator (newest span, vs the latest blessed model; on Kubeflow, vs the served model)
-  -> [SafeToServe] -> Pusher
+  -> [RefitTransform -> Refit -> RefitCheck: the blessed recipe on every row, held to the
+     evaluated model] -> [SafeToServe] -> Pusher
   [InferenceExampleGen -> BulkInferrer (blessed candidate) -> PredictionsExport]
   [EdgeExport: the blessed candidate as TFLite, compared with the SavedModel on eval]
   [RunReport: the run's HTML report, from inside the DAG (Vertex)]
@@ -70,6 +71,7 @@ from pipeline.components.edge_export import EdgeExport
 from pipeline.components.leakage_check import LeakageCheck
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
 from pipeline.components.pusher import Pusher
+from pipeline.components.refit_check import RefitCheck
 from pipeline.components.run_report import RunReport
 from pipeline.components.safe_to_serve import SafeToServe
 from pipeline.components.served_model import BaselineEvaluator, ServedModel
@@ -263,6 +265,16 @@ class Trained:
     components: list
     transform: Any
     trainer: Any
+    hyperparameters: Any = None  # the Tuner's best, if it ran
+    train_splits: list[str] | None = None
+
+
+@dataclass
+class Refitted:
+    components: list
+    transform: Any
+    trainer: Any
+    check: Any
 
 
 @dataclass
@@ -272,6 +284,7 @@ class Judged:
     evaluation_config: tfma.EvalConfig
     safe_to_serve: SafeToServe | None
     pusher: Any
+    refitted: Refitted | None = None
 
 
 def ingest_and_validate(config: PipelineConfig) -> Ingested:
@@ -407,34 +420,89 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
     }
     tuner = tuner_component(config, training_inputs, train_splits) \
         if config.enable_tuning else None
+    hyperparameters = tuner.outputs["best_hyperparameters"] if tuner else None
+    trainer = trainer_component(config, data, training_inputs, train_splits, hyperparameters)
+    return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
+                   transform, trainer, hyperparameters, train_splits)
+
+
+def trainer_component(config: PipelineConfig, data: Ingested, training_inputs: dict,
+                      splits: list[str], hyperparameters, refit: bool = False):
+    """The Trainer (Vertex's on Vertex); with `refit`, the Refit: the same recipe on
+    `splits`, the evaluation split among them, at the same steps per row."""
     trainer_class, trainer_extra = (Trainer, {}) if config.profile != "vertex" else \
         _vertex_trainer(config)
-    trainer = trainer_class(
+    holdout = config.in_time_holdout if config.split_method() == "time" and not refit else 0.0
+    return trainer_class(
         run_fn=RUN_FN,
         schema=data.schema,
-        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        hyperparameters=hyperparameters,
         base_model=data.baseline if config.warm_start else None,
-        train_args=trainer_pb2.TrainArgs(splits=train_splits, num_steps=config.train_steps),
+        train_args=trainer_pb2.TrainArgs(splits=splits, num_steps=config.train_steps),
         **training_inputs,
         **_merge_custom_config(trainer_extra, {"problem": config.problem().to_json(),
                                                "hparams": config.hparams, "seed": config.seed,
                                                "recency_half_life": config.recency_half_life,
                                                "distribution": config.distribution,
-                                               "raw_examples": not materialize,
-                                               "in_time_holdout": config.in_time_holdout
-                                               if config.split_method() == "time" else 0.0,
-                                               **backup_config(config),
+                                               "raw_examples": not config.materializes(),
+                                               "in_time_holdout": holdout,
+                                               **({"refit": True} if refit else {}),
+                                               **backup_config(config, refit),
                                                **contamination_marks(config)}),
+    ).with_id("Refit" if refit else "Trainer")
+
+
+def refit_stage(config: PipelineConfig, data: Ingested, trained: Trained,
+                evaluator) -> Refitted:
+    """After the blessing: Transform analyses every row of the window (the evaluation's
+    too), the Refit trains the blessed recipe on them, RefitCheck holds it to the evaluated
+    model (pipeline/components/refit_check.py) and outputs what goes on to be pushed."""
+    materialize = config.materializes()
+    window = data.span_window.outputs["window"]
+    every = [EVAL_SPLIT, *trained.train_splits]  # newest first, as the spans are
+    transform = Transform(
+        examples=window,
+        schema=data.schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"problem": config.problem().to_json()},
+        splits_config=transform_pb2.SplitsConfig(analyze=every,
+                                                 transform=every if materialize else []),
+        materialize=materialize,
+        disable_statistics=True,
+        disable_analyzer_cache=True,
+    ).with_id("RefitTransform")
+    trainer = trainer_component(config, data, {
+        "examples": transform.outputs["transformed_examples"] if materialize else window,
+        "transform_graph": transform.outputs["transform_graph"],
+        "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
+    }, every, trained.hyperparameters, refit=True)
+    # After the blessing, as the name says: a failed evaluation costs no second training on
+    # the orchestrators that skip what a failed step leaves, and two training clusters never
+    # share one machine's cores (or loopback ports, offline) at once.
+    trainer.add_upstream_node(evaluator)
+    check = RefitCheck(
+        evaluated_model=trained.trainer.outputs["model"],
+        evaluated_run=trained.trainer.outputs["model_run"],
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        refit_model=trainer.outputs["model"],
+        refit_run=trainer.outputs["model_run"],
+        examples=data.examples,
+        split=EVAL_SPLIT,
+        max_disagreement=config.refit_max_disagreement,
+        max_loss_factor=config.refit_max_loss_factor,
+        fallback=config.refit_fallback,
     )
-    return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
-                   transform, trainer)
+    return Refitted([transform, trainer, check], transform, trainer, check)
 
 
-def backup_config(config: PipelineConfig) -> dict:
-    """Where and how often the Trainer backs up its state (models/fault_tolerance.py)."""
+def backup_config(config: PipelineConfig, refit: bool = False) -> dict:
+    """Where and how often the Trainer (or the Refit) backs up its state
+    (models/fault_tolerance.py)."""
     if not config.backs_up():
         return {}
-    return {"backup_root": f"{config.pipeline_root.rstrip('/')}/Trainer/backups",
+    node = "Refit" if refit else "Trainer"
+    return {"backup_root": f"{config.pipeline_root.rstrip('/')}/{node}/backups",
             "backup_every_steps": config.backup_every_steps,
             "backup_every_seconds": config.backup_every_seconds}
 
@@ -465,6 +533,9 @@ def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) 
         eval_config=evaluation_config,
     ).with_id("Evaluator")
     blessing = evaluator.outputs["blessing"]
+    refitted = refit_stage(config, data, trained, evaluator) if config.refit else None
+    if refitted:  # what goes on: the refit that passed its guards (or the fallback)
+        model = refitted.check.outputs["model"]
     safe_to_serve = None
     if config.safe_to_serve:
         safe_to_serve = SafeToServe(
@@ -475,6 +546,7 @@ def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) 
             warmup_requests=config.warmup_requests,
             latency_p99_budget_ms=config.latency_p99_budget_ms,
             memory_budget_mib=config.memory_budget_mib,
+            refit=refitted.check.outputs["verdict"] if refitted else None,
         )
     # What the Pusher pushes and the blessings it requires: with the serving check, its
     # copy of the model that carries TF Serving warmup requests, and both blessings.
@@ -483,6 +555,8 @@ def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) 
         to_push["infra_blessing"] = safe_to_serve.outputs["infra_blessing"]
     else:
         to_push["model"] = model
+        if refitted:  # the refit's verdict, which the Pusher reads as it reads SafeToServe's
+            to_push["infra_blessing"] = refitted.check.outputs["verdict"]
     # Pusher checks the blessings itself: an unblessed model is recorded as not pushed.
     if config.profile == "vertex" and config.serving_endpoint:
         pusher = _vertex_endpoint_pusher(config, to_push)
@@ -495,8 +569,8 @@ def evaluate_and_push(config: PipelineConfig, data: Ingested, trained: Trained) 
                     base_directory=config.serving_dir)),
             custom_config=approval_config(config),
         )
-    return Judged([evaluator, safe_to_serve, pusher], evaluator, evaluation_config,
-                  safe_to_serve, pusher)
+    return Judged([evaluator, *(refitted.components if refitted else []), safe_to_serve,
+                   pusher], evaluator, evaluation_config, safe_to_serve, pusher, refitted)
 
 
 def approval_config(config: PipelineConfig) -> dict:
@@ -516,6 +590,8 @@ def outputs(config: PipelineConfig, data: Ingested, trained: Trained, judged: Ju
     """What a blessed candidate makes besides the push: batch predictions, a TFLite export,
     and the run report written inside the DAG."""
     model, blessing = trained.trainer.outputs["model"], judged.evaluator.outputs["blessing"]
+    if judged.refitted:  # the model that is pushed
+        model = judged.refitted.check.outputs["model"]
     batch = batch_inference(config, model, blessing) if config.inference_data_root else []
     edge_export = EdgeExport(
         model=model, model_blessing=blessing, examples=data.examples, split=EVAL_SPLIT,

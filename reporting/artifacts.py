@@ -18,6 +18,7 @@ EDGE_COMPARISON_FILE = "comparison.json"  # EdgeExport: TFLite against the Saved
 REPORT_FILE = "report.html"  # RunReport: the run report inside its artifact
 LEAKAGE_FILE = "leakage.json"  # LeakageCheck: overlaps, duplicates, single-feature AUCs
 CONTAMINATION_FILE = "contamination.json"  # SpanExamples, SpanWindow: marked rows left out
+REFIT_FILE = "refit.json"  # RefitCheck: both models, the guards' figures, what goes on
 
 
 def read_anomalies(artifact_uri: str, split_names: str) -> dict[str, anomalies_pb2.Anomalies]:

@@ -38,7 +38,8 @@ def pushed_lines(summary: RunSummary) -> list[str]:
         return [f"Pushed: {summary.pushed_destination}{by}"]
     if approval.get("awaiting_approval"):
         fingerprint = approval["awaiting_approval"]
-        model = summary.artifacts.get("Trainer", {}).get("Model", "")
+        model = summary.artifacts.get("RefitCheck", summary.artifacts.get("Trainer", {})) \
+            .get("Model", "")
         return ["Pushed: no: WAITING FOR APPROVAL of this blessed model",
                 f"  model {model}", f"  fingerprint {fingerprint}",
                 f"  approve: python -m tools.approval approve {fingerprint[:16]} --reason ...",
@@ -46,7 +47,35 @@ def pushed_lines(summary: RunSummary) -> list[str]:
                 "  then the next run pushes it (the rest is cached)"]
     if approval.get("rejected"):
         return [f"Pushed: no: rejected by {approval['rejected']}"]
-    return ["Pushed: no (not blessed)"]
+    if summary.blessed and summary.refit.get("pushed") == "nothing":
+        return ["Pushed: no: the refit failed a guard (Refit above) and refit_fallback is "
+                "nothing"]
+    return ["Pushed: no (not blessed)" if not summary.blessed else "Pushed: no"]
+
+
+def format_refit(refit: dict[str, Any]) -> list[str]:
+    """The refit: the rows it learned from, how it held to the evaluated model, what went
+    on to be pushed."""
+    if not refit:
+        return []
+    trained, rows = refit.get("refit") or {}, (refit.get("refit") or {}).get("rows") or {}
+    lines = [f"Refit (the blessed recipe on every row): {rows.get('all', 0):,} rows, the "
+             f"{rows.get('added', 0):,} the evaluation held out included; "
+             f"{trained.get('steps')} steps (the evaluated model: {trained.get('recipe_steps')} "
+             f"on {rows.get('recipe', 0):,} rows)"]
+    if "disagreement" in refit:
+        loss, limits = refit.get("loss") or {}, refit.get("limits") or {}
+        ratio = f"{loss['ratio']:.2f}x" if loss.get("ratio") is not None else "n/a"
+        lines.append(f"  agrees with the evaluated model on {refit['rows_compared']:,} "
+                     f"evaluation rows within {refit['disagreement']:.4f} on average (limit "
+                     f"{limits.get('max_disagreement'):g}); training loss {ratio} the "
+                     f"evaluated model's (limit {limits.get('max_loss_factor'):g}x)")
+    lines += [f"  - FAILED {reason}" for reason in refit.get("reasons", [])]
+    went = {"refit": "the refit (the evaluation above is its forecast)",
+            "evaluated": "the evaluated model (refit_fallback)"}.get(refit.get("pushed"),
+                                                                    "nothing")
+    lines.append(f"  goes on to be pushed: {went}")
+    return lines
 
 
 def evaluated_on(split: dict[str, Any]) -> str:
@@ -160,6 +189,8 @@ def format_summary(summary: RunSummary, components: bool = True) -> str:
         lines.append(f"Blessed: {'yes' if summary.blessed else 'NO'}")
         for failure in summary.validation_failures:
             lines.append(f"  - {failure}")
+    if summary.blessed:
+        lines += format_refit(summary.refit)
     if summary.safe_to_serve is not None:
         verdict = "yes" if summary.safe_to_serve else "NO"
         lines.append(f"Safe to serve: {verdict} ({summary.safe_to_serve_detail})")

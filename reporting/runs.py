@@ -69,6 +69,8 @@ class RunSummary:
     in_time_holdout: dict[str, Any] = dataclasses.field(default_factory=dict)
     # The metrics on the rows whose label is observed (the problem's label.observed slice).
     observed_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    # RefitCheck's refit.json: the evaluated model, the refit, the guards, what went on.
+    refit: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def wall_seconds(self) -> float:
@@ -246,6 +248,8 @@ def _read_outcome(summary: RunSummary, node: str, artifact) -> None:
     elif node == "PredictionsExport" and artifact.type == "InferenceResult":
         summary.batch_predictions = _read_json(
             f"{artifact.uri}/{files.PREDICTIONS_SUMMARY_FILE}") or {}
+    elif node == "RefitCheck" and artifact.type == "InfraBlessing" and artifact.uri:
+        summary.refit = _read_json(f"{artifact.uri}/{files.REFIT_FILE}") or {}
     elif node == "EdgeExport" and artifact.uri:
         summary.edge_model = _read_json(f"{artifact.uri}/{files.EDGE_COMPARISON_FILE}") or {}
     elif node == "Pusher" and artifact.type == "PushedModel":

@@ -14,6 +14,7 @@ import local_runner
 from control import marks, records
 from data import bundled
 from pipeline import configs
+from pipeline.components.pusher import model_digest
 from reporting import runs
 from serving import versions
 from tools import approval
@@ -75,6 +76,13 @@ def test_a_mark_takes_its_rows_out_and_the_model_waits_for_an_approval_of_itself
     # Blessed, and waiting: nothing pushed, the fingerprint and the command named.
     assert first.blessed and first.pushed is False
     fingerprint = first.approval["awaiting_approval"]
+    # The approval binds to the model that would be pushed: the refit, not the evaluated.
+    refit = Path(first.artifacts["RefitCheck"]["Model"], "Format-Serving")
+    assert fingerprint == model_digest(str(refit)) != model_digest(
+        str(Path(first.artifacts["Trainer"]["Model"], "Format-Serving")))
+    refit_history = json.loads(Path(first.artifacts["Refit"]["ModelRun"], "history.json")
+                               .read_text())
+    assert mark.id in refit_history["contamination_marks"]
     assert versions.pushed_versions(config.serving_dir) == []
     out = capsys.readouterr().out
     assert "WAITING FOR APPROVAL" in out and f"approve {fingerprint[:16]}" in out

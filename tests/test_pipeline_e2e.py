@@ -33,7 +33,7 @@ SAMPLE_ROWS = 3000
 UNLABELLED_ROWS = 400
 COMPONENTS = {"ExampleGen", "SpanExamples", "StatisticsGen", "ImportSchemaGen",
               "ExampleValidator", "DriftCheck", "LeakageCheck", "AnomalyGate", "SpanWindow",
-              "Transform",
+              "Transform", "RefitTransform", "Refit", "RefitCheck",
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "SafeToServe", "Pusher",
               "InferenceExampleGen", "BulkInferrer", "PredictionsExport", "EdgeExport",
               "RunReport"}
@@ -114,6 +114,34 @@ def test_first_run_executes_every_component_blesses_and_pushes(first_run):
     assert f"Report: {summary.report_path}" in text
     assert f"auc                {summary.metrics['auc']:.4f}   baseline none yet" in text
     assert f"Pushed: {summary.pushed_destination}" in text
+
+
+def test_the_pushed_model_is_the_refit_which_learned_from_the_evaluation_s_rows(first_run):
+    """The Evaluator judged the candidate on the newest rows it never saw; what is pushed is
+    the same recipe trained on every row, held to the candidate, carrying both records."""
+    from pipeline.components.pusher import model_digest
+
+    config, summary = first_run
+    (pushed,) = versions(config.serving_dir)
+    served = os.path.join(config.serving_dir, pushed)
+    with open(os.path.join(served, "assets.extra", "refit.json")) as f:
+        refit = json.load(f)
+    assert refit["passed"] and refit["pushed"] == "refit", refit["reasons"]
+    rows = refit["refit"]["rows"]
+    assert rows["added"] == summary.metrics["example_count"]  # the evaluation's rows
+    assert rows["all"] == rows["recipe"] + rows["added"]
+    assert refit["refit"]["steps"] == round(config.train_steps * rows["all"] / rows["recipe"])
+    assert refit["evaluated"]["out_of_time"]["auc"] == round(summary.metrics["auc"], 6)
+    assert refit["disagreement"] < config.refit_max_disagreement
+    refit_model = os.path.join(output_uri(config, "Refit", "Model"), "Format-Serving")
+    evaluated = os.path.join(output_uri(config, "Trainer", "Model"), "Format-Serving")
+    assert model_digest(served) == model_digest(refit_model) != model_digest(evaluated)
+    with open(os.path.join(output_uri(config, "Refit", "ModelRun"), "history.json")) as f:
+        assert json.load(f)["refit"]["rows"] == rows
+    assert summary.refit == refit
+    text = run_summary.format_summary(summary)
+    assert f"Refit (the blessed recipe on every row): {rows['all']:,} rows" in text
+    assert "goes on to be pushed: the refit" in text
 
 
 def test_every_run_writes_a_self_contained_report_with_what_mlmd_recorded(first_run):
@@ -391,8 +419,8 @@ def test_reruns_with_nothing_new_are_served_from_cache_and_push_no_copy(first_ru
     assert set(states) == COMPONENTS
     assert {n for n, s in states.items() if s == "ran"} <= {
         "latest_blessed_model_resolver", "ImportSchemaGen", "DriftCheck", "AnomalyGate",
-        "Evaluator", "SafeToServe", "Pusher", "BulkInferrer", "PredictionsExport", "EdgeExport",
-        "RunReport",
+        "Evaluator", "RefitCheck", "SafeToServe", "Pusher", "BulkInferrer",
+        "PredictionsExport", "EdgeExport", "RunReport",
     }  # a new blessing (and a drift baseline): the same model scores and exports again
     assert second.blessed is True and second.pushed is True
     # The same data against the data behind the blessed first model: no distance at all.

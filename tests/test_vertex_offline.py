@@ -114,14 +114,23 @@ def test_training_ran_as_a_two_replica_vertex_job_and_only_the_chief_exported(fi
     assert len(exported) == 1 and "scratch" not in str(exported[0])
     jobs = {p.parent.name: p.name for p in (root / "jobs").glob("*/workerpool*.log")}
     logs = sorted(p.name for p in (root / "jobs").glob("*/workerpool*.log"))
-    # One job for the Tuner (2 parallel trials), one for the Trainer (chief + 1 worker).
-    assert len(jobs) == 2 and logs.count("workerpool0-0.log") == 2
-    assert logs.count("workerpool1-0.log") == 2
-    # The Trainer's worker was preempted after a backup; under multi-worker training the job
-    # restarts every replica (restart_job_on_worker_restart), which resume from the backup.
+    # One job for the Tuner (2 parallel trials), one for the Trainer and one for the Refit
+    # (chief + 1 worker each).
+    assert len(jobs) == 3 and logs.count("workerpool0-0.log") == 3
+    assert logs.count("workerpool1-0.log") == 3
+    # The training worker was preempted after a backup (the Trainer's and the Refit's);
+    # under multi-worker training the job restarts every replica
+    # (restart_job_on_worker_restart), which resume from the backup, once.
     assert logs.count("workerpool0-0.restart-1.log") == logs.count(
-        "workerpool1-0.restart-1.log") == 1
+        "workerpool1-0.restart-1.log") == 2
+    assert "workerpool0-0.restart-2.log" not in logs
     assert history["steps"] == 60 and 20 <= history["resumed_from_step"] < 60
+    # The Refit: the same recipe on every row of the window, at the same steps per row.
+    (refit_run,) = record["outputs"]["Refit"]["model_run"]
+    refit = json.loads((Path(refit_run["uri"]) / "history.json").read_text())
+    assert refit["refit"]["rows"] == {"recipe": 1875, "added": 625, "all": SPAN_ROWS}
+    assert refit["steps"] == 80 and 20 <= refit["resumed_from_step"] < 80
+    assert refit["distribution"]["replicas"] == 2
     (best,) = record["outputs"]["Tuner"]["best_hyperparameters"]
     assert Path(best["uri"]).exists()
 

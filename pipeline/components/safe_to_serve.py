@@ -97,12 +97,19 @@ def SafeToServe(
     warmup_requests: Parameter[int] = 32,
     latency_p99_budget_ms: Parameter[float] = 50.0,
     memory_budget_mib: Parameter[float] = 2048.0,
+    refit: InputArtifact[standard_artifacts.InfraBlessing] = None,
 ):
-    if not model_blessing.get_int_custom_property("blessed"):
+    """`model`: the candidate, or with a refit RefitCheck's model, which goes on only if
+    `refit` says it passed (or it is the evaluated model, the configured fallback)."""
+    skipped = "" if model_blessing.get_int_custom_property("blessed") else \
+        "not blessed by the Evaluator; serving check skipped"
+    if not skipped and refit is not None and not refit.get_int_custom_property("blessed"):
+        skipped = f"the refit failed its guards, nothing to push: " \
+                  f"{refit.get_string_custom_property('reason')}"
+    if skipped:
         infra_blessing.set_int_custom_property("blessed", 0)
         infra_blessing.set_int_custom_property("has_model", 0)
-        infra_blessing.set_string_custom_property(
-            "reason", "not blessed by the Evaluator; serving check skipped")
+        infra_blessing.set_string_custom_property("reason", skipped)
         return
     report = check(
         path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model)),
