@@ -160,7 +160,7 @@ class PipelineConfig(Layout):
     # The refit after the blessing: the recipe on every row (components/refit_check.py)
     refit: bool = setting(True, "once blessed, retrain on every row (eval's too); push it if "
                                 "RefitCheck passes")
-    refit_max_disagreement: float = setting(0.1, "RefitCheck: max mean answer gap")
+    refit_max_disagreement: float = setting(0.25, "RefitCheck: max mean answer gap")
     refit_max_loss_factor: float = setting(1.5, "RefitCheck: max loss ratio, either way")
     refit_fallback: str = setting("nothing", "if it fails: nothing|evaluated")
 

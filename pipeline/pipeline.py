@@ -471,6 +471,7 @@ def refit_stage(config: PipelineConfig, data: Ingested, trained: Trained,
         disable_statistics=True,
         disable_analyzer_cache=True,
     ).with_id("RefitTransform")
+    transform.add_upstream_node(data.anomaly_gate)  # nothing reads rows the gate stopped
     trainer = trainer_component(config, data, {
         "examples": transform.outputs["transformed_examples"] if materialize else window,
         "transform_graph": transform.outputs["transform_graph"],

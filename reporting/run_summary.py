@@ -26,8 +26,10 @@ def describe_edge_model(edge: dict[str, Any]) -> str:
     if not edge.get("exported"):
         return f"TFLite: not exported ({edge.get('note', '')})"
     auc, size = edge["auc"], edge["size_bytes"]
+    seen = " (the refit's, which trained on these rows: the exports against each other, " \
+        "not a forecast)" if edge.get("refit") else ""
     return (f"TFLite: eval AUC {auc['float']:.4f} float, {auc['quantized']:.4f} quantized "
-            f"(SavedModel {auc['saved_model']:.4f}); {size['float'] / 1024:.0f} KiB -> "
+            f"(SavedModel {auc['saved_model']:.4f}){seen}; {size['float'] / 1024:.0f} KiB -> "
             f"{size['quantized'] / 1024:.0f} KiB; {edge['files']['quantized']}")
 
 

@@ -22,7 +22,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact, standard_artifacts
 from tfx.utils import path_utils
 
-from reporting.artifacts import EDGE_COMPARISON_FILE
+from reporting.artifacts import EDGE_COMPARISON_FILE, REFIT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,9 @@ def EdgeExport(
             for path in paths.values():
                 fileio.copy(str(path), os.path.join(edge_model.uri, path.name), overwrite=True)
         summary = {"exported": True, "split": split, **comparison.to_dict(),
+                   # A refit trained on the split it is compared on (RefitCheck's record).
+                   "refit": fileio.exists(os.path.join(saved_model, "assets.extra",
+                                                       REFIT_FILE)),
                    "files": {kind: os.path.join(edge_model.uri, path.name)
                              for kind, path in paths.items()}}
         log.info("EdgeExport: AUC SavedModel %.4f, float %.4f, quantized %.4f; %s",

@@ -151,7 +151,7 @@ def RefitCheck(
     model: OutputArtifact[standard_artifacts.Model],
     verdict: OutputArtifact[standard_artifacts.InfraBlessing],
     split: Parameter[str] = "eval",
-    max_disagreement: Parameter[float] = 0.1,
+    max_disagreement: Parameter[float] = 0.25,
     max_loss_factor: Parameter[float] = 1.5,
     fallback: Parameter[str] = "nothing",
     max_rows: Parameter[int] = 5000,
