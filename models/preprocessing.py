@@ -33,43 +33,51 @@ def _present(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return tf.ones_like(tf.reshape(x, [-1]), tf.bool)
 
 
-def _moments(values: tf.Tensor, present: tf.Tensor, name: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """Mean and variance over observed values only, in the one analysis pass.
+def _observed(x, log: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """(float values with gaps as 0, where a value is present), log1p'd for heavy tails."""
+    present = _present(x)
+    values = tf.cast(_dense(x, 0), tf.float32)
+    if log:
+        values = tf.math.log1p(tf.maximum(values, 0.0))
+    return values, present
 
-    Filling the gaps with the mean first and then z-scoring the filled column would need
-    the mean before the variance: a second pass over the data (a second analysis phase).
+
+def moments(columns: list[tuple[tf.Tensor, tf.Tensor]]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Mean and variance of the observed values of every column, in one analyzer.
+
+    One analyzer per statistic and column (tft.mean, tft.var) was two Beam combiners per
+    numeric feature, each a branch of the analysis graph; here one tft.sum over the columns
+    stacked side by side, [count, sum, sum of squares] per column, in float64 so the
+    variance of a column far from zero (a latitude) keeps its digits. Observed values only,
+    still one pass: filling the gaps with the mean first would need the mean before the
+    variance, a second analysis phase.
     """
-    observed = tf.boolean_mask(values, present)
-    return tft.mean(observed, name=f"{name}_mean"), tft.var(observed, name=f"{name}_var")
+    present = tf.stack([tf.cast(p, tf.float64) for _, p in columns], axis=1)
+    values = tf.stack([tf.cast(v, tf.float64) for v, _ in columns], axis=1) * present
+    sums = tft.sum(tf.concat([present, values, values * values], axis=1),
+                   reduce_instance_dims=False, name="moments")
+    count, total, squares = tf.split(sums, 3)
+    count = tf.maximum(count, 1.0)
+    mean = total / count
+    var = tf.maximum(squares / count - mean * mean, 0.0)
+    return tf.cast(mean, tf.float32), tf.cast(var, tf.float32)
 
 
-def _z_score(values: tf.Tensor, present: tf.Tensor, name: str) -> tf.Tensor:
+def _z_score(values: tf.Tensor, present: tf.Tensor, mean: tf.Tensor,
+             var: tf.Tensor) -> tf.Tensor:
     """Z-score of the observed values; missing values take the mean (z = 0). A constant
     column (variance 0) is only centred, as tft.scale_to_z_score does."""
-    mean, var = _moments(values, present, name)
     centred = values - mean
     scaled = tf.where(var > 0, centred * tf.math.rsqrt(tf.maximum(var, 1e-30)), centred)
     return tf.where(present, scaled, tf.zeros_like(scaled))
 
 
-def _numeric(x, log: bool, name: str) -> tf.Tensor:
-    """log1p (heavy tails) then z-score; missing values take the training mean (z = 0)."""
-    present = _present(x)
-    values = tf.cast(_dense(x, 0), tf.float32)
-    if log:
-        values = tf.math.log1p(tf.maximum(values, 0.0))
-    return _z_score(values, present, name)
-
-
-def _geo(x, buckets: int, name: str) -> tuple[tf.Tensor, tf.Tensor]:
-    """Z-scored coordinate plus a quantile bucket; missing coordinates get bucket `buckets`."""
-    present = _present(x)
-    values = tf.cast(_dense(x, 0), tf.float32)
+def _bucket(values: tf.Tensor, present: tf.Tensor, buckets: int, name: str) -> tf.Tensor:
+    """A coordinate's quantile bucket; missing coordinates get bucket `buckets`."""
     boundaries = tft.quantiles(tf.boolean_mask(values, present), buckets,
                                epsilon=min(1.0 / buckets, 0.01), name=f"{name}_quantiles")
     bucket = tft.apply_buckets(values, boundaries)
-    bucket = tf.where(present, bucket, tf.cast(buckets, tf.int64))
-    return _z_score(values, present, name), bucket
+    return tf.where(present, bucket, tf.cast(buckets, tf.int64))
 
 
 def _int_category(x, size: int) -> tf.Tensor:
@@ -194,14 +202,21 @@ def preprocessing_fn(inputs: dict[str, tf.Tensor | tf.SparseTensor],
                      custom_config: dict | None = None) -> dict[str, tf.Tensor]:
     problem = P.from_custom_config(custom_config)
     outputs: dict[str, tf.Tensor] = {}
+    # Numeric and geo columns are z-scored by moments from one analyzer (see `moments`).
+    scaled = [f for f in problem.features if f.kind in (F.Kind.NUMERIC, F.Kind.GEO)]
+    columns = [_observed(inputs[f.name], f.kind is F.Kind.NUMERIC and f.log) for f in scaled]
+    if columns:
+        mean, var = moments(columns)
+        for i, (feature, (values, present)) in enumerate(zip(scaled, columns, strict=True)):
+            outputs[feature.transformed] = _z_score(values, present, mean[i], var[i])
+            if feature.kind is F.Kind.GEO:
+                outputs[feature.bucket_name] = _bucket(values, present, feature.buckets,
+                                                       feature.name)
     for feature in problem.features:
         x = inputs[feature.name]
-        if feature.kind is F.Kind.NUMERIC:
-            outputs[feature.transformed] = _numeric(x, feature.log, feature.name)
-        elif feature.kind is F.Kind.GEO:
-            outputs[feature.transformed], outputs[feature.bucket_name] = _geo(
-                x, feature.buckets, feature.name)
-        elif feature.kind is F.Kind.INT_CATEGORY:
+        if feature.kind in (F.Kind.NUMERIC, F.Kind.GEO):
+            continue
+        if feature.kind is F.Kind.INT_CATEGORY:
             outputs[feature.transformed] = _int_category(x, feature.size)
         elif feature.kind is F.Kind.VOCAB:
             outputs[feature.transformed] = _vocab(x, feature)
