@@ -41,7 +41,7 @@ from apache_beam.transforms.window import IntervalWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming
 
-from serving import stream
+from serving import stream_steps as stream
 
 log = logging.getLogger("serving.stream")
 

@@ -81,8 +81,9 @@ def test_every_dotted_path_the_compiled_jobs_name_imports_from_the_image_alone(j
 def test_the_streaming_job_s_workers_import_their_code_from_the_image(image):
     """Dataflow's workers run serving/stream.py's transforms from the same image."""
     assert image_tree.import_failures(image, [
-        "serving.stream.ParseEvent", "serving.stream.RawRowsModelHandler",
-        "serving.stream.PredictionRows", "serving.stream.WindowFigures",
+        "serving.stream.build", "serving.stream_steps.ParseEvent",
+        "serving.stream_steps.RawRowsModelHandler", "serving.stream_steps.PredictionRows",
+        "serving.stream_steps.WindowFigures",
         "models.contract.instance", "models.model.instance_tensors"]) == {}
 
 
