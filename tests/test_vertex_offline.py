@@ -252,8 +252,15 @@ class BacksUpThenTrains(base_executor.BaseExecutor):
 
     def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
         task = json.loads(os.environ["CLUSTER_SPEC"])["task"]
-        with (Path(exec_properties["out"]) / f"{task['type']}-{task['index']}").open("a") as f:
+        out = Path(exec_properties["out"])
+        with (out / f"{task['type']}-{task['index']}").open("a") as f:
             f.write("started\n")
+        # As in real multi-worker training, nothing is backed up before the whole cluster is
+        # up: a worker waits (bounded) for the chief's start, however slowly it imports.
+        deadline = time.monotonic() + 120
+        while task["type"] != "workerpool0" and time.monotonic() < deadline and not any(
+                out.glob("workerpool0-*")):
+            time.sleep(0.2)
         print("training state backed up at step 20", flush=True)
         time.sleep(6)
 
