@@ -17,9 +17,10 @@ readInstances -> the raw-row contract -> RunInference -> writePredictions:
 - **RunInference** with a model handler around the pushed SavedModel's `serving_default`
   signature (15 named tensors: Beam's TF handlers stack one tensor, and load with Keras),
   loaded with `tf.saved_model.load`, the Transform graph inside. The handler's model is the
-  newest version under the serving dir: when the Pusher writes a new one, the next batch
-  after a poll loads it whole (and replays its warmup requests), then swaps it in, so no row
-  is scored by a half-loaded model; every output row names the version that scored it.
+  version the rollout says answers (serving/answering.py, the server's rule: a pause, the
+  bandit, a canary, `stable`, else the newest push), read again every --poll-seconds; a new
+  one is loaded whole (its warmup replayed) before it scores, and every output row names
+  the version that scored it.
 - **Windows** of event time (`--window-seconds`) carry per-window counts, mean prediction and
   dead-letter share (`windows.jsonl`, a line per pane: on time, then one per late firing up to
   `--allowed-lateness-seconds`). Predictions and dead letters are written whatever their
@@ -31,6 +32,11 @@ readInstances -> the raw-row contract -> RunInference -> writePredictions:
   reads as it reads the server's. On Dataflow, BigQuery (streaming inserts): one row per
   event with its inputs, probability, version, event and processing time, and a
   `_dead_letters` table beside it.
+
+Here (`--watch`) the same steps run in an event-time loop of their own
+(serving/folder_stream.py; Beam's Python runners do not stream a folder on one machine): a
+window's line lands as the watermark passes its end, while the job runs; Ctrl-C or SIGTERM
+reads what has landed, closes every window and prints the summary.
 """
 
 from __future__ import annotations
