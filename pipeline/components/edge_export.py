@@ -38,6 +38,16 @@ class EdgeModelTooLossy(RuntimeError):
     """The quantized model loses more AUC than allowed against the SavedModel."""
 
 
+def _is_refit(saved_model: str) -> bool:
+    """Whether the model is a refit (it trained on the eval rows), by RefitCheck's record;
+    the evaluated model pushed as the fallback carries the record too, not as the refit."""
+    record = os.path.join(saved_model, "assets.extra", REFIT_FILE)
+    if not fileio.exists(record):
+        return False
+    with fileio.open(record) as f:
+        return json.load(f).get("pushed") == "refit"
+
+
 @component
 def EdgeExport(
     model: InputArtifact[standard_artifacts.Model],
@@ -71,8 +81,7 @@ def EdgeExport(
                 fileio.copy(str(path), os.path.join(edge_model.uri, path.name), overwrite=True)
         summary = {"exported": True, "split": split, **comparison.to_dict(),
                    # A refit trained on the split it is compared on (RefitCheck's record).
-                   "refit": fileio.exists(os.path.join(saved_model, "assets.extra",
-                                                       REFIT_FILE)),
+                   "refit": _is_refit(saved_model),
                    "files": {kind: os.path.join(edge_model.uri, path.name)
                              for kind, path in paths.items()}}
         log.info("EdgeExport: AUC SavedModel %.4f, float %.4f, quantized %.4f; %s",
