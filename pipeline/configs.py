@@ -20,6 +20,7 @@ __all__ = ["ENV_PREFIX", "ConfigError", "PipelineConfig", "add_arguments", "from
 
 RUNNING_MODES = ("auto", "in_memory", "multi_threading", "multi_processing")
 PREDICTION_FORMATS = ("parquet", "csv")
+REFIT_FALLBACKS = ("nothing", "evaluated")  # what is pushed when RefitCheck fails
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker", "parameter_server")
 DRIFT_ACTIONS = ("stop", "warn")
 MATERIALIZE = ("auto", "yes", "no")
@@ -162,7 +163,7 @@ class PipelineConfig(Layout):
                                 "RefitCheck passes")
     refit_max_disagreement: float = setting(0.25, "RefitCheck: max mean answer gap")
     refit_max_loss_factor: float = setting(1.5, "RefitCheck: max loss ratio, either way")
-    refit_fallback: str = setting("nothing", "if it fails: nothing|evaluated")
+    refit_fallback: str = setting("nothing", "if it fails: " + "|".join(REFIT_FALLBACKS))
 
     # Safe to serve (between Evaluator and Pusher) and serving
     safe_to_serve: bool = setting(True, "before pushing, load the candidate in a separate process, "
@@ -295,8 +296,8 @@ class PipelineConfig(Layout):
             problems.append("predictions_bigquery_table must be project.dataset.table")
         if not 0.0 <= self.tflite_max_auc_loss <= 1.0:
             problems.append("tflite_max_auc_loss must be in [0, 1]")
-        if self.refit_fallback not in ("nothing", "evaluated"):
-            problems.append("refit_fallback must be one of nothing, evaluated")
+        if self.refit_fallback not in REFIT_FALLBACKS:
+            problems.append(f"refit_fallback must be one of {', '.join(REFIT_FALLBACKS)}")
         if self.refit_max_disagreement <= 0 or self.refit_max_loss_factor < 1:
             problems.append("refit_max_disagreement must be > 0 and refit_max_loss_factor "
                             ">= 1")

@@ -266,15 +266,12 @@ class Trained:
     transform: Any
     trainer: Any
     hyperparameters: Any = None  # the Tuner's best, if it ran
-    train_splits: list[str] | None = None
 
 
 @dataclass
 class Refitted:
     components: list
-    transform: Any
-    trainer: Any
-    check: Any
+    check: Any  # RefitCheck: the model that goes on, and its verdict
 
 
 @dataclass
@@ -392,38 +389,46 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
         ).with_id("latest_analyzer_cache_resolver")
         cache = {"analyzer_cache": cache_resolver.outputs["cache"]}
         transform_class = SpanTransform
-    # Vocabularies and statistics from every span of the window. Materialized, each split is
-    # written transformed; otherwise the Tuner and Trainer run the graph on the raw rows
-    # as they read them (models.model.input_fn), which skips writing every row.
-    materialize = config.materializes()
-    window = data.span_window.outputs["window"]
-    transform = transform_class(
-        examples=window,
-        schema=data.schema,
-        preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"problem": config.problem().to_json()},
-        splits_config=transform_pb2.SplitsConfig(
-            analyze=train_splits, transform=train_splits + [EVAL_SPLIT] if materialize else []),
-        materialize=materialize,
-        # Statistics of the transformed data are not used downstream; skipping them
-        # saves two full passes over the data.
-        disable_statistics=True,
-        **cache,
-    ).with_id("Transform")
-    transform.add_upstream_node(data.anomaly_gate)
-
-    # What Tuner and Trainer both read: the (transformed or raw) rows, the graph, eval batches.
-    training_inputs = {
-        "examples": transform.outputs["transformed_examples"] if materialize else window,
-        "transform_graph": transform.outputs["transform_graph"],
-        "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
-    }
+    transform, training_inputs = window_transform(config, data, train_splits, "Transform",
+                                                  transform_class, **cache)
     tuner = tuner_component(config, training_inputs, train_splits) \
         if config.enable_tuning else None
     hyperparameters = tuner.outputs["best_hyperparameters"] if tuner else None
     trainer = trainer_component(config, data, training_inputs, train_splits, hyperparameters)
     return Trained([cache_resolver, transform, tuner, data.model_resolver, trainer],
-                   transform, trainer, hyperparameters, train_splits)
+                   transform, trainer, hyperparameters)
+
+
+def window_transform(config: PipelineConfig, data: Ingested, analyze: list[str], node_id: str,
+                     transform_class=Transform, **cache) -> tuple[Any, dict]:
+    """Transform over the window's rows, its vocabularies and statistics from the `analyze`
+    splits (the one graph the model trained on them carries), after the data gate; and what
+    a Tuner or Trainer reads from it: the (transformed or raw) rows, the graph, eval
+    batches. Materialized, every split is written transformed; otherwise the Tuner and
+    Trainer run the graph on the raw rows as they read them (models.model.input_fn), which
+    skips writing every row."""
+    materialize = config.materializes()
+    window = data.span_window.outputs["window"]
+    every = [*span_window_splits(data.window_spans), EVAL_SPLIT]
+    transform = transform_class(
+        examples=window,
+        schema=data.schema,
+        preprocessing_fn=PREPROCESSING_FN,
+        custom_config={"problem": config.problem().to_json()},
+        splits_config=transform_pb2.SplitsConfig(analyze=analyze,
+                                                 transform=every if materialize else []),
+        materialize=materialize,
+        # Statistics of the transformed data are not used downstream; skipping them
+        # saves two full passes over the data.
+        disable_statistics=True,
+        **cache,
+    ).with_id(node_id)
+    transform.add_upstream_node(data.anomaly_gate)  # nothing reads rows the gate stopped
+    return transform, {
+        "examples": transform.outputs["transformed_examples"] if materialize else window,
+        "transform_graph": transform.outputs["transform_graph"],
+        "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
+    }
 
 
 def trainer_component(config: PipelineConfig, data: Ingested, training_inputs: dict,
@@ -457,26 +462,11 @@ def refit_stage(config: PipelineConfig, data: Ingested, trained: Trained,
     """After the blessing: Transform analyses every row of the window (the evaluation's
     too), the Refit trains the blessed recipe on them, RefitCheck holds it to the evaluated
     model (pipeline/components/refit_check.py) and outputs what goes on to be pushed."""
-    materialize = config.materializes()
-    window = data.span_window.outputs["window"]
-    every = [EVAL_SPLIT, *trained.train_splits]  # newest first, as the spans are
-    transform = Transform(
-        examples=window,
-        schema=data.schema,
-        preprocessing_fn=PREPROCESSING_FN,
-        custom_config={"problem": config.problem().to_json()},
-        splits_config=transform_pb2.SplitsConfig(analyze=every,
-                                                 transform=every if materialize else []),
-        materialize=materialize,
-        disable_statistics=True,
-        disable_analyzer_cache=True,
-    ).with_id("RefitTransform")
-    transform.add_upstream_node(data.anomaly_gate)  # nothing reads rows the gate stopped
-    trainer = trainer_component(config, data, {
-        "examples": transform.outputs["transformed_examples"] if materialize else window,
-        "transform_graph": transform.outputs["transform_graph"],
-        "eval_args": trainer_pb2.EvalArgs(splits=[EVAL_SPLIT], num_steps=config.eval_steps),
-    }, every, trained.hyperparameters, refit=True)
+    every = [EVAL_SPLIT, *span_window_splits(data.window_spans)]  # newest first, as spans are
+    transform, training_inputs = window_transform(config, data, every, "RefitTransform",
+                                                  disable_analyzer_cache=True)
+    trainer = trainer_component(config, data, training_inputs, every, trained.hyperparameters,
+                                refit=True)
     # After the blessing, as the name says: a failed evaluation costs no second training on
     # the orchestrators that skip what a failed step leaves, and two training clusters never
     # share one machine's cores (or loopback ports, offline) at once.
@@ -494,7 +484,7 @@ def refit_stage(config: PipelineConfig, data: Ingested, trained: Trained,
         max_loss_factor=config.refit_max_loss_factor,
         fallback=config.refit_fallback,
     )
-    return Refitted([transform, trainer, check], transform, trainer, check)
+    return Refitted([transform, trainer, check], check)
 
 
 def backup_config(config: PipelineConfig, refit: bool = False) -> dict:

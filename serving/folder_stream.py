@@ -59,9 +59,12 @@ def landed_events(path: Path) -> Iterable[Any]:
             yield line
 
 
+FIGURES = stream.WindowFigures()  # the Beam job's CombineFn (it keeps no state of its own)
+
+
 @dataclass
 class _Window:
-    figures: list = field(default_factory=lambda: stream.WindowFigures().create_accumulator())
+    figures: list = field(default_factory=FIGURES.create_accumulator)
     panes: int = 0
     late: bool = False  # late events arrived since its last line
 
@@ -143,12 +146,13 @@ class FolderStream:
         if valid:
             for result in self.handler.run_inference(valid, self.model):
                 for row in self.rows.process(result):
-                    (dead if isinstance(row, TaggedOutput) else rows).append(
-                        row.value if isinstance(row, TaggedOutput) else row)
+                    if isinstance(row, TaggedOutput):
+                        dead.append(row.value)
+                    else:
+                        rows.append(row)
         self.write(self.warehouse, rows)
         self.write(self.request_log, rows, windowed=False)
         self.write(self.dead_letters, dead)
-        combine = stream.WindowFigures()
         for kind, items in (("prediction", rows), ("dead", dead)):
             for item in items:
                 start = self.window_start(item["event_time"])
@@ -157,7 +161,7 @@ class FolderStream:
                     self.left_out += 1
                     continue
                 state = self.windows.setdefault(start, _Window())
-                combine.add_input(state.figures, (kind, item.get("probability", 0.0)))
+                FIGURES.add_input(state.figures, (kind, item.get("probability", 0.0)))
                 state.late = state.late or state.panes > 0
 
     def advance(self, watermark: float) -> None:
@@ -170,7 +174,7 @@ class FolderStream:
             if end <= self.watermark and (state.panes == 0 or state.late):
                 timing = PaneInfoTiming.ON_TIME if state.panes == 0 else PaneInfoTiming.LATE
                 pane = PaneInfo(state.panes == 0, False, timing, state.panes, state.panes)
-                figures = stream.WindowFigures().extract_output(state.figures)
+                figures = FIGURES.extract_output(state.figures)
                 for _ in self.lines.process(figures, IntervalWindow(start, end), pane):
                     pass
                 state.panes, state.late = state.panes + 1, False

@@ -43,8 +43,6 @@ from reporting.artifacts import REFIT_FILE
 
 log = logging.getLogger(__name__)
 
-FALLBACKS = ("nothing", "evaluated")
-
 
 def read_history(model_run_uri: str) -> dict[str, Any]:
     path = os.path.join(model_run_uri, "history.json")
@@ -75,18 +73,16 @@ def overall_metrics(evaluation_uri: str) -> dict[str, float]:
     return found
 
 
-def answers(model_path: str, records: list[bytes]) -> np.ndarray:
+def answers(model_path: str, records: list[bytes], task: str) -> np.ndarray:
     """The model's outputs for serialized raw tf.Examples, through its examples signature
     (the Transform graph inside)."""
     import tensorflow as tf
 
-    from models import problem as P
     from models.model import EXAMPLES_INPUT, output_key
 
-    problem = P.from_model(model_path) or P.current()
     signature = tf.saved_model.load(model_path).signatures["serving_examples"]
     parts = [signature(**{EXAMPLES_INPUT: tf.constant(records[i:i + 2048])})[
-        output_key(problem.task)].numpy() for i in range(0, len(records), 2048)]
+        output_key(task)].numpy() for i in range(0, len(records), 2048)]
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
@@ -115,7 +111,8 @@ def judge(evaluated_model: str, refit_model: str, evaluated_history: dict[str, A
           max_disagreement: float, max_loss_factor: float) -> dict[str, Any]:
     """The guards' figures and the reasons the refit failed (none: it passed)."""
     reasons = []
-    apart = disagreement(task, answers(evaluated_model, records), answers(refit_model, records))
+    apart = disagreement(task, answers(evaluated_model, records, task),
+                         answers(refit_model, records, task))
     if not np.isfinite(apart) or apart > max_disagreement:
         reasons.append(f"agreement: on {len(records)} evaluation rows its answers differ from "
                        f"the evaluated model's by {apart:.4f} on average; allowed "
