@@ -152,17 +152,18 @@ class Reference:
 
 def eval_cut(rows: list[dict[str, str]], train: list[int], time_column: str,
              fraction: float, days: float = 0.0, gap_days: float = 0.0) -> list[int]:
-    """The rows before an origin that the pipeline's evaluated model trains on: all but the
-    newest `fraction` of them (or `days`), less `gap_days` before that, as ExampleGen's time
-    split cuts them."""
+    """The rows before an origin that the pipeline's evaluated model trains on: ExampleGen's
+    time split (TimeSplit.cut: the newest `fraction` of them, or `days`, on hour boundaries,
+    less `gap_days` before that) applied to them; rows without a time are train, as there."""
+    from pipeline.components.arrow_example_gen import HOUR, TimeSplit
+
     times = np.array([_seconds(rows[i].get(time_column, "")) for i in train])
-    known = np.sort(times[~np.isnan(times)])
-    if not len(known):
-        return train
-    cut = known[-1] - days * 86400 if days else known[min(len(known) - 1,
-                                                          int(len(known) * (1 - fraction)))]
-    cut -= gap_days * 86400
-    return [i for i, t in zip(train, times, strict=True) if t < cut]
+    known = ~np.isnan(times)
+    hours, counts = np.unique((times[known] // HOUR).astype(np.int64), return_counts=True)
+    _, train_before = TimeSplit(time_column, fraction, days, gap_days).cut(
+        dict(zip(hours.tolist(), counts.tolist(), strict=True)))
+    return [i for i, t, timed in zip(train, times, known, strict=True)
+            if not timed or t < train_before]
 
 
 def backtest(rows: list[dict[str, str]], work: Path, period: str = "year", count: int = 0,
