@@ -34,12 +34,25 @@ class RssSampler(threading.Thread):
     """RSS of this process and its children (Beam's multi_processing workers) every `every`
     seconds, with wall-clock times (ms since epoch)."""
 
-    def __init__(self, every: float = 0.25):
+    def __init__(self, every: float = 0.25, limit_gib: float = 0.0):
         super().__init__(daemon=True)
         import psutil
 
         self.process, self.every, self.samples = psutil.Process(), every, []
         self.running = True
+        self.limit = limit_gib * 2**30  # 0: none
+
+    def over_limit(self, rss: int) -> None:
+        """Stops the run (its workers too) before the machine runs out of memory, saying so."""
+        import os
+
+        print(f"SCALE-OVER-LIMIT {rss / 2**30:.2f}", flush=True)
+        sys.stderr.write(f"\nscale: RSS {rss / 2**30:.2f} GiB passed the limit of "
+                         f"{self.limit / 2**30:.1f} GiB: run stopped\n")
+        for child in self.process.children(recursive=True):
+            with contextlib.suppress(Exception):
+                child.kill()
+        os._exit(3)
 
     def run(self) -> None:
         import psutil
@@ -50,6 +63,8 @@ class RssSampler(threading.Thread):
                 with contextlib.suppress(psutil.Error):  # a worker that just exited
                     rss += p.memory_info().rss
             self.samples.append((time.time() * 1000, rss))
+            if self.limit and rss > self.limit:
+                self.over_limit(rss)
             time.sleep(self.every)
 
     def peak_mib(self, start_ms: float, end_ms: float) -> float:
@@ -57,7 +72,8 @@ class RssSampler(threading.Thread):
         return round(max(window, default=0) / 2**20, 1)
 
 
-def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
+def one_size(data_root: str, out: Path, settings: dict[str, str],
+             limit_gib: float = 0.0) -> dict:
     """Runs the pipeline once on `data_root` in this process; per-component figures."""
     import local_runner
     from pipeline import configs
@@ -65,7 +81,7 @@ def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
 
     config = configs.load(env={}, data_root=data_root, output_root=str(out),
                           **{"safe_to_serve": False, **settings})
-    sampler = RssSampler()
+    sampler = RssSampler(limit_gib=limit_gib)
     sampler.start()
     started = time.monotonic()
     summary = local_runner.run(config)
@@ -86,23 +102,49 @@ def one_size(data_root: str, out: Path, settings: dict[str, str]) -> dict:
             "auc": summary.metrics.get("auc"), "blessed": summary.blessed}
 
 
-def run_size(rows: int, out: Path, settings: list[str]) -> dict:
+def run_size(rows: int, out: Path, settings: list[str], limit_gib: float) -> dict:
+    """One size in a fresh process; its log goes to out/run-ROWS.log as it runs (tail it)."""
     from data import simulator
 
-    data = simulator.write_span(out / f"data-{rows}", 1, rows, seed=rows % 997)
-    shutil.rmtree(out / f"run-{rows}", ignore_errors=True)  # no cache, no baseline
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, __file__, "--one", str(data.parent),
-                           "--out", str(out / f"run-{rows}"),
-                           *[f"--set={s}" for s in settings]],
-                          capture_output=True, text=True, cwd=ROOT)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCALE-RESULT ")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-5000:])
-        raise SystemExit(f"the run on {rows:,} rows failed (exit {proc.returncode})")
+    data = simulator.write_span(out / f"data-{rows}", 1, rows, seed=rows % 997)
+    drawn = round(time.monotonic() - started, 1)
+    shutil.rmtree(out / f"run-{rows}", ignore_errors=True)  # no cache, no baseline
+    log_path = out / f"run-{rows}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log_file:
+        proc = subprocess.run([sys.executable, __file__, "--one", str(data.parent),
+                               "--out", str(out / f"run-{rows}"),
+                               f"--max-rss-gib={limit_gib}",
+                               *[f"--set={s}" for s in settings]],
+                              stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=ROOT)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("SCALE-")]
+    seconds = round(time.monotonic() - started, 1)
+    if proc.returncode != 0 or not lines or not lines[-1].startswith("SCALE-RESULT "):
+        tail = log_path.read_text()[-3000:]
+        over = [ln for ln in lines if ln.startswith("SCALE-OVER-LIMIT ")]
+        why = (f"RSS passed {limit_gib} GiB ({over[-1].split()[1]} GiB)" if over
+               else f"exit {proc.returncode}")
+        print(f"  the run on {rows:,} rows failed: {why}; its log: {log_path}\n{tail}",
+              file=sys.stderr)
+        return {"rows": rows, "failed": why, "process_seconds": seconds, "log": str(log_path)}
     result = json.loads(lines[-1].removeprefix("SCALE-RESULT "))
-    result["process_seconds"] = round(time.monotonic() - started, 1)
-    return {"rows": rows, **result}
+    return {"rows": rows, **result, "process_seconds": seconds, "drawing_seconds": drawn,
+            "log": str(log_path)}
+
+
+def summarise(results: list[dict], settings: list[str]) -> dict:
+    """The figures, and each size's time and peak against the size before it."""
+    ran = [r for r in results if "failed" not in r]
+    ratios = []
+    for a, b in zip(ran, ran[1:], strict=False):
+        ratios.append(f"{b['rows']:,} / {a['rows']:,} rows ({b['rows'] / a['rows']:.0f}x): "
+                      f"time {b['wall_seconds'] / a['wall_seconds']:.2f}x, peak RSS "
+                      f"{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}x "
+                      f"({a['peak_rss_mib'] / 1024:.2f} -> {b['peak_rss_mib'] / 1024:.2f} GiB)")
+    return {"settings": settings, "results": results, "ratios": ratios,
+            "growth_exponent_wall": growth(ran, lambda r: r["wall_seconds"]) if ran else None,
+            "growth_exponent_rss": growth(ran, lambda r: r["peak_rss_mib"]) if ran else None}
 
 
 def growth(results: list[dict], key) -> float | None:
@@ -149,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="SETTING=VALUE",
                         help="a pipeline setting for every run, e.g. "
                              "--set beam_direct_running_mode=multi_processing (repeatable)")
+    parser.add_argument("--max-rss-gib", type=float, default=16.0,
+                        help="stop a run whose RSS (workers included) passes this, before the "
+                             "machine runs out of memory; 0: no limit (default 16)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: one run, this process
     args = parser.parse_args(argv)
     bad = [s for s in args.set if "=" not in s]
@@ -156,26 +201,31 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--set takes SETTING=VALUE, got {bad}")
     if args.one:
         settings = dict(s.split("=", 1) for s in args.set)
-        print("SCALE-RESULT " + json.dumps(one_size(args.one, args.out, settings)), flush=True)
+        print("SCALE-RESULT " + json.dumps(one_size(args.one, args.out, settings,
+                                                    args.max_rss_gib)), flush=True)
         return 0
 
     sizes = sorted(int(n) for n in args.rows.split(","))
-    results = []
-    for rows in sizes:
-        print(f"{rows:,} rows ...", flush=True)
-        results.append(run_size(rows, args.out, args.set))
-        r = results[-1]
-        print(f"  {r['wall_seconds']:.0f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB, AUC "
-              f"{r['auc']:.4f}", flush=True)
-        for name, c in r["components"].items():
-            if c["seconds"] >= 0.5:
-                print(f"    {name:28} {c['seconds']:>8.1f} s {c['peak_rss_mib']:>8,.0f} MiB")
-    summary = {"settings": args.set, "results": results,
-               "growth_exponent_wall": growth(results, lambda r: r["wall_seconds"]),
-               "growth_exponent_rss": growth(results, lambda r: r["peak_rss_mib"])}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scale.json").write_text(json.dumps(summary, indent=2))
-    plot(results, args.out / "scale.png")
+    results: list[dict] = []
+    for rows in sizes:
+        print(f"{rows:,} rows ... (log: {args.out / f'run-{rows}.log'})", flush=True)
+        results.append(run_size(rows, args.out, args.set, args.max_rss_gib))
+        r = results[-1]
+        if "failed" not in r:
+            print(f"  {r['wall_seconds']:.0f} s, peak RSS {r['peak_rss_mib']:,.0f} MiB, AUC "
+                  f"{r['auc']:.4f}", flush=True)
+            for name, c in r["components"].items():
+                if c["seconds"] >= 0.5:
+                    print(f"    {name:28} {c['seconds']:>8.1f} s "
+                          f"{c['peak_rss_mib']:>8,.0f} MiB")
+        summary = summarise(results, args.set)
+        (args.out / "scale.json").write_text(json.dumps(summary, indent=2))  # after each size
+    ran = [r for r in results if "failed" not in r]
+    if len(ran) >= 2:
+        plot(ran, args.out / "scale.png")
+    for line in summary["ratios"]:
+        print(line)
     print(f"growth exponent (1 = linear): time {summary['growth_exponent_wall']}, "
           f"peak RSS {summary['growth_exponent_rss']}")
     print(f"written: {args.out / 'scale.json'}, {args.out / 'scale.png'}")
