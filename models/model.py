@@ -172,8 +172,7 @@ def holdout_auc(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutpu
     `metric`/`value` for every task."""
     from sklearn.metrics import roc_auc_score
 
-    data = input_fn(train_files, tf_transform_output, 1024, shuffle=False, repeat=False,
-                    raw=raw, holdout=share, take="holdout")
+    data = holdout_batches(train_files, tf_transform_output, share, raw)
     labels, scores = [], []
     for features, label in data:
         scores.append(model(features, training=False).numpy())
@@ -193,6 +192,31 @@ def holdout_auc(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutpu
     if task == "binary":
         out["auc"] = value
     return out
+
+
+def holdout_batches(train_files: list[str], tf_transform_output: tft.TFTransformOutput,
+                    share: float, raw: bool | None) -> tf.data.Dataset:
+    """(features, label) of the held-out rows, read a file's batch at a time and masked by
+    batch, in batches of varying size: one pass to score, so no cache, shuffle or per-record
+    step (filtering record by record took 30 s a million rows; this reads them in 6)."""
+    files = [f for pattern in train_files for f in sorted(tf.io.gfile.glob(pattern))]
+    if not files:
+        raise FileNotFoundError(f"no examples match {train_files}")
+    transformed = transformed_parser(
+        tf_transform_output, examples_are_raw(files) if raw is None else raw)
+    keep = _holdout_filter(share, "holdout")
+
+    def parse(serialized):
+        parsed = transformed(serialized)
+        return {k: parsed[k] for k in model_input_names()}, parsed[F.LABEL_XF]
+
+    return (tf.data.Dataset.from_tensor_slices(files)
+            .interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP")
+                        .batch(8192), cycle_length=2, num_parallel_calls=2)
+            .map(lambda records: tf.boolean_mask(records, keep(records)))
+            .filter(lambda records: tf.size(records) > 0)
+            .map(parse, num_parallel_calls=2)
+            .prefetch(2))
 
 
 def transformed_parser(tf_transform_output: tft.TFTransformOutput,
@@ -697,8 +721,12 @@ def refit_steps(train_files: list[str], recipe_steps: int) -> tuple[int, dict[st
         files = tf.io.gfile.glob(pattern)
         if not files:
             return 0
-        data = tf.data.TFRecordDataset(files, compression_type="GZIP")
-        return int(data.reduce(np.int64(0), lambda n, _: n + 1).numpy())
+        # Batches, two files at once: a reduce over single records took 36 s a million rows.
+        data = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP").batch(4096),
+            cycle_length=2, num_parallel_calls=2, deterministic=False)
+        return int(data.reduce(np.int64(0), lambda n, batch: n + tf.cast(
+            tf.shape(batch)[0], tf.int64)).numpy())
 
     counts = [rows(p) for p in train_files]
     recipe, every = sum(counts[1:]), sum(counts)
