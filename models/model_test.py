@@ -80,6 +80,30 @@ def test_raw_rows_through_the_graph_equal_transforms_written_rows(transform_dir,
     assert np.ptp(floats, axis=0).max() > 1  # real z-scores, not all zeros
 
 
+def test_the_holdout_scored_a_batch_at_a_time_is_the_holdout_training_leaves_out(
+        transform_dir):
+    """holdout_batches (the in-time figure's reader) and input_fn's holdout (what training
+    leaves out) must hold the same rows, or the figure would score rows the model saw."""
+    output = tft.TFTransformOutput(str(transform_dir / "graph"))
+    files = [str(transform_dir / "raw" / "*")]
+    ints, floats = _rows(M.holdout_batches(files, output, 0.5, raw=True))
+    held_ints, held_floats = _rows(M.input_fn(files, output, 5, shuffle=False, repeat=False,
+                                              raw=True, holdout=0.5, take="holdout"))
+    rest, _ = _rows(M.input_fn(files, output, 5, shuffle=False, repeat=False, raw=True,
+                               holdout=0.5, take="rest"))
+    assert 0 < len(ints) < len(ROWS) * 8 and len(ints) + len(rest) == len(ROWS) * 8
+    np.testing.assert_array_equal(ints, held_ints)
+    np.testing.assert_allclose(floats, held_floats, rtol=1e-5, atol=1e-6)  # batch-dependent
+
+
+def test_the_refit_counts_every_row_of_every_pattern(transform_dir):
+    raw = str(transform_dir / "raw" / "*")
+    steps, record = M.refit_steps([raw, raw, str(transform_dir / "nothing-*")], 100)
+    assert record["rows"] == {"recipe": len(ROWS) * 8, "added": len(ROWS) * 8,
+                              "all": len(ROWS) * 16}
+    assert steps == 200
+
+
 def test_raw_rows_are_told_apart_from_written_rows(transform_dir, tmp_path):
     assert M.examples_are_raw([str(transform_dir / "raw" / "part-00000.gz")])
     assert not M.examples_are_raw(sorted(map(str, (transform_dir / "examples").glob("*"))))
