@@ -36,7 +36,6 @@ from tfx.components import (
     ExampleValidator,
     StatisticsGen,
     Trainer,
-    Transform,
     Tuner,
 )
 from tfx.components.schema_gen.import_schema_gen.component import ImportSchemaGen
@@ -69,6 +68,7 @@ from pipeline.components.arrow_example_gen import ArrowExampleGen, TimeSplit
 from pipeline.components.drift_check import DriftCheck
 from pipeline.components.edge_export import EdgeExport
 from pipeline.components.leakage_check import LeakageCheck
+from pipeline.components.one_read_transform import OneReadTransform
 from pipeline.components.predictions_export import PREDICTION_COLUMN, PredictionsExport
 from pipeline.components.pusher import Pusher
 from pipeline.components.refit_check import RefitCheck
@@ -381,7 +381,8 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
     train_splits = span_window_splits(data.window_spans)
     # With --analyzer-cache each span is analysed once while it stays in the window
     # (SpanTransform keys the cache by span). Flat data is a new span every run: no cache.
-    cache, cache_resolver, transform_class = {"disable_analyzer_cache": True}, None, Transform
+    cache, cache_resolver, transform_class = \
+        {"disable_analyzer_cache": True}, None, OneReadTransform
     if across_runs and config.analyzer_cache and config.profile != "vertex":
         cache_resolver = Resolver(
             strategy_class=LatestArtifactStrategy,
@@ -400,7 +401,7 @@ def transform_and_train(config: PipelineConfig, data: Ingested) -> Trained:
 
 
 def window_transform(config: PipelineConfig, data: Ingested, analyze: list[str], node_id: str,
-                     transform_class=Transform, **cache) -> tuple[Any, dict]:
+                     transform_class=OneReadTransform, **cache) -> tuple[Any, dict]:
     """Transform over the window's rows, its vocabularies and statistics from the `analyze`
     splits (the one graph the model trained on them carries), after the data gate; and what
     a Tuner or Trainer reads from it: the (transformed or raw) rows, the graph, eval
