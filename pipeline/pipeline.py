@@ -2,8 +2,9 @@
 
 ArrowExampleGen (one span) -> SpanExamples -> StatisticsGen -> ImportSchemaGen -> ExampleValidator
   -> DriftCheck (vs the last blessed model's data) -> AnomalyGate
-  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (with --analyzer-cache:
-     SpanTransform, its cache keyed by span) -> [Tuner]
+  -> SpanWindow (the newest TRAINING_SPANS spans) -> Transform (OneReadTransform: the
+     splits it analyses read as one dataset; with --analyzer-cache: SpanTransform, its
+     cache keyed by span) -> [Tuner]
   -> Trainer (optionally warm-started from the latest blessed model)
   -> Evaluator (newest span, vs the latest blessed model; on Kubeflow, vs the served model)
   -> [RefitTransform -> Refit -> RefitCheck: the blessed recipe on every row, held to the
