@@ -14,12 +14,17 @@ are. Without an analyzer cache only: a cache is kept per dataset (SpanTransform)
 
 from __future__ import annotations
 
+import logging
 import os
 
 from tfx.components import Transform
 from tfx.components.transform import executor as transform_executor
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
+
+from pipeline.components.transform_processor import ProcessorExecutor
+
+log = logging.getLogger(__name__)
 
 
 def one_pattern(file_patterns: list[str]) -> str | None:
@@ -45,26 +50,17 @@ class _OneReadProcessor(transform_executor.TransformProcessor):
             can_process_jointly and not stats_output_paths and not materialize_output_paths
             and len(set(file_formats)) == 1) else None
         if merged:
+            log.info("reading %d splits as one dataset: %s", len(file_patterns), merged)
             file_patterns, file_formats = [merged], [file_formats[0]]
         return super()._MakeDatasetList(file_patterns, file_formats, data_format,
                                         data_view_uri, can_process_jointly,
                                         stats_output_paths, materialize_output_paths)
 
 
-class Executor(transform_executor.Executor):
-    """TFX's Transform executor, processing with _OneReadProcessor.
+class Executor(ProcessorExecutor):
+    """TFX's Transform executor, processing with _OneReadProcessor."""
 
-    TFX's `Do` constructs its module's TransformProcessor by name, with no hook to pass
-    another: the name is swapped for the length of the call (as SpanTransform does).
-    Components of a local run execute one at a time in this process."""
-
-    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
-        original = transform_executor.TransformProcessor
-        transform_executor.TransformProcessor = _OneReadProcessor
-        try:
-            super().Do(input_dict, output_dict, exec_properties)
-        finally:
-            transform_executor.TransformProcessor = original
+    PROCESSOR = _OneReadProcessor
 
 
 class OneReadTransform(Transform):

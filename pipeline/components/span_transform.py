@@ -24,6 +24,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
 
 from pipeline.components.span_window import SOURCES_FILE
+from pipeline.components.transform_processor import ProcessorExecutor
 
 
 def span_dataset_key(file_pattern: str) -> str | None:
@@ -58,20 +59,10 @@ class _SpanKeyedProcessor(transform_executor.TransformProcessor):
         return datasets
 
 
-class Executor(transform_executor.Executor):
-    """TFX's Transform executor, processing with _SpanKeyedProcessor.
+class Executor(ProcessorExecutor):
+    """TFX's Transform executor, processing with _SpanKeyedProcessor."""
 
-    TFX's `Do` constructs its module's TransformProcessor by name, with no hook to pass
-    another: the name is swapped for the length of the call. Components of a local run
-    execute one at a time in this process, so nothing else sees the swap."""
-
-    def Do(self, input_dict, output_dict, exec_properties) -> None:  # noqa: N802 - TFX's name
-        original = transform_executor.TransformProcessor
-        transform_executor.TransformProcessor = _SpanKeyedProcessor
-        try:
-            super().Do(input_dict, output_dict, exec_properties)
-        finally:
-            transform_executor.TransformProcessor = original
+    PROCESSOR = _SpanKeyedProcessor
 
 
 class SpanTransform(Transform):
