@@ -97,3 +97,43 @@ def test_a_group_effect_is_memorised_by_a_random_split_and_not_counted_by_a_grou
     assert random_auc > 0.65, random_auc
     assert abs(grouped_auc - 0.5) < 0.08, grouped_auc  # new companies: nothing to go on
     assert random_auc - grouped_auc > 0.1
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    import tensorflow as tf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path), "GZIP") as writer:
+        for row in rows:
+            feature = {}
+            for name, value in row.items():
+                if isinstance(value, str):
+                    feature[name] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[value.encode()]))
+                elif isinstance(value, float):
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+                else:
+                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+            writer.write(tf.train.Example(
+                features=tf.train.Features(feature=feature)).SerializeToString())
+
+
+def test_rows_whose_types_are_not_the_schema_s_are_read_for_the_gate_to_stop(tmp_path):
+    """A text 'fare' where the schema says FLOAT (ExampleGen types a column by what it
+    holds, and the gate stops such data after LeakageCheck has read it): in every row of a
+    split, and in a later batch of a split whose first rows had numbers."""
+    def row(i: int, fare) -> dict:
+        return {"fare": fare, "tips": 1.0, "trip_start_timestamp": 1_400_000_000 + i,
+                "payment_type": "Cash" if i % 2 else "Credit Card"}
+
+    later = L.BATCH + 10
+    _write(tmp_path / "Split-train" / "a.gz", [row(i, 5.0 + i % 7) for i in range(later)])
+    _write(tmp_path / "Split-train" / "b.gz", [row(later + i, "N/A") for i in range(20)])
+    _write(tmp_path / "Split-eval" / "a.gz",
+           [row(2 * later + i, "N/A" if i < 5 else "7.5") for i in range(300)])
+    found = L.check(str(tmp_path), ["train", "eval"], {"by": "time",
+                                                       "column": "trip_start_timestamp"},
+                    str(SCHEMA_DIR))
+    assert found["rows"] == {"train": later + 20, "eval": 300}
+    assert found["stops"] == []  # train before eval in time
+    assert found["time"]["eval"][0] == 1_400_000_000 + 2 * later

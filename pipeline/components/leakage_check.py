@@ -46,28 +46,42 @@ BATCH = 8192
 def frames(uri: str, split: str, schema_uri: str = "") -> Iterator[pd.DataFrame]:
     """The rows of one split, a batch at a time, one column per feature: numbers as float64
     (NaN: no value), text as bytes (None: no value). TensorFlow's example parser reads them
-    ten times faster than decoding every feature into Arrow, and two batches at once."""
+    ten times faster than decoding every feature into Arrow. A batch whose values do not
+    have the types the first rows had (rows the data gate is about to stop) is decoded as
+    it is instead."""
     import tensorflow as tf
 
     files = sorted(fileio.glob(os.path.join(uri, f"Split-{split}", "*")))
     if not files:
         return
-    spec = _parse_spec(files, schema_uri)
-    data = (tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH)
-            .map(lambda records: (tf.shape(records)[0], tf.io.parse_example(records, spec)),
-                 num_parallel_calls=2, deterministic=True)
-            .prefetch(2))
-    for rows, parsed in data:
-        yield pd.DataFrame({name: _first_values(parsed[name], int(rows)) for name in spec})
+    batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(BATCH).prefetch(2)
+    spec: dict[str, Any] = {}
+    for records in batches:
+        if not spec:
+            spec = _parse_spec(records.numpy().tolist(), schema_uri)
+        try:
+            parsed = tf.io.parse_example(records, spec)
+        except tf.errors.InvalidArgumentError:  # a value of another type than the first's
+            yield _decoded(records.numpy().tolist())
+            continue
+        rows = int(records.shape[0])
+        yield pd.DataFrame({name: _first_values(parsed[name], rows) for name in spec})
 
 
-def _parse_spec(files: list[str], schema_uri: str) -> dict[str, Any]:
-    """Each feature's type, from the schema, and from the first records for any it lacks."""
+def _parse_spec(first: list[bytes], schema_uri: str) -> dict[str, Any]:
+    """Each feature's type as the first records have it, and from the schema for features
+    they lack (the schema is what the data should be; the rows are what it is)."""
     import pyarrow as pa
     import tensorflow as tf
     from tfx_bsl.coders import example_coder
 
     types: dict[str, Any] = {}
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(first)
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            item = column.type.value_type
+            types[name] = tf.float32 if pa.types.is_floating(item) else \
+                tf.int64 if pa.types.is_integer(item) else tf.string
     if schema_uri and fileio.exists(os.path.join(schema_uri, "schema.pbtxt")):
         from tensorflow_metadata.proto.v0 import schema_pb2
         from tfx.utils import io_utils
@@ -76,18 +90,25 @@ def _parse_spec(files: list[str], schema_uri: str) -> dict[str, Any]:
                                            schema_pb2.Schema())
         kinds = {schema_pb2.FLOAT: tf.float32, schema_pb2.INT: tf.int64,
                  schema_pb2.BYTES: tf.string}
-        types = {f.name: kinds[f.type] for f in schema.feature if f.type in kinds}
-    first = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP")
-                      .batch(BATCH).take(1).as_numpy_iterator()), [])
-    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(list(first))
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
-        if name in types or not (pa.types.is_list(column.type)
-                                 or pa.types.is_large_list(column.type)):
-            continue  # known, or no value in any of the first records
-        item = column.type.value_type
-        types[name] = tf.float32 if pa.types.is_floating(item) else \
-            tf.int64 if pa.types.is_integer(item) else tf.string
+        for feature in schema.feature:
+            if feature.type in kinds:
+                types.setdefault(feature.name, kinds[feature.type])
     return {name: tf.io.VarLenFeature(kind) for name, kind in sorted(types.items())}
+
+
+def _decoded(records: list[bytes]) -> pd.DataFrame:
+    """One batch read record by record, each value with its own type (slow, and only for
+    rows whose types differ from one another: data the gate is about to stop)."""
+    import tensorflow as tf
+
+    columns: dict[str, list] = {}
+    for i, record in enumerate(records):
+        for name, feature in tf.train.Example.FromString(record).features.feature.items():
+            kind = feature.WhichOneof("kind")
+            values = getattr(feature, kind).value if kind else []
+            columns.setdefault(name, [None] * len(records))[i] = values[0] if values else None
+    return pd.DataFrame({name: np.array(values, dtype=object)
+                         for name, values in columns.items()})
 
 
 def _first_values(column, rows: int) -> np.ndarray:
