@@ -4,7 +4,7 @@ tf.Transform analyses several splits jointly by flattening one read per split. B
 runner (the FnApiRunner behind the DirectRunner) does not fuse a Flatten of several inputs:
 it keeps the whole flattened collection in the runner's memory before the analyzers read it.
 At 10M rows that was RefitTransform (the evaluation split and the train split) at an 8.0 GiB
-peak beside Transform's 3.8 GiB on one split (benchmarks/README.md, Scale).
+peak; read as one dataset, 2.8 GiB, as Transform on one split (benchmarks/README.md, Scale).
 
 When the analysed splits are every split of the artifact whose name starts alike (the
 window's `train_0` .. `train_k`, or those and `eval`), one file pattern matches exactly
