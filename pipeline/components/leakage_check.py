@@ -84,13 +84,10 @@ def _parse_spec(first: list[bytes], schema_uri: str) -> dict[str, Any]:
                 tf.int64 if pa.types.is_integer(item) else tf.string
     if schema_uri and fileio.exists(os.path.join(schema_uri, "schema.pbtxt")):
         from tensorflow_metadata.proto.v0 import schema_pb2
-        from tfx.utils import io_utils
 
-        schema = io_utils.parse_pbtxt_file(os.path.join(schema_uri, "schema.pbtxt"),
-                                           schema_pb2.Schema())
         kinds = {schema_pb2.FLOAT: tf.float32, schema_pb2.INT: tf.int64,
                  schema_pb2.BYTES: tf.string}
-        for feature in schema.feature:
+        for feature in _schema(schema_uri).feature:
             if feature.type in kinds:
                 types.setdefault(feature.name, kinds[feature.type])
     return {name: tf.io.VarLenFeature(kind) for name, kind in sorted(types.items())}
@@ -290,14 +287,18 @@ def served_absence(request_log: str, train: pd.DataFrame) -> dict[str, dict[str,
     return out
 
 
-def outside_serving(schema_uri: str) -> list[str]:
-    """Model features the schema says a serving request does not carry."""
+def _schema(schema_uri: str):
+    """The Schema artifact's schema.pbtxt."""
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tfx.utils import io_utils
 
-    schema = io_utils.parse_pbtxt_file(os.path.join(schema_uri, "schema.pbtxt"),
-                                       schema_pb2.Schema())
-    absent = {f.name for f in schema.feature if "SERVING" in f.not_in_environment}
+    return io_utils.parse_pbtxt_file(os.path.join(schema_uri, "schema.pbtxt"),
+                                     schema_pb2.Schema())
+
+
+def outside_serving(schema_uri: str) -> list[str]:
+    """Model features the schema says a serving request does not carry."""
+    absent = {f.name for f in _schema(schema_uri).feature if "SERVING" in f.not_in_environment}
     return sorted(set(F.BY_NAME) & absent)
 
 
